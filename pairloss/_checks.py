@@ -1,0 +1,95 @@
+"""Argument checks shared by every backend; each error names the offending argument."""
+
+import torch
+
+from .backends import BACKEND_NAMES
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_embeddings(name, tensor, dim=None):
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (rows × features), got shape {tuple(tensor.shape)}")
+    if not tensor.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {tensor.dtype}")
+    if tensor.shape[0] == 0:
+        raise ValueError(f"{name} is empty: the batch needs at least one row")
+    if tensor.shape[1] == 0:
+        raise ValueError(f"{name} has no features (shape {tuple(tensor.shape)})")
+    if dim is not None and tensor.shape[1] != dim:
+        raise ValueError(f"{name} has {tensor.shape[1]} features but the other tower has {dim}")
+
+
+def check_labels(name, labels, rows, rows_name):
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of integer class ids, got {type(labels).__name__}")
+    if labels.dim() != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class ids, got {labels.dtype}")
+    if labels.shape[0] != rows:
+        raise ValueError(f"{name} has {labels.shape[0]} entries but {rows_name} has {rows} rows")
+
+
+def check_same_device(**tensors):
+    devices = {name: t.device for name, t in tensors.items() if isinstance(t, torch.Tensor)}
+    if len(set(devices.values())) > 1:
+        listed = ", ".join(f"{name} on {device}" for name, device in devices.items())
+        raise ValueError(f"all tensors must be on one device, got {listed}")
+
+
+def check_same_dtype(name, tensor, reference_name, reference):
+    if tensor.dtype != reference.dtype:
+        raise TypeError(f"{name} is {tensor.dtype} but {reference_name} is {reference.dtype}")
+
+
+def check_positive(**values):
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+
+
+def check_non_negative(**values):
+    for name, value in values.items():
+        if not value >= 0:
+            raise ValueError(f"{name} must be non-negative, got {value}")
+
+
+def check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def check_reduction(reduction):
+    check_choice("reduction", reduction, REDUCTIONS)
+
+
+def check_backend(backend):
+    check_choice("backend", backend, ("auto",) + BACKEND_NAMES)
+
+
+def check_scalar(name, value):
+    """A python number or a one-element tensor (e.g. a learnable logit scale)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a scalar (one element), got shape {tuple(value.shape)}")
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must be floating-point, got {value.dtype}")
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number or a one-element tensor, got {type(value).__name__}")
+
+
+def check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels):
+    """The shared leading arguments of the label losses (multi-similarity, triplet, …)."""
+    check_embeddings("embeddings", embeddings)
+    check_labels("labels", labels, embeddings.shape[0], "embeddings")
+    if (ref_emb is None) != (ref_labels is None):
+        given, missing = ("ref_emb", "ref_labels") if ref_labels is None else ("ref_labels", "ref_emb")
+        raise ValueError(f"{given} was given without {missing}: pass both or neither")
+    if ref_emb is not None:
+        check_embeddings("ref_emb", ref_emb, dim=embeddings.shape[1])
+        check_same_dtype("ref_emb", ref_emb, "embeddings", embeddings)
+        check_labels("ref_labels", ref_labels, ref_emb.shape[0], "ref_emb")
+    check_same_device(embeddings=embeddings, labels=labels, ref_emb=ref_emb, ref_labels=ref_labels)

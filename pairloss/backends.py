@@ -1,0 +1,76 @@
+"""Backend registry: which implementation computes a loss for a given device.
+
+A backend is a module exposing the reference module's loss functions (same names, same arguments). Engines may
+cover a subset of losses; ``auto`` takes the first backend in preference order that is usable on the tensors'
+device and implements the loss. ``PAIRLOSS_BACKEND`` replaces ``auto`` for every call.
+"""
+
+import functools
+import importlib
+import os
+
+import torch
+
+# Preference order of ``auto`` on each device type (fastest first). The reference backend is always last.
+AUTO_ORDER = {"cuda": ("triton", "cpp", "reference"), "cpu": ("cpp", "reference")}
+BACKEND_MODULES = {
+    "reference": "pairloss.reference",
+    "cpp": "pairloss.cpp_engine",
+    "triton": "pairloss.triton_engine",
+}
+BACKEND_NAMES = tuple(BACKEND_MODULES)
+
+
+class BackendUnavailableError(RuntimeError):
+    """An explicitly requested backend cannot run here; the message says why."""
+
+
+@functools.cache
+def _load(name):
+    """The backend's module, or the reason it cannot be imported."""
+    try:
+        return importlib.import_module(BACKEND_MODULES[name]), None
+    except ImportError as error:
+        return None, f"backend {name!r} is not installed ({error})"
+
+
+def unavailable_reason(name, device_type):
+    """None when backend ``name`` can run on ``device_type`` tensors, else a sentence saying why not."""
+    module, reason = _load(name)
+    if module is None:
+        return reason
+    check = getattr(module, "unavailable_reason", None)
+    return check(device_type) if check is not None else None
+
+
+def available_backends(device=None):
+    """Names of the backends usable now on ``device`` (default: the CPU, and CUDA when present)."""
+    if device is None:
+        device_types = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    else:
+        device_types = [torch.device(device).type]
+    return [
+        name for name in BACKEND_NAMES if any(unavailable_reason(name, dt) is None for dt in device_types)
+    ]
+
+
+def resolve(backend, device, loss_name):
+    """The function computing ``loss_name`` for ``backend`` ("auto" or a name) on ``device``."""
+    if backend == "auto":
+        backend = os.environ.get("PAIRLOSS_BACKEND", "auto")
+        if backend not in BACKEND_NAMES and backend != "auto":
+            raise ValueError(f"PAIRLOSS_BACKEND={backend!r} is not one of {', '.join(BACKEND_NAMES)}")
+    if backend == "auto":
+        for name in AUTO_ORDER.get(device.type, ("reference",)):
+            if unavailable_reason(name, device.type) is None:
+                function = getattr(_load(name)[0], loss_name, None)
+                if function is not None:
+                    return function
+        raise BackendUnavailableError(f"no backend implements {loss_name} on {device.type} tensors")
+    reason = unavailable_reason(backend, device.type)
+    if reason is not None:
+        raise BackendUnavailableError(f"backend {backend!r} is unavailable on {device.type} tensors: {reason}")
+    function = getattr(_load(backend)[0], loss_name, None)
+    if function is None:
+        raise BackendUnavailableError(f"backend {backend!r} does not implement {loss_name}")
+    return function

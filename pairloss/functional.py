@@ -1,0 +1,235 @@
+"""Public loss functions: check the arguments, normalise where the loss is on cosine similarity, pick a
+backend, and compute. Every backend receives the same already-checked, already-normalised tensors."""
+
+import torch
+import torch.nn.functional as F
+
+from . import _checks as checks
+from .backends import resolve
+
+
+def _nonfinite_guard(*tensors):
+    """0 when every entry is finite, NaN otherwise (no host sync).
+
+    Mining compares similarities, and a comparison with NaN is false: a NaN row would silently drop out of
+    the mined sets and leave a finite loss. Adding this term makes any NaN/inf input show in the loss.
+    """
+    return sum(t.sum() * 0 for t in tensors if t is not None)
+
+
+def _as_scalar_tensor(value, like):
+    if isinstance(value, torch.Tensor):
+        return value.reshape(())
+    return torch.tensor(float(value), dtype=like.dtype, device=like.device)
+
+
+def _label_loss(name, backend, embeddings, labels, ref_emb, ref_labels, **options):
+    checks.check_backend(backend)
+    checks.check_reduction(options["reduction"])
+    function = resolve(backend, embeddings.device, name)
+    x = F.normalize(embeddings, dim=1)
+    y = None if ref_emb is None else F.normalize(ref_emb, dim=1)
+    loss = function(x, labels, y, ref_labels, **options)
+    return loss + _nonfinite_guard(embeddings, ref_emb)
+
+
+def multi_similarity_loss(
+    embeddings,
+    labels,
+    ref_emb=None,
+    ref_labels=None,
+    *,
+    alpha=2.0,
+    beta=50.0,
+    base=0.5,
+    epsilon=0.1,
+    mining=True,
+    reduction="mean",
+    backend="auto",
+):
+    """Multi-similarity loss (Wang et al. 2019) on cosine similarity, with its pair miner when ``mining``.
+
+    Equals PML's ``MultiSimilarityLoss(alpha, beta, base)`` with ``MultiSimilarityMiner(epsilon)``.
+    """
+    checks.check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels)
+    checks.check_positive(alpha=alpha, beta=beta)
+    checks.check_non_negative(epsilon=epsilon)
+    checks.check_choice("mining", mining, (True, False))
+    return _label_loss(
+        "multi_similarity_loss", backend, embeddings, labels, ref_emb, ref_labels,
+        alpha=alpha, beta=beta, base=base, epsilon=epsilon, mining=bool(mining), reduction=reduction,
+    )  # fmt: skip
+
+
+def triplet_margin_loss(
+    embeddings,
+    labels,
+    ref_emb=None,
+    ref_labels=None,
+    *,
+    margin=0.05,
+    mining="batch_hard",
+    soft=False,
+    reduction="mean",
+    backend="auto",
+):
+    """Triplet margin loss on L2 distances of the normalised rows.
+
+    ``mining="batch_hard"``: each anchor's farthest positive and closest negative (PML's BatchHardMiner +
+    TripletMarginLoss); ``mining="all"``: every valid triplet. ``soft=True`` replaces the hinge by softplus.
+    """
+    checks.check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels)
+    checks.check_non_negative(margin=margin)
+    checks.check_choice("mining", mining, ("batch_hard", "all"))
+    checks.check_choice("soft", soft, (True, False))
+    return _label_loss(
+        "triplet_margin_loss", backend, embeddings, labels, ref_emb, ref_labels,
+        margin=margin, mining=mining, soft=bool(soft), reduction=reduction,
+    )  # fmt: skip
+
+
+def contrastive_loss(
+    embeddings,
+    labels,
+    ref_emb=None,
+    ref_labels=None,
+    *,
+    pos_margin=0.0,
+    neg_margin=1.0,
+    reduction="mean",
+    backend="auto",
+):
+    """Contrastive loss on L2 distances of the normalised rows (PML's ContrastiveLoss)."""
+    checks.check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels)
+    checks.check_non_negative(pos_margin=pos_margin, neg_margin=neg_margin)
+    return _label_loss(
+        "contrastive_loss", backend, embeddings, labels, ref_emb, ref_labels,
+        pos_margin=pos_margin, neg_margin=neg_margin, reduction=reduction,
+    )  # fmt: skip
+
+
+def circle_loss(
+    embeddings, labels, ref_emb=None, ref_labels=None, *, m=0.4, gamma=80.0, reduction="mean", backend="auto"
+):
+    """Circle loss (Sun et al. 2020) on cosine similarity (PML's CircleLoss)."""
+    checks.check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels)
+    checks.check_non_negative(m=m)
+    checks.check_positive(gamma=gamma)
+    return _label_loss(
+        "circle_loss", backend, embeddings, labels, ref_emb, ref_labels, m=m, gamma=gamma, reduction=reduction
+    )
+
+
+def ntxent_loss(
+    embeddings, labels, ref_emb=None, ref_labels=None, *, temperature=0.07, reduction="mean", backend="auto"
+):
+    """Label-aware NT-Xent / InfoNCE on cosine similarity (PML's NTXentLoss); mean over positive pairs."""
+    checks.check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels)
+    checks.check_positive(temperature=temperature)
+    return _label_loss(
+        "ntxent_loss", backend, embeddings, labels, ref_emb, ref_labels, temperature=temperature, reduction=reduction
+    )
+
+
+def supcon_loss(
+    embeddings, labels, ref_emb=None, ref_labels=None, *, temperature=0.1, reduction="mean", backend="auto"
+):
+    """Supervised contrastive loss (Khosla et al. 2020) on cosine similarity (PML's SupConLoss)."""
+    checks.check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels)
+    checks.check_positive(temperature=temperature)
+    return _label_loss(
+        "supcon_loss", backend, embeddings, labels, ref_emb, ref_labels, temperature=temperature, reduction=reduction
+    )
+
+
+def _check_towers(first_name, first, second_name, second, same_rows=True):
+    checks.check_embeddings(first_name, first)
+    checks.check_embeddings(second_name, second, dim=first.shape[1])
+    checks.check_same_dtype(second_name, second, first_name, first)
+    if same_rows and second.shape[0] != first.shape[0]:
+        raise ValueError(
+            f"{first_name} has {first.shape[0]} rows but {second_name} has {second.shape[0]}: row i of one "
+            f"is the pair of row i of the other"
+        )
+
+
+def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", backend="auto"):
+    """Symmetric InfoNCE of CLIP (OpenCLIP's ClipLoss): logits = logit_scale · I·Tᵀ, row i matches column i.
+
+    ``logit_scale`` is the multiplier itself (OpenCLIP passes ``model.logit_scale.exp()``); features are used as
+    given, normalise them beforehand as CLIP models do.
+    """
+    _check_towers("image_features", image_features, "text_features", text_features)
+    checks.check_scalar("logit_scale", logit_scale)
+    checks.check_same_device(image_features=image_features, text_features=text_features, logit_scale=logit_scale)
+    checks.check_reduction(reduction)
+    checks.check_backend(backend)
+    function = resolve(backend, image_features.device, "clip_loss")
+    scale = _as_scalar_tensor(logit_scale, image_features)
+    loss = function(image_features, text_features, scale, reduction=reduction)
+    return loss + _nonfinite_guard(image_features, text_features)
+
+
+def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, backend="auto"):
+    """Pairwise sigmoid loss of SigLIP (OpenCLIP's SigLipLoss): −Σ log σ(z_ij · (scale·s_ij + bias)) / B."""
+    _check_towers("image_features", image_features, "text_features", text_features)
+    checks.check_scalar("logit_scale", logit_scale)
+    checks.check_scalar("logit_bias", logit_bias)
+    checks.check_same_device(
+        image_features=image_features, text_features=text_features, logit_scale=logit_scale, logit_bias=logit_bias
+    )
+    checks.check_backend(backend)
+    function = resolve(backend, image_features.device, "siglip_loss")
+    scale = _as_scalar_tensor(logit_scale, image_features)
+    bias = _as_scalar_tensor(logit_bias, image_features)
+    return function(image_features, text_features, scale, bias) + _nonfinite_guard(image_features, text_features)
+
+
+def decoupled_softmax_loss(queries, keys, positives, *, temperature=0.05, backend="auto"):
+    """Decoupled softmax (DEXML) on cosine similarity: each positive (q, p) against q's negatives only.
+
+    ``positives`` is a B×P integer tensor of row indices into ``keys``, padded with −1; mean over the valid
+    (query, positive) pairs, a repeated index counting once.
+    """
+    _check_towers("queries", queries, "keys", keys, same_rows=False)
+    if not isinstance(positives, torch.Tensor) or positives.dim() != 2:
+        raise ValueError("positives must be a 2-D tensor (queries × max positives) of key indices, −1 padded")
+    if positives.is_floating_point() or positives.dtype == torch.bool:
+        raise TypeError(f"positives must hold integer key indices, got {positives.dtype}")
+    if positives.shape[0] != queries.shape[0]:
+        raise ValueError(f"positives has {positives.shape[0]} rows but queries has {queries.shape[0]}")
+    checks.check_same_device(queries=queries, keys=keys, positives=positives)
+    if positives.numel() and not bool(((positives >= -1) & (positives < keys.shape[0])).all()):
+        raise ValueError(f"positives must be −1 (padding) or an index below len(keys)={keys.shape[0]}")
+    checks.check_positive(temperature=temperature)
+    checks.check_backend(backend)
+    function = resolve(backend, queries.device, "decoupled_softmax_loss")
+    loss = function(F.normalize(queries, dim=1), F.normalize(keys, dim=1), positives, temperature=temperature)
+    return loss + _nonfinite_guard(queries, keys)
+
+
+def uniformity_loss(embeddings, *, t=2.0, backend="auto"):
+    """Uniformity (Wang & Isola 2020): log mean_{i≠j} exp(−t‖x_i − x_j‖²); rows used as given."""
+    checks.check_embeddings("embeddings", embeddings)
+    if embeddings.shape[0] < 2:
+        raise ValueError("embeddings needs at least 2 rows: uniformity is a mean over distinct pairs")
+    checks.check_positive(t=t)
+    checks.check_backend(backend)
+    function = resolve(backend, embeddings.device, "uniformity_loss")
+    return function(embeddings, t=t) + _nonfinite_guard(embeddings)
+
+
+def mw_loss(queries, docs, *, temperature=1.0, backend="auto"):
+    """Pairwise AUC (Mann–Whitney) surrogate on cosine similarity: doc i is query i's positive, every other doc
+    a negative; per query the mean of softplus((s_neg − s_pos)/τ), then the mean over queries.
+
+    ``docs`` may have more rows than ``queries`` (extra hard negatives)."""
+    _check_towers("queries", queries, "docs", docs, same_rows=False)
+    if docs.shape[0] < queries.shape[0]:
+        raise ValueError(f"docs has {docs.shape[0]} rows but needs at least one per query ({queries.shape[0]})")
+    checks.check_same_device(queries=queries, docs=docs)
+    checks.check_positive(temperature=temperature)
+    checks.check_backend(backend)
+    function = resolve(backend, queries.device, "mw_loss")
+    loss = function(F.normalize(queries, dim=1), F.normalize(docs, dim=1), temperature=temperature)
+    return loss + _nonfinite_guard(queries, docs)

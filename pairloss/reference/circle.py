@@ -1,0 +1,17 @@
+"""Circle loss (Sun et al., CVPR 2020) on cosine similarity, as PML's CircleLoss."""
+
+import torch
+import torch.nn.functional as F
+
+from ._common import masked_logsumexp, mean_of_nonzero, pair_masks, reduce_rows
+
+
+def circle_loss(x, labels, y, ref_labels, *, m, gamma, reduction):
+    sim = x @ (x if y is None else y).T
+    pos, neg = pair_masks(labels, ref_labels)
+    # The self-paced weights [1 + m - s]₊ and [s + m]₊ are constants for the gradient, as in the paper.
+    pos_logits = -gamma * F.relu(1 + m - sim.detach()) * (sim - (1 - m))
+    neg_logits = gamma * F.relu(sim.detach() + m) * (sim - m)
+    lse = masked_logsumexp(pos_logits, pos) + masked_logsumexp(neg_logits, neg)
+    rows = torch.where(pos.any(1) & neg.any(1), F.softplus(lse), 0.0)
+    return reduce_rows(rows, reduction, lambda: mean_of_nonzero(rows))
