@@ -49,9 +49,7 @@ def available_backends(device=None):
         device_types = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     else:
         device_types = [torch.device(device).type]
-    return [
-        name for name in BACKEND_NAMES if any(unavailable_reason(name, dt) is None for dt in device_types)
-    ]
+    return [name for name in BACKEND_NAMES if any(unavailable_reason(name, dt) is None for dt in device_types)]
 
 
 def resolve(backend, device, loss_name):

@@ -1,7 +1,5 @@
 """Multi-similarity loss with its miner (Wang et al., CVPR 2019), as in PML's MultiSimilarityLoss/Miner."""
 
-import torch
-
 from ._common import log1p_sum_exp, mean_or_zero, pair_masks, reduce_rows
 
 
