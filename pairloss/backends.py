@@ -5,7 +5,6 @@ cover a subset of losses; ``auto`` takes the first backend in preference order t
 device and implements the loss. ``PAIRLOSS_BACKEND`` replaces ``auto`` for every call.
 """
 
-import functools
 import importlib
 import os
 
@@ -25,13 +24,17 @@ class BackendUnavailableError(RuntimeError):
     """An explicitly requested backend cannot run here; the message says why."""
 
 
-@functools.cache
+_loaded = {}  # name -> (module or None, reason); a plain dict so that torch.compile can trace lookups
+
+
 def _load(name):
     """The backend's module, or the reason it cannot be imported."""
-    try:
-        return importlib.import_module(BACKEND_MODULES[name]), None
-    except ImportError as error:
-        return None, f"backend {name!r} is not installed ({error})"
+    if name not in _loaded:
+        try:
+            _loaded[name] = importlib.import_module(BACKEND_MODULES[name]), None
+        except ImportError as error:
+            _loaded[name] = None, f"backend {name!r} is not installed ({error})"
+    return _loaded[name]
 
 
 def unavailable_reason(name, device_type):

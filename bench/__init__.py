@@ -1,0 +1,1 @@
+"""pairloss benchmarks: ``python -m bench [--quick]`` (CLI) or ``pytest bench`` (pytest-benchmark)."""

@@ -1,0 +1,102 @@
+"""Timing and peak-memory measurement on CPU and CUDA."""
+
+import ctypes
+import re
+import statistics
+import sys
+import time
+
+import torch
+
+
+def _return_freed_memory_to_the_os():
+    """Make glibc serve every allocation of 64 KiB or more with mmap and unmap it on free (a fixed threshold
+    also stops glibc from raising it dynamically), so that the resident set follows live tensors and its peak
+    measures a case's memory instead of reused heap pages."""
+    if sys.platform.startswith("linux"):
+        mallopt_mmap_threshold = -3
+        ctypes.CDLL("libc.so.6").mallopt(mallopt_mmap_threshold, 64 * 1024)
+
+
+_return_freed_memory_to_the_os()
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(function, device, repeats, warmup=1, setup=None):
+    """Median and spread (min, max) in milliseconds of ``function()``, after ``warmup`` untimed calls.
+
+    ``setup`` runs untimed before each call (e.g. the forward pass whose backward is being timed).
+    """
+    samples = []
+    for index in range(warmup + repeats):
+        state = setup() if setup is not None else None
+        _sync(device)
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            function(state) if setup is not None else function()
+            end.record()
+            torch.cuda.synchronize(device)
+            elapsed = start.elapsed_time(end)
+        else:
+            began = time.perf_counter()
+            function(state) if setup is not None else function()
+            elapsed = (time.perf_counter() - began) * 1e3
+        if index >= warmup:
+            samples.append(elapsed)
+    return {"median_ms": statistics.median(samples), "min_ms": min(samples), "max_ms": max(samples), "n": len(samples)}
+
+
+def _status_kib(field):
+    return int(re.search(rf"{field}:\s+(\d+)", open("/proc/self/status").read()).group(1))
+
+
+class PeakMemory:
+    """Peak memory allocated inside the ``with`` block beyond what was allocated on entry, in MiB.
+
+    CUDA: the caching allocator's peak. CPU: the process's peak resident set (Linux VmHWM, reset on entry by
+    writing 5 to /proc/self/clear_refs), which also counts allocator caches — an upper bound.
+    """
+
+    def __init__(self, device):
+        self.device = device
+        self.mib = None
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+        else:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.base = _status_kib("VmRSS") * 1024
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            peak = _status_kib("VmHWM") * 1024
+        self.mib = max(peak - self.base, 0) / 2**20
+        return False
+
+
+def available_memory_bytes(device):
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free
+    return int(re.search(r"MemAvailable:\s+(\d+)", open("/proc/meminfo").read()).group(1)) * 1024
+
+
+def gemm_rate(device, dtype, size=2048, dim=512):
+    """Measured FLOP/s of one (size×dim)·(dim×size) matrix product: the roofline the kernels are held to."""
+    a = torch.randn(size, dim, device=device, dtype=dtype)
+    b = torch.randn(size, dim, device=device, dtype=dtype)
+    timing = time_call(lambda: a @ b.T, device, repeats=5, warmup=2)
+    return 2 * size * size * dim / (timing["median_ms"] / 1e3)
