@@ -1,0 +1,273 @@
+"""Per-loss epilogues of the shared tile loop, selected at compile time by ``LOSS``.
+
+A loss is four small jitted pieces:
+- ``init``: its four fp32 per-row accumulators for a pass (STATS_PASS or LOSS_PASS);
+- ``accumulate``: fold one similarity tile S into them, and say whether the tile holds a pair with a non-zero
+  gradient (the backward skips the tiles without one, so this must never be 0 where the gradient is not);
+- ``finish``: the accumulators → the pass's four per-row outputs (the layout is listed per loss below);
+- ``gradient``: G = ∂L/∂S for one tile, given the upstream gradient ``coefs`` of the LOSS outputs, and three
+  more tiles whose sums give the gradients of the other inputs: ``g_vec`` (row sums → the per-row vector,
+  column sums → the per-column vector), ``g_scale`` and ``g_bias`` (total sums → logit scale and bias).
+
+``stats`` are the STATS outputs, ``values`` the LOSS outputs, each as four [BLOCK_M, 1] columns; ``params`` the
+loss's scalar hyper-parameters. Output layouts (unused slots are 0):
+- MULTI_SIMILARITY  STATS: max_N s, min_P s.  LOSS: log(1+Σ_P e^(−α(s−λ))), log(1+Σ_N e^(β(s−λ))) over mined pairs.
+- TRIPLET_HARDEST   STATS: max_P d, its first column, min_N d, its first column (columns as fp32: exact < 2²⁴).
+- CONTRASTIVE       LOSS: Σ_P [d−m_p]₊, Σ_N [m_n−d]₊, their numbers of non-zero terms.
+- CIRCLE            LOSS: LSE_P of the positive logits, LSE_N of the negative logits, |P|>0, |N|>0.
+- NTXENT            STATS: LSE_N s/τ, |N|>0.  LOSS: Σ_P softplus(LSE_N − s/τ), |P|, Σ_P σ(LSE_N − s/τ).
+- SUPCON            LOSS: LSE_{P∪N} s/τ, Σ_P s/τ, |P|.
+- ROW_LOGSUMEXP     LOSS: LSE over all columns of scale·s.
+- SIGLIP            LOSS: Σ softplus(−z·(scale·s + bias)), z = +1 on the diagonal, −1 elsewhere.
+- MW                LOSS: Σ_N softplus((s − p)/τ), p = the row's positive score (the per-row vector).
+- UNIFORMITY        LOSS: LSE_N −t·[d²]₊ (N = every other row; the per-row/column vectors are squared norms).
+"""
+
+import triton
+import triton.language as tl
+
+from ._ids import (
+    CIRCLE,
+    CONTRASTIVE,
+    MULTI_SIMILARITY,
+    MW,
+    NTXENT,
+    ROW_LOGSUMEXP,
+    SIGLIP,
+    STATS_PASS,
+    SUPCON,
+    TRIPLET_HARDEST,
+    UNIFORMITY,
+)
+from ._tiles import (
+    INF,
+    any_pair,
+    count,
+    finish_logsumexp,
+    l2_distance,
+    masked_exp,
+    online_logsumexp,
+    softplus,
+)
+
+# ----------------------------------------------------------------------------------------------- building blocks
+
+
+@triton.jit
+def _first_argmax(best, best_col, values, mask, cols):
+    """Running (max, first column reaching it) over the masked entries; earlier tiles win ties, as torch.argmax."""
+    candidates = tl.where(mask, values, -INF)
+    tile_best = tl.max(candidates, 1)
+    tile_col = tl.min(tl.where(candidates == tile_best[:, None], cols.to(tl.float32)[None, :], INF), 1)
+    better = tile_best > best
+    return tl.where(better, tile_best, best), tl.where(better, tile_col, best_col)
+
+
+@triton.jit
+def _ms_mined(s, pos, neg, stats, epsilon):
+    """PML's miner: positives less similar than the hardest negative + ε, negatives more similar than the
+    hardest positive − ε. Without mining the thresholds are ±inf, which keeps every pair."""
+    return pos & (s - epsilon < stats[0]), neg & (s + epsilon > stats[1])
+
+
+@triton.jit
+def _circle_logits(s, margin, gamma):
+    """(positive logit, its ∂/∂s, negative logit, its ∂/∂s); the self-paced weights are constants (detached)."""
+    pos_weight = gamma * tl.maximum(1.0 + margin - s, 0.0)
+    neg_weight = gamma * tl.maximum(s + margin, 0.0)
+    return -pos_weight * (s - (1.0 - margin)), -pos_weight, neg_weight * (s - margin), neg_weight
+
+
+@triton.jit
+def _siglip_logits(s, pos, scale, bias):
+    """(−z·logit, −z) with z = +1 for the matching pair and −1 otherwise."""
+    minus_z = tl.where(pos, -1.0, 1.0)
+    return minus_z * (scale * s + bias), minus_z
+
+
+# ------------------------------------------------------------------------------------------------------ dispatch
+
+
+@triton.jit
+def init(LOSS: tl.constexpr, PASS: tl.constexpr, BLOCK_M: tl.constexpr):
+    zero = tl.zeros((BLOCK_M,), tl.float32)
+    if LOSS == MULTI_SIMILARITY:
+        if PASS == STATS_PASS:
+            acc = (zero - INF, zero + INF, zero, zero)
+        else:
+            # Two online log-sum-exps seeded with the "1 +" term as e^0: (max 0, sum 1).
+            acc = (zero, zero + 1.0, zero, zero + 1.0)
+    elif LOSS == TRIPLET_HARDEST or LOSS == CIRCLE:
+        acc = (zero - INF, zero, zero - INF, zero)
+    elif LOSS == SUPCON or LOSS == ROW_LOGSUMEXP or LOSS == UNIFORMITY or (LOSS == NTXENT and PASS == STATS_PASS):
+        acc = (zero - INF, zero, zero, zero)
+    else:
+        acc = (zero, zero, zero, zero)
+    return acc
+
+
+@triton.jit
+def accumulate(
+    LOSS: tl.constexpr, PASS: tl.constexpr, s, pos, neg, cols, row_vec, col_vec, stats, scale, bias, params, acc
+):
+    """Fold the tile into ``acc``; returns (acc, 1 if the tile has a pair with a non-zero gradient else 0)."""
+    if LOSS == MULTI_SIMILARITY:
+        alpha, beta, base, epsilon = params
+        if PASS == STATS_PASS:
+            max_neg = tl.maximum(acc[0], tl.max(tl.where(neg, s, -INF), 1))
+            min_pos = tl.minimum(acc[1], tl.min(tl.where(pos, s, INF), 1))
+            acc = (max_neg, min_pos, acc[2], acc[3])
+            active = 0
+        else:
+            mined_pos, mined_neg = _ms_mined(s, pos, neg, stats, epsilon)
+            pos_max, pos_sum = online_logsumexp(acc[0], acc[1], -alpha * (s - base), mined_pos)
+            neg_max, neg_sum = online_logsumexp(acc[2], acc[3], beta * (s - base), mined_neg)
+            acc = (pos_max, pos_sum, neg_max, neg_sum)
+            active = any_pair(mined_pos | mined_neg)
+    elif LOSS == TRIPLET_HARDEST:
+        _, distance, _ = l2_distance(s, row_vec, col_vec)
+        far_pos, far_pos_col = _first_argmax(acc[0], acc[1], distance, pos, cols)
+        # The closest negative is the first argmax of −d; finish() flips the sign back.
+        near_neg, near_neg_col = _first_argmax(acc[2], acc[3], -distance, neg, cols)
+        acc = (far_pos, far_pos_col, near_neg, near_neg_col)
+        active = 0
+    elif LOSS == CONTRASTIVE:
+        pos_margin, neg_margin, _, _ = params
+        _, distance, _ = l2_distance(s, row_vec, col_vec)
+        pos_terms = tl.where(pos, tl.maximum(distance - pos_margin, 0.0), 0.0)
+        neg_terms = tl.where(neg, tl.maximum(neg_margin - distance, 0.0), 0.0)
+        acc = (
+            acc[0] + tl.sum(pos_terms, 1),
+            acc[1] + tl.sum(neg_terms, 1),
+            acc[2] + count(pos_terms > 0),
+            acc[3] + count(neg_terms > 0),
+        )
+        active = any_pair((pos_terms > 0) | (neg_terms > 0))
+    elif LOSS == CIRCLE:
+        margin, gamma, _, _ = params
+        pos_logits, pos_slope, neg_logits, neg_slope = _circle_logits(s, margin, gamma)
+        pos_max, pos_sum = online_logsumexp(acc[0], acc[1], pos_logits, pos)
+        neg_max, neg_sum = online_logsumexp(acc[2], acc[3], neg_logits, neg)
+        acc = (pos_max, pos_sum, neg_max, neg_sum)
+        active = any_pair((pos & (pos_slope != 0)) | (neg & (neg_slope != 0)))
+    elif LOSS == NTXENT:
+        temperature = params[0]
+        logits = s / temperature
+        if PASS == STATS_PASS:
+            neg_max, neg_sum = online_logsumexp(acc[0], acc[1], logits, neg)
+            acc = (neg_max, neg_sum, acc[2], acc[3])
+            active = 0
+        else:
+            has_neg = stats[1] > 0
+            gap = stats[0] - logits
+            counted = pos & has_neg
+            acc = (
+                acc[0] + tl.sum(tl.where(counted, softplus(gap), 0.0), 1),
+                acc[1] + count(pos),
+                acc[2] + tl.sum(tl.where(counted, tl.sigmoid(gap), 0.0), 1),
+                acc[3],
+            )
+            active = any_pair((pos | neg) & has_neg)
+    elif LOSS == SUPCON:
+        logits = s / params[0]
+        all_max, all_sum = online_logsumexp(acc[0], acc[1], logits, pos | neg)
+        acc = (all_max, all_sum, acc[2] + tl.sum(tl.where(pos, logits, 0.0), 1), acc[3] + count(pos))
+        active = any_pair(pos | neg)
+    elif LOSS == ROW_LOGSUMEXP:
+        row_max, row_sum = online_logsumexp(acc[0], acc[1], scale * s, pos | neg)
+        acc = (row_max, row_sum, acc[2], acc[3])
+        active = any_pair(pos | neg)
+    elif LOSS == SIGLIP:
+        signed_logits, _ = _siglip_logits(s, pos, scale, bias)
+        acc = (acc[0] + tl.sum(tl.where(pos | neg, softplus(signed_logits), 0.0), 1), acc[1], acc[2], acc[3])
+        active = any_pair(pos | neg)
+    elif LOSS == MW:
+        gaps = (s - row_vec) / params[0]
+        acc = (acc[0] + tl.sum(tl.where(neg, softplus(gaps), 0.0), 1), acc[1], acc[2], acc[3])
+        active = any_pair(neg)
+    elif LOSS == UNIFORMITY:
+        squared, _, _ = l2_distance(s, row_vec, col_vec)
+        row_max, row_sum = online_logsumexp(acc[0], acc[1], -params[0] * tl.maximum(squared, 0.0), neg)
+        acc = (row_max, row_sum, acc[2], acc[3])
+        active = any_pair(neg)
+    return acc, active
+
+
+@triton.jit
+def finish(LOSS: tl.constexpr, PASS: tl.constexpr, acc):
+    if LOSS == MULTI_SIMILARITY and PASS != STATS_PASS:
+        # The seeds make both sums ≥ 1, so these are log(1 + Σ …) and never empty.
+        out = (acc[0] + tl.log(acc[1]), acc[2] + tl.log(acc[3]), acc[0] * 0, acc[0] * 0)
+    elif LOSS == TRIPLET_HARDEST:
+        out = (acc[0], acc[1], -acc[2], acc[3])
+    elif LOSS == CIRCLE:
+        has_pos = (acc[0] > -INF).to(tl.float32)
+        has_neg = (acc[2] > -INF).to(tl.float32)
+        out = (finish_logsumexp(acc[0], acc[1]), finish_logsumexp(acc[2], acc[3]), has_pos, has_neg)
+    elif LOSS == NTXENT and PASS == STATS_PASS:
+        out = (finish_logsumexp(acc[0], acc[1]), (acc[0] > -INF).to(tl.float32), acc[2], acc[3])
+    elif LOSS == SUPCON or LOSS == ROW_LOGSUMEXP or LOSS == UNIFORMITY:
+        out = (finish_logsumexp(acc[0], acc[1]), acc[2], acc[3], acc[3] * 0)
+    else:
+        out = acc
+    return out
+
+
+@triton.jit
+def gradient(LOSS: tl.constexpr, s, pos, neg, row_vec, col_vec, stats, values, coefs, scale, bias, params):
+    """(∂L/∂S, g_vec, g_scale, g_bias) tiles for one tile of pairs."""
+    zero = tl.zeros_like(s)
+    g_vec = zero
+    g_scale = zero
+    g_bias = zero
+    if LOSS == MULTI_SIMILARITY:
+        alpha, beta, base, epsilon = params
+        mined_pos, mined_neg = _ms_mined(s, pos, neg, stats, epsilon)
+        g_s = -alpha * coefs[0] * masked_exp(-alpha * (s - base) - values[0], mined_pos)
+        g_s += beta * coefs[1] * masked_exp(beta * (s - base) - values[1], mined_neg)
+    elif LOSS == CONTRASTIVE:
+        pos_margin, neg_margin, _, _ = params
+        _, distance, d_distance = l2_distance(s, row_vec, col_vec)
+        g_distance = tl.where(pos & (distance > pos_margin), coefs[0], 0.0)
+        g_distance -= tl.where(neg & (distance < neg_margin), coefs[1], 0.0)
+        g_vec = g_distance * d_distance  # ∂L/∂(squared distance); squared = |x|² + |y|² − 2s
+        g_s = -2.0 * g_vec
+    elif LOSS == CIRCLE:
+        margin, gamma, _, _ = params
+        pos_logits, pos_slope, neg_logits, neg_slope = _circle_logits(s, margin, gamma)
+        g_s = coefs[0] * masked_exp(pos_logits - values[0], pos) * pos_slope
+        g_s += coefs[1] * masked_exp(neg_logits - values[1], neg) * neg_slope
+    elif LOSS == NTXENT:
+        temperature = params[0]
+        logits = s / temperature
+        has_neg = stats[1] > 0
+        # A positive's term softplus(LSE_N − l) pulls its own logit down and every negative up through LSE_N.
+        g_logits = tl.where(pos & has_neg, -coefs[0] * tl.sigmoid(stats[0] - logits), 0.0)
+        g_logits += coefs[0] * values[2] * masked_exp(logits - stats[0], neg & has_neg)
+        g_s = g_logits / temperature
+    elif LOSS == SUPCON:
+        temperature = params[0]
+        logits = s / temperature
+        g_logits = coefs[0] * masked_exp(logits - values[0], pos | neg) + tl.where(pos, coefs[1], 0.0)
+        g_s = g_logits / temperature
+    elif LOSS == ROW_LOGSUMEXP:
+        g_logits = coefs[0] * masked_exp(scale * s - values[0], pos | neg)
+        g_s = scale * g_logits
+        g_scale = g_logits * s
+    elif LOSS == SIGLIP:
+        signed_logits, minus_z = _siglip_logits(s, pos, scale, bias)
+        g_bias = tl.where(pos | neg, coefs[0] * minus_z * tl.sigmoid(signed_logits), 0.0)
+        g_s = scale * g_bias
+        g_scale = g_bias * s
+    elif LOSS == MW:
+        temperature = params[0]
+        g_s = tl.where(neg, coefs[0] * tl.sigmoid((s - row_vec) / temperature) / temperature, 0.0)
+        g_vec = -g_s  # the positive score p enters as (s − p)
+    elif LOSS == UNIFORMITY:
+        t = params[0]
+        squared, _, _ = l2_distance(s, row_vec, col_vec)
+        potentials = -t * tl.maximum(squared, 0.0)
+        # clamp_min(0) passes the gradient at exactly 0, as torch does.
+        g_vec = -t * coefs[0] * masked_exp(potentials - values[0], neg & (squared >= 0))
+        g_s = -2.0 * g_vec
+    return g_s, g_vec, g_scale, g_bias

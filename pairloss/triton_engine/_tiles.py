@@ -1,0 +1,126 @@
+"""Tile-level building blocks shared by every kernel: operand loads, the similarity tile, pair masks, and the
+numerically careful scalar functions (online log-sum-exp, softplus, L2 distance)."""
+
+import triton
+import triton.language as tl
+
+from ._ids import DIAGONAL, INDEX, LABELS
+
+INF = tl.constexpr(float("inf"))
+
+
+@triton.jit
+def load_block(ptr, rows, row_mask, features, D, stride_row, stride_feature):
+    """rows × features block of a (rows, D) matrix given by strides; out-of-range entries are 0."""
+    offsets = rows[:, None] * stride_row + features[None, :] * stride_feature
+    return tl.load(ptr + offsets, mask=row_mask[:, None] & (features < D)[None, :], other=0.0)
+
+
+@triton.jit
+def similarity_tile(
+    x_ptr, y_ptr, rows, cols, row_mask, col_mask, D, stride_xr, stride_xd, stride_yr, stride_yd,
+    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """S = X[rows] · Y[cols]ᵀ accumulated in fp32 over feature chunks."""
+    s = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for start in range(0, D, BLOCK_D):
+        features = start + tl.arange(0, BLOCK_D).to(tl.int64)
+        x = load_block(x_ptr, rows, row_mask, features, D, stride_xr, stride_xd)
+        y = load_block(y_ptr, cols, col_mask, features, D, stride_yr, stride_yd)
+        s = tl.dot(x, tl.trans(y), s, input_precision=PRECISION)
+    return s
+
+
+@triton.jit
+def pair_masks(
+    rows, cols, row_mask, col_mask, row_labels_ptr, col_labels_ptr, positives_ptr, num_positives,
+    MASK: tl.constexpr, SELF_PAIRS: tl.constexpr,
+):  # fmt: skip
+    """(positive, negative) boolean tiles; ``SELF_PAIRS`` (Y is X) removes i = j from the positives."""
+    valid = row_mask[:, None] & col_mask[None, :]
+    if MASK == LABELS:
+        row_labels = tl.load(row_labels_ptr + rows, mask=row_mask, other=0)
+        col_labels = tl.load(col_labels_ptr + cols, mask=col_mask, other=0)
+        same = row_labels[:, None] == col_labels[None, :]
+    elif MASK == DIAGONAL:
+        same = rows[:, None] == cols[None, :]
+    elif MASK == INDEX:
+        # Membership of each column in the row's −1 padded index list; a repeated index counts once.
+        same = (rows[:, None] < 0) & (cols[None, :] < 0)  # all False, tile-shaped
+        for slot in range(num_positives):
+            index = tl.load(positives_ptr + rows * num_positives + slot, mask=row_mask, other=-1)
+            same = same | (index[:, None] == cols[None, :])
+    positive = valid & same
+    if SELF_PAIRS:
+        positive = positive & (rows[:, None] != cols[None, :])
+    return positive, valid & ~same
+
+
+@triton.jit
+def online_logsumexp(running_max, running_sum, z, mask):
+    """Fold the masked entries of tile ``z`` into a per-row (max, Σ e^(z − max)) pair."""
+    z = tl.where(mask, z, -INF)
+    new_max = tl.maximum(running_max, tl.max(z, 1))
+    # A row that has seen nothing yet keeps max = −inf; shift by 0 there so that no −inf − (−inf) appears.
+    shift = tl.where(new_max == -INF, 0.0, new_max)
+    running_sum = running_sum * tl.exp(running_max - shift) + tl.sum(tl.exp(z - shift[:, None]), 1)
+    return new_max, running_sum
+
+
+@triton.jit
+def masked_exp(z, mask):
+    """e^z on the mask, 0 elsewhere, without evaluating (possibly overflowing) exponents off the mask."""
+    return tl.exp(tl.where(mask, z, -INF))
+
+
+@triton.jit
+def finish_logsumexp(running_max, running_sum):
+    """log Σ e^z from the online pair; 0 for a row without any entry (like the reference's empty value)."""
+    empty = running_max == -INF
+    return tl.where(empty, 0.0, running_max + tl.log(tl.where(empty, 1.0, running_sum)))
+
+
+@triton.jit
+def log1p(u):
+    """log(1 + u) for u ≥ 0, accurate for tiny u (Goldberg's trick; tl has no log1p on every target)."""
+    one_plus = 1.0 + u
+    tiny = one_plus == 1.0
+    return tl.where(tiny, u, tl.log(one_plus) * (u / tl.where(tiny, 1.0, one_plus - 1.0)))
+
+
+@triton.jit
+def softplus(z):
+    return tl.maximum(z, 0.0) + log1p(tl.exp(-tl.abs(z)))
+
+
+@triton.jit
+def l2_distance(s, row_sq_norms, col_sq_norms):
+    """(squared distance, distance, ∂distance/∂squared) from the Gram entry and squared norms, as the reference:
+    the square root and its derivative are 0 where the squared distance is not positive (duplicate rows)."""
+    squared = row_sq_norms + col_sq_norms - 2.0 * s  # [BLOCK_M, 1] + [1, BLOCK_N] − tile
+    positive = squared > 0
+    distance = tl.where(positive, tl.sqrt_rn(tl.where(positive, squared, 1.0)), 0.0)
+    return squared, distance, tl.where(positive, 0.5 / tl.where(positive, distance, 1.0), 0.0)
+
+
+@triton.jit
+def row_slots(ptr, rows, row_mask, B):
+    """The four per-row values of a (4, B) fp32 tensor, as [BLOCK_M, 1] columns ready to broadcast."""
+    return (
+        tl.load(ptr + rows, mask=row_mask, other=0.0)[:, None],
+        tl.load(ptr + B + rows, mask=row_mask, other=0.0)[:, None],
+        tl.load(ptr + 2 * B + rows, mask=row_mask, other=0.0)[:, None],
+        tl.load(ptr + 3 * B + rows, mask=row_mask, other=0.0)[:, None],
+    )
+
+
+@triton.jit
+def any_pair(mask):
+    """1 if any entry of the boolean tile is set, else 0 (an int32 scalar)."""
+    return tl.max(tl.max(mask.to(tl.int32), 1), 0)
+
+
+@triton.jit
+def count(mask):
+    """Per-row number of set entries, as fp32."""
+    return tl.sum(mask.to(tl.float32), 1)

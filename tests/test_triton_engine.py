@@ -1,0 +1,278 @@
+"""The Triton engine (backend "triton") against the reference oracles.
+
+On a machine without CUDA the kernels run on CPU tensors through Triton's interpreter (conftest.py sets
+TRITON_INTERPRET=1), whose tiles are 16×16 so that the small odd batches here cross tile boundaries. Tests
+marked ``cuda`` (low precision, large batches, torch.compile) need a GPU and are skipped without one.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import pairloss
+from pairloss import backends
+
+from .backend_cases import (
+    LABEL_LOSSES,
+    all_case_ids,
+    check_against_reference,
+    make_case,
+    run_loss,
+    split_case,
+)
+from .tolerances import assert_within_torch_error
+
+pytest.importorskip("triton")
+
+CPU_REASON = backends.unavailable_reason("triton", "cpu")
+CUDA_REASON = backends.unavailable_reason("triton", "cuda")
+# The device the engine runs on here: CPU under the interpreter, else the GPU.
+DEVICE = "cpu" if CPU_REASON is None else "cuda"
+pytestmark = pytest.mark.skipif(
+    CPU_REASON is not None and CUDA_REASON is not None,
+    reason=f"triton backend unavailable: {CPU_REASON}; {CUDA_REASON}",
+)
+needs_cuda = pytest.mark.skipif(
+    CUDA_REASON is not None or not torch.cuda.is_available(), reason=f"needs CUDA ({CUDA_REASON})"
+)
+
+
+def check_within_fp32_error(loss_name, **case):
+    """Loss and gradients within twice the reference's own fp32 error against its fp64 result (plus atol).
+
+    Used on the larger batches, where the gradients of sharp losses (circle's γ = 80, small temperatures)
+    amplify fp32 rounding of S beyond the fixed fp32 tolerance even for the reference itself."""
+    tensors, options, _ = split_case(loss_name, case)
+    loss, grads = run_loss(loss_name, "triton", tensors, options)
+    torch_loss, torch_grads = run_loss(loss_name, "reference", tensors, options)
+    truth_loss, truth_grads = run_loss(loss_name, "reference", tensors, options, dtype=torch.float64)
+    assert_within_torch_error(loss, torch_loss, truth_loss, torch.float32, "loss", msg=f"{loss_name} loss")
+    assert grads.keys() == truth_grads.keys()
+    for name, grad in grads.items():
+        assert_within_torch_error(grad, torch_grads[name], truth_grads[name], torch.float32, "grad", msg=name)
+
+
+def _label_case(rows, refs, dim, classes, seed=0, device=DEVICE, dtype=torch.float32, **options):
+    generator = torch.Generator().manual_seed(seed)
+
+    def embeddings(count):
+        # Unit rows: with D = 1 the exact gradient through the normalisation is 0 and what is left is rounding
+        # noise ∝ 1/|x|, which near-zero random rows would blow up.
+        return F.normalize(torch.randn(count, dim, generator=generator), dim=1).to(device, dtype)
+
+    def labels(count):
+        return torch.randint(0, classes, (count,), generator=generator).to(device)
+
+    ref_emb, ref_labels = (None, None) if refs is None else (embeddings(refs), labels(refs))
+    return dict(embeddings=embeddings(rows), labels=labels(rows), ref_emb=ref_emb, ref_labels=ref_labels, **options)
+
+
+@pytest.mark.parametrize("loss_name,scenario,option", all_case_ids())
+def test_matches_reference(loss_name, scenario, option):
+    """Every loss, option and edge-case batch of the shared cases (B = 1 … 67, odd, single class, all-distinct
+    labels, duplicate rows, non-contiguous inputs, every reduction), loss and gradients, fp32."""
+    check_against_reference(loss_name, "triton", **make_case(loss_name, scenario, option, device=DEVICE))
+
+
+@pytest.mark.parametrize(
+    "rows,refs,dim",
+    [(130, None, 100), (33, 7, 1), (7, 130, 3)],
+    ids=["B130_D100", "B33_refs7_D1", "B7_refs130_D3"],
+)
+@pytest.mark.parametrize("loss_name", LABEL_LOSSES)
+def test_label_losses_across_tiles(loss_name, rows, refs, dim):
+    """Batches spanning many 16-wide tiles, a feature chunk loop (D = 100 > 32), and D = 1."""
+    if loss_name == "triplet_margin_loss" and rows * (refs or rows) ** 2 > 10**5:
+        options = {}  # all-triplets on 130³ is too slow for the interpreter; batch-hard covers the shape
+    else:
+        options = {"mining": "all"} if loss_name == "triplet_margin_loss" else {"reduction": "none"}
+    check_within_fp32_error(loss_name, **_label_case(rows, refs, dim, classes=5, **options))
+
+
+def _towers(rows, cols, dim, seed=0, device=DEVICE):
+    generator = torch.Generator().manual_seed(seed)
+    return [F.normalize(torch.randn(n, dim, generator=generator), dim=1).to(device) for n in (rows, cols)]
+
+
+@pytest.mark.parametrize("dim", [1, 100])
+def test_other_losses_across_tiles(dim):
+    rows = 67 if dim > 1 else 33
+    image, text = _towers(rows, rows, dim)
+    scale = torch.tensor(20.0, device=DEVICE)
+    check_within_fp32_error("clip_loss", image_features=image, text_features=text, logit_scale=scale)
+    check_within_fp32_error(
+        "siglip_loss", image_features=image, text_features=text, logit_scale=scale,
+        logit_bias=torch.tensor(-5.0, device=DEVICE),
+    )  # fmt: skip
+    queries, docs = _towers(rows // 3, rows, dim, seed=1)
+    check_within_fp32_error("mw_loss", queries=queries, docs=docs)
+    check_within_fp32_error("uniformity_loss", embeddings=docs * 1.5)
+    positives = torch.randint(-1, rows, (rows // 3, 5), generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    check_within_fp32_error("decoupled_softmax_loss", queries=queries, keys=docs, positives=positives)
+
+
+def _gradients(loss_name, case):
+    tensors, options, _ = split_case(loss_name, case)
+    return run_loss(loss_name, "triton", tensors, options)[1]
+
+
+@pytest.mark.parametrize(
+    "loss_name,case",
+    [
+        ("multi_similarity_loss", _label_case(37, 21, 9, classes=3)),
+        ("contrastive_loss", _label_case(37, None, 9, classes=3)),
+        ("triplet_margin_loss", _label_case(19, 23, 5, classes=3, mining="all")),
+        ("siglip_loss", make_case("siglip_loss", "large_odd", device=DEVICE)),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_deterministic_backward(monkeypatch, loss_name, case):
+    """PAIRLOSS_DETERMINISTIC=1: atomic-free backward, bitwise reproducible, equal to the atomic one."""
+    atomic = _gradients(loss_name, case)
+    monkeypatch.setenv("PAIRLOSS_DETERMINISTIC", "1")
+    first, second = _gradients(loss_name, case), _gradients(loss_name, case)
+    for name, grad in atomic.items():
+        assert torch.equal(first[name], second[name]), name
+        torch.testing.assert_close(first[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def _tile_bits(monkeypatch, loss_name, **case):
+    """The per-tile "has a gradient" bytes of the loss pass, caught on their way out of the custom op."""
+    from pairloss.triton_engine import _ops
+
+    captured = []
+    original = _ops.pair_rows
+
+    def spy(*args):
+        values, bits = original(*args)
+        captured.append(bits)
+        return values, bits
+
+    monkeypatch.setattr(_ops, "pair_rows", spy)
+    tensors, options, _ = split_case(loss_name, case)
+    getattr(pairloss, loss_name)(*tensors.values(), backend="triton", **options)
+    return captured[-1]
+
+
+def test_no_mined_pair_gives_no_active_tile_and_zero_gradient(monkeypatch):
+    """Two far-apart classes: the miner keeps nothing, every tile is skipped, loss and gradient are 0."""
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.eye(2, 6)
+    labels = torch.arange(40) % 2
+    embeddings = (centers[labels] + 0.01 * torch.randn(40, 6, generator=generator)).to(DEVICE)
+    case = {"embeddings": embeddings, "labels": labels.to(DEVICE)}
+    bits = _tile_bits(monkeypatch, "multi_similarity_loss", **case)
+    assert bits.shape == (3, 3) and int(bits.sum()) == 0
+    loss, grads = check_against_reference("multi_similarity_loss", "triton", **case)
+    assert float(loss) == 0.0 and not bool(grads["embeddings"].any())
+
+
+def test_tile_skip_is_exact_on_partly_active_batches(monkeypatch):
+    """Hinge terms that vanish on whole tiles: those tiles are skipped and the gradient is still exact."""
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.arange(64) // 16  # one class per 16-row tile
+    embeddings = torch.eye(4, 8)[labels] + 0.3 * torch.randn(64, 8, generator=generator)
+    case = {"embeddings": embeddings.to(DEVICE), "labels": labels.to(DEVICE), "pos_margin": 0.4, "neg_margin": 0.9}
+    bits = _tile_bits(monkeypatch, "contrastive_loss", **case)
+    assert 0 < int(bits.sum()) < bits.numel()
+    check_against_reference("contrastive_loss", "triton", **case)
+
+
+def _op_args(loss, rows=19, cols=21, dim=5, device=DEVICE):
+    from pairloss.triton_engine import _ids
+
+    x, y = _towers(rows, cols, dim, device=device)
+    labels = torch.randint(0, 3, (rows,), generator=torch.Generator().manual_seed(0)).to(device)
+    ref_labels = torch.randint(0, 3, (cols,), generator=torch.Generator().manual_seed(1)).to(device)
+
+    def leaf(t):
+        return t.detach().clone().requires_grad_()
+
+    if loss == "contrastive":
+        params, row_vec, col_vec = [0.1, 0.9, 0.0, 0.0], leaf((x * x).sum(1)), leaf((y * y).sum(1))
+        scale, bias = torch.tensor(1.0, device=device), torch.tensor(0.0, device=device)
+    else:
+        params, row_vec, col_vec = [0.0] * 4, torch.zeros(rows, device=device), torch.zeros(cols, device=device)
+        scale, bias = leaf(torch.tensor(7.0, device=device)), leaf(torch.tensor(-2.0, device=device))
+    ids = {"contrastive": (_ids.CONTRASTIVE, _ids.LABELS), "siglip": (_ids.SIGLIP, _ids.DIAGONAL)}[loss]
+    return (
+        leaf(x), leaf(y), labels, ref_labels, torch.zeros(rows, 0, dtype=torch.int64, device=device),
+        row_vec, col_vec, torch.zeros(4, rows, device=device), scale, bias,
+        ids[0].value, False, ids[1].value, False, params,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "siglip"])
+def test_opcheck(loss):
+    """Schema, fake tensor, autograd registration and AOT dispatch of the custom ops (under the interpreter
+    on CPU: the ops are opaque to the checks, so they work there too)."""
+    torch.library.opcheck(torch.ops.pairloss.pair_rows.default, _op_args(loss))
+
+
+def test_unavailable_reason_is_a_sentence_off_its_devices():
+    from pairloss import triton_engine
+
+    reason = triton_engine.unavailable_reason("mps")
+    assert isinstance(reason, str) and "mps" in reason
+    assert triton_engine.unavailable_reason(DEVICE) is None
+
+
+# ------------------------------------------------------------------------------------------------- GPU only
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("loss_name,scenario,option", all_case_ids()[::7])
+def test_low_precision_within_torch_error(dtype, loss_name, scenario, option):
+    """fp16/bf16: error vs the fp64 truth within twice PyTorch's own error in that dtype (DESIGN.md §3)."""
+    check_against_reference(loss_name, "triton", **make_case(loss_name, scenario, option, dtype=dtype, device="cuda"))
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("loss_name", ["multi_similarity_loss", "supcon_loss", "contrastive_loss"])
+def test_large_batch_fp32(loss_name):
+    case = _label_case(4099, None, 128, classes=700, device="cuda")
+    check_against_reference(loss_name, "triton", **case)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("loss", ["contrastive", "siglip"])
+def test_opcheck_cuda(loss):
+    torch.library.opcheck(torch.ops.pairloss.pair_rows.default, _op_args(loss, device="cuda"))
+
+
+def _compiled_step_matches_eager(device, compile_backend):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(16, 8).to(device)
+    data, labels = torch.randn(40, 16, device=device), torch.randint(0, 5, (40,), device=device)
+    scale = torch.tensor(5.0, device=device)
+
+    def loss_fn(inputs):
+        embeddings = model(inputs)
+        return pairloss.multi_similarity_loss(embeddings, labels, backend="triton") + pairloss.clip_loss(
+            embeddings, model(2 * inputs), scale, backend="triton"
+        )
+
+    eager = loss_fn(data)
+    eager.backward()
+    eager_grad, model.weight.grad = model.weight.grad.clone(), None
+    compiled = torch.compile(loss_fn, fullgraph=True, backend=compile_backend)(data)
+    compiled.backward()
+    torch.testing.assert_close(compiled.detach(), eager.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.weight.grad, eager_grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="the CUDA variant below compiles with inductor")
+def test_compiles_in_one_graph_on_cpu():
+    """torch.compile(fullgraph=True) traces the custom ops without a graph break (aot_eager: no C++ codegen)."""
+    _compiled_step_matches_eager("cpu", "aot_eager")
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_compiled_training_step():
+    """A model + loss training step under torch.compile(fullgraph=True) (inductor) matches eager."""
+    _compiled_step_matches_eager("cuda", "inductor")
