@@ -1,5 +1,7 @@
 """Argument checks shared by every backend; each error names the offending argument."""
 
+import math
+
 import torch
 
 from .backends import BACKEND_NAMES
@@ -45,16 +47,31 @@ def check_same_dtype(name, tensor, reference_name, reference):
         raise TypeError(f"{name} is {tensor.dtype} but {reference_name} is {reference.dtype}")
 
 
+def _check_number(name, value):
+    # Hyper-parameters are Python numbers; a tensor (e.g. per-anchor values) would be compared element-wise.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a Python number, got {type(value).__name__}")
+
+
 def check_positive(**values):
     for name, value in values.items():
-        if not value > 0:
-            raise ValueError(f"{name} must be positive, got {value}")
+        _check_number(name, value)
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{name} must be positive and finite, got {value}")
 
 
 def check_non_negative(**values):
     for name, value in values.items():
-        if not value >= 0:
-            raise ValueError(f"{name} must be non-negative, got {value}")
+        _check_number(name, value)
+        if not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"{name} must be non-negative and finite, got {value}")
+
+
+def check_finite(**values):
+    for name, value in values.items():
+        _check_number(name, value)
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
 
 
 def check_choice(name, value, choices):

@@ -1,6 +1,7 @@
 """Backend registry: which implementation computes a loss for a given device.
 
-A backend is a module exposing the reference module's loss functions (same names, same arguments). Engines may
+A backend is a module exposing ``unavailable_reason(device_type)`` and the reference module's loss functions
+(same names, same arguments). Engines may
 cover a subset of losses; ``auto`` takes the first backend in preference order that is usable on the tensors'
 device and implements the loss. ``PAIRLOSS_BACKEND`` replaces ``auto`` for every call.
 """
@@ -42,8 +43,9 @@ def unavailable_reason(name, device_type):
     module, reason = _load(name)
     if module is None:
         return reason
-    check = getattr(module, "unavailable_reason", None)
-    return check(device_type) if check is not None else None
+    if not hasattr(module, "unavailable_reason"):
+        return f"backend {name!r} is incomplete: {module.__name__} defines no unavailable_reason()"
+    return module.unavailable_reason(device_type)
 
 
 def available_backends(device=None):

@@ -54,6 +54,7 @@ def multi_similarity_loss(
     checks.check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels)
     checks.check_positive(alpha=alpha, beta=beta)
     checks.check_non_negative(epsilon=epsilon)
+    checks.check_finite(base=base)
     checks.check_choice("mining", mining, (True, False))
     return _label_loss(
         "multi_similarity_loss", backend, embeddings, labels, ref_emb, ref_labels,

@@ -13,6 +13,11 @@ from .triplet import triplet_margin_loss
 from .two_tower import clip_loss, mw_loss, siglip_loss
 from .uniformity import uniformity_loss
 
+
+def unavailable_reason(device_type):
+    """None: the dense oracles run wherever PyTorch does, whatever ``device_type``."""
+
+
 __all__ = [
     "circle_loss",
     "clip_loss",
@@ -24,5 +29,6 @@ __all__ = [
     "siglip_loss",
     "supcon_loss",
     "triplet_margin_loss",
+    "unavailable_reason",
     "uniformity_loss",
 ]

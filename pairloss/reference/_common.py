@@ -6,6 +6,8 @@ formulas, not to be fast. The fused engines must reproduce these numbers without
 
 import torch
 
+from .._numerics import distance_from_gram
+
 
 def pair_masks(labels, ref_labels):
     """Positive and negative pair masks (B×M).
@@ -23,12 +25,11 @@ def pair_masks(labels, ref_labels):
 def l2_distance(x, y):
     """Euclidean distance matrix from the Gram matrix, as PML's LpDistance (cdist) does for large batches.
 
-    The square root gets a zero gradient where the squared distance is zero, so duplicate rows give finite
-    gradients instead of NaN.
+    Squared distances below the Gram form's rounding noise are 0 (``pairloss._numerics``), so duplicate rows are
+    at distance 0 with finite (zero) gradients.
     """
-    squared = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * (x @ y.T)
-    positive = squared > 0
-    return torch.where(positive, torch.where(positive, squared, 1.0).sqrt(), 0.0)
+    x_norms, y_norms = (x * x).sum(1)[:, None], (y * y).sum(1)[None, :]
+    return distance_from_gram(x_norms + y_norms - 2.0 * (x @ y.T), x_norms + y_norms, x.dtype)
 
 
 def masked_logsumexp(z, mask, empty_value=0.0):

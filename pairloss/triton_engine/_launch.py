@@ -20,10 +20,14 @@ from ._kernels import pair_grad_kernel, pair_rows_kernel
 INTERPRETED = isinstance(pair_rows_kernel, InterpretedFunction)
 
 
+# (num_warps, num_stages) the autotuner chooses from on CUDA.
+AUTOTUNE_CONFIGS = [(warps, stages) for warps in (4, 8) for stages in (2, 3)]
+
+
 def _autotuned(kernel, key, reset_to_zero=()):
     if INTERPRETED:
         return kernel
-    configs = [triton.Config({}, num_warps=warps, num_stages=stages) for warps in (4, 8) for stages in (2, 3)]
+    configs = [triton.Config({}, num_warps=warps, num_stages=stages) for warps, stages in AUTOTUNE_CONFIGS]
     return triton.autotune(configs=configs, key=key, reset_to_zero=list(reset_to_zero))(kernel)
 
 
@@ -60,45 +64,82 @@ def _operand(t):
     return t if t.dtype in (torch.float16, torch.bfloat16, torch.float32) else t.float()
 
 
-def _precision(x):
-    if x.dtype == torch.float32 and x.is_cuda and torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
+def _constexprs(x, device, tf32, **selectors):
+    """The kernels' compile-time arguments: ``selectors`` (LOSS, MASK, …) plus what follows from the operands
+    and the device they run on."""
+    block_m, block_n, block_d = tile_sizes(device, selectors["LOSS"])
+    precision = "tf32" if x.dtype == torch.float32 and torch.device(device).type == "cuda" and tf32 else "ieee"
+    return {"PRECISION": precision, "BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_D": block_d, **selectors}
+
+
+def _tf32_allowed():
+    return torch.backends.cuda.matmul.allow_tf32
+
+
+# A launch as data, (grid, positional arguments, compile-time arguments), so that _compile_check can compile
+# exactly what the launchers below run, for a GPU it does not have.
+
+
+def rows_launch(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass,
+                mask, self_pairs, params, device, tf32):  # fmt: skip
+    """((values, tile_bits) outputs, launch) of one forward pass for tensors that will run on ``device``."""
+    x, y = _operand(x), _operand(y)
+    (B, D), M = x.shape, y.shape[0]
+    values = torch.empty((ROW_SLOTS, B), dtype=torch.float32, device=x.device)
+    tile_bits = torch.zeros(tile_grid(B, M, device, loss), dtype=torch.int8, device=x.device)
+    args = (
+        x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, values, tile_bits,
+        B, M, D, positives.shape[1], x.stride(0), x.stride(1), y.stride(0), y.stride(1), *params,
+    )  # fmt: skip
+    pass_id = (STATS_PASS if stats_pass else LOSS_PASS).value
+    constexprs = _constexprs(x, device, tf32, LOSS=loss, PASS=pass_id, MASK=mask, SELF_PAIRS=self_pairs)
+    return (values, tile_bits), ((tile_bits.shape[0],), args, constexprs)
 
 
 def pair_rows(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
               self_pairs, params):  # fmt: skip
+    outputs, (grid, args, constexprs) = rows_launch(
+        x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
+        self_pairs, params, x.device, _tf32_allowed(),
+    )  # fmt: skip
+    _pair_rows[grid](*args, **constexprs)
+    return outputs
+
+
+def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias,
+                  tile_bits, loss, mask, self_pairs, params, device, tf32, atomic):  # fmt: skip
+    """((dx, dy, row_grads, col_grad) outputs, launches) of the backward: one row-owner launch with atomics, or
+    (deterministic) a row-owner launch for dX and a column-owner launch for dY."""
     x, y = _operand(x), _operand(y)
     (B, D), M = x.shape, y.shape[0]
-    block_m, block_n, block_d = tile_sizes(x.device, loss)
-    values = torch.empty((ROW_SLOTS, B), dtype=torch.float32, device=x.device)
-    tile_bits = torch.zeros(tile_grid(B, M, x.device, loss), dtype=torch.int8, device=x.device)
-    _pair_rows[(triton.cdiv(B, block_m),)](
-        x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, values, tile_bits,
-        B, M, D, positives.shape[1], x.stride(0), x.stride(1), y.stride(0), y.stride(1), *params,
-        LOSS=loss, PASS=(STATS_PASS if stats_pass else LOSS_PASS).value, MASK=mask, SELF_PAIRS=self_pairs,
-        PRECISION=_precision(x), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
+    outputs = (
+        torch.zeros((B, D), dtype=torch.float32, device=x.device),
+        torch.zeros((M, D), dtype=torch.float32, device=x.device),
+        torch.zeros((3, B), dtype=torch.float32, device=x.device),
+        torch.zeros((M,), dtype=torch.float32, device=x.device),
+    )
+    args = (
+        x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias, tile_bits,
+        *outputs, B, M, D, positives.shape[1], x.stride(0), x.stride(1), y.stride(0), y.stride(1), *params,
     )  # fmt: skip
-    return values, tile_bits
+    row_blocks, col_blocks = tile_bits.shape
+    owners = [(True, row_blocks)] + ([] if atomic else [(False, col_blocks)])
+    return outputs, [
+        (
+            (programs,),
+            args,
+            _constexprs(x, device, tf32, LOSS=loss, MASK=mask, SELF_PAIRS=self_pairs, OWN_ROWS=own_rows, ATOMIC=atomic),
+        )
+        for own_rows, programs in owners
+    ]
 
 
 def pair_grad(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias,
               tile_bits, loss, mask, self_pairs, params):  # fmt: skip
-    x, y = _operand(x), _operand(y)
-    (B, D), M = x.shape, y.shape[0]
-    block_m, block_n, block_d = tile_sizes(x.device, loss)
-    dx = torch.zeros((B, D), dtype=torch.float32, device=x.device)
-    dy = torch.zeros((M, D), dtype=torch.float32, device=x.device)
-    row_grads = torch.zeros((3, B), dtype=torch.float32, device=x.device)
-    col_grad = torch.zeros((M,), dtype=torch.float32, device=x.device)
-    atomic = not deterministic()
-    launches = [(True, triton.cdiv(B, block_m))] + ([] if atomic else [(False, triton.cdiv(M, block_n))])
-    for own_rows, programs in launches:
-        _pair_grad[(programs,)](
-            x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias,
-            tile_bits, dx, dy, row_grads, col_grad,
-            B, M, D, positives.shape[1], x.stride(0), x.stride(1), y.stride(0), y.stride(1), *params,
-            LOSS=loss, MASK=mask, SELF_PAIRS=self_pairs, PRECISION=_precision(x), OWN_ROWS=own_rows, ATOMIC=atomic,
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-        )  # fmt: skip
-    return dx, dy, row_grads, col_grad
+    outputs, launches = grad_launches(
+        x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias, tile_bits,
+        loss, mask, self_pairs, params, x.device, _tf32_allowed(), atomic=not deterministic(),
+    )  # fmt: skip
+    for grid, args, constexprs in launches:
+        _pair_grad[grid](*args, **constexprs)
+    return outputs

@@ -4,9 +4,12 @@ numerically careful scalar functions (online log-sum-exp, softplus, L2 distance)
 import triton
 import triton.language as tl
 
+from .._numerics import ZERO_DISTANCE_ULPS
 from ._ids import DIAGONAL, INDEX, LABELS
 
 INF = tl.constexpr(float("inf"))
+# ZERO_DISTANCE_ULPS ulps of fp32, the precision of every tile.
+ZERO_DISTANCE_TOLERANCE = tl.constexpr(ZERO_DISTANCE_ULPS * 2.0**-23)
 
 
 @triton.jit
@@ -96,9 +99,10 @@ def softplus(z):
 @triton.jit
 def l2_distance(s, row_sq_norms, col_sq_norms):
     """(squared distance, distance, ∂distance/∂squared) from the Gram entry and squared norms, as the reference:
-    the square root and its derivative are 0 where the squared distance is not positive (duplicate rows)."""
+    the square root and its derivative are 0 where the squared distance is below the Gram form's fp32 rounding
+    noise (duplicate rows; the rule of ``pairloss._numerics``)."""
     squared = row_sq_norms + col_sq_norms - 2.0 * s  # [BLOCK_M, 1] + [1, BLOCK_N] − tile
-    positive = squared > 0
+    positive = squared > ZERO_DISTANCE_TOLERANCE * (row_sq_norms + col_sq_norms)
     distance = tl.where(positive, tl.sqrt_rn(tl.where(positive, squared, 1.0)), 0.0)
     return squared, distance, tl.where(positive, 0.5 / tl.where(positive, distance, 1.0), 0.0)
 

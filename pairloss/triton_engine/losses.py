@@ -7,10 +7,12 @@ losses compile with ``torch.compile(fullgraph=True)``). fp64 inputs are computed
 """
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from .._numerics import distance_from_gram
 from . import _ops
 from ._ids import (
     CIRCLE,
@@ -30,6 +32,36 @@ from ._ids import (
 )
 
 INF = float("inf")
+
+
+class EnginePass(NamedTuple):
+    """The compile-time choices of one ``pairloss::pair_rows`` call (ids as ints, as the op takes them)."""
+
+    loss: int
+    stats_pass: bool
+    mask: int
+    self_pairs: bool
+
+
+def _passes(loss, stats_passes=(False,), mask=LABELS, self_pairs=(True, False)):
+    return {EnginePass(loss.value, s, mask.value, p) for s in stats_passes for p in self_pairs}
+
+
+# Every pass the losses below run (the LOSS passes also run the backward): the kernel variants _compile_check
+# compiles for GPUs. tests/test_triton_compile.py checks that the losses run exactly these.
+ENGINE_PASSES = sorted(
+    _passes(MULTI_SIMILARITY, stats_passes=(True, False))
+    | _passes(TRIPLET_HARDEST, stats_passes=(True,))
+    | _passes(TRIPLET_ALL)
+    | _passes(CONTRASTIVE)
+    | _passes(CIRCLE)
+    | _passes(NTXENT, stats_passes=(True, False))
+    | _passes(NTXENT, stats_passes=(True, False), mask=INDEX, self_pairs=(False,))
+    | _passes(SUPCON)
+    | set().union(
+        *(_passes(loss, mask=DIAGONAL, self_pairs=(False,)) for loss in (ROW_LOGSUMEXP, SIGLIP, MW, UNIFORMITY))
+    )
+)
 
 
 def _run(loss, x, y, *, stats_pass=False, row_labels=None, col_labels=None, positives=None, row_vec=None,
@@ -95,9 +127,8 @@ def _reduce(rows, reduction, mean, dtype):
 
 def _l2_rows(a, b):
     """Row-wise L2 distance through the Gram formula, as the reference's distance matrix computes it."""
-    squared = (a * a).sum(1) + (b * b).sum(1) - 2.0 * (a * b).sum(1)
-    positive = squared > 0
-    return torch.where(positive, torch.where(positive, squared, 1.0).sqrt(), 0.0)
+    norms_sum = (a * a).sum(1) + (b * b).sum(1)
+    return distance_from_gram(norms_sum - 2.0 * (a * b).sum(1), norms_sum, a.dtype)
 
 
 def multi_similarity_loss(x, labels, y, ref_labels, *, alpha, beta, base, epsilon, mining, reduction):

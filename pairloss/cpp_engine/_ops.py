@@ -1,0 +1,98 @@
+"""Loading of the compiled engine ``pairloss._C`` and the Python side of its ops: fake (meta) implementations for
+torch.compile, and the autograd formula (the backward op recomputes tiles from the forward's O(B) statistics)."""
+
+import importlib
+
+import torch
+
+from ..backends import BackendUnavailableError
+
+# Losses with CUDA kernels (csrc/cuda); the others run on the CPU only.
+CUDA_LOSSES = frozenset({"multi_similarity", "triplet_hard", "ntxent", "supcon", "clip"})
+_NOT_BUILT = "the C++ extension pairloss._C was not built: reinstall with `pip install --no-build-isolation .`"
+
+
+_loaded = None
+
+
+def load():
+    """(pairloss._C, None) with the ops registered, or (None, the reason it cannot be loaded).
+
+    Cached in a module global rather than functools.cache, so that torch.compile traces through it."""
+    global _loaded
+    if _loaded is None:
+        try:
+            module = importlib.import_module("pairloss._C")
+        except ImportError as error:
+            _loaded = None, f"{_NOT_BUILT} ({error})"
+        else:
+            _register(module.active_tile)
+            _loaded = module, None
+    return _loaded
+
+
+def unavailable_reason(device_type):
+    """None when the engine can run on ``device_type`` tensors, else a sentence saying why not."""
+    module, reason = load()
+    if module is None:
+        return reason
+    if device_type == "cpu":
+        return None
+    if device_type == "cuda":
+        if not module.with_cuda:
+            return "the C++ extension pairloss._C was built without CUDA (no CUDA torch or no nvcc at build time)"
+        return None
+    return f"the C++ engine has no kernels for {device_type} tensors"
+
+
+def _register(active_tile):
+    forward = "pairloss::cpp_pair_forward"
+
+    @torch.library.register_fake(forward)
+    def _forward_fake(loss, x, y, labels, ref_labels, scalars, params):
+        rows, cols = x.shape[0], (x if y is None else y).shape[0]
+        tiles = (-(-rows // active_tile), -(-cols // active_tile))
+        return (
+            x.new_empty(rows, 2),
+            x.new_empty(rows, 4, dtype=torch.float64),
+            x.new_empty(2, dtype=torch.int64),
+            x.new_empty(tiles, dtype=torch.uint8),
+        )
+
+    @torch.library.register_fake("pairloss::cpp_pair_backward")
+    def _backward_fake(loss, grad_rows, x, y, labels, ref_labels, scalars, params, saved, active):
+        dy = x.new_empty(0) if y is None else torch.empty_like(y, memory_format=torch.contiguous_format)
+        dscalars = x.new_empty(0 if scalars is None else scalars.numel())
+        return torch.empty_like(x, memory_format=torch.contiguous_format), dy, dscalars
+
+    def setup_context(ctx, inputs, output):
+        loss, x, y, labels, ref_labels, scalars, params = inputs
+        _, saved, counts, active = output
+        ctx.loss, ctx.params = loss, params
+        ctx.save_for_backward(x, y, labels, ref_labels, scalars, saved, active)
+        ctx.mark_non_differentiable(saved, counts, active)
+
+    def backward(ctx, grad_rows, *_):
+        x, y, labels, ref_labels, scalars, saved, active = ctx.saved_tensors
+        if grad_rows is None:
+            grad_rows = x.new_zeros(x.shape[0], 2)
+        dx, dy, dscalars = torch.ops.pairloss.cpp_pair_backward(
+            ctx.loss, grad_rows, x, y, labels, ref_labels, scalars, ctx.params, saved, active
+        )
+        return None, dx, None if y is None else dy, None, None, None if scalars is None else dscalars, None
+
+    torch.library.register_autograd(forward, backward, setup_context=setup_context)
+
+
+def pair_forward(loss, x, y=None, labels=None, ref_labels=None, scalars=None, params=()):
+    """Per-anchor loss components (B × 2, differentiable) and the batch counters (2,) of one engine loss."""
+    reason = unavailable_reason(x.device.type)
+    if reason is not None:
+        raise BackendUnavailableError(f"backend 'cpp' is unavailable on {x.device.type} tensors: {reason}")
+    if x.device.type == "cuda" and loss not in CUDA_LOSSES:
+        raise BackendUnavailableError(
+            f"backend 'cpp' has no CUDA kernel for {loss} (CUDA covers {', '.join(sorted(CUDA_LOSSES))}); "
+            "use backend='triton' or 'reference' for it on the GPU"
+        )
+    rows, _, counts, _ = torch.ops.pairloss.cpp_pair_forward(loss, x, y, labels, ref_labels, scalars, list(params))
+    return rows, counts
