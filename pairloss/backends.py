@@ -57,23 +57,37 @@ def available_backends(device=None):
     return [name for name in BACKEND_NAMES if any(unavailable_reason(name, dt) is None for dt in device_types)]
 
 
-def resolve(backend, device, loss_name):
-    """The function computing ``loss_name`` for ``backend`` ("auto" or a name) on ``device``."""
+def _loss_reason(name, loss_name, device_type, options):
+    """None when backend ``name`` (usable on the device) computes ``loss_name`` with ``options`` there."""
+    module = _load(name)[0]
+    if not hasattr(module, loss_name):
+        return f"backend {name!r} does not implement {loss_name}"
+    # Optional hook for engines whose coverage differs per device or per option (e.g. CUDA kernels for some
+    # losses only): loss_unavailable_reason(loss_name, device_type, options) -> str | None.
+    check = getattr(module, "loss_unavailable_reason", None)
+    return None if check is None else check(loss_name, device_type, options)
+
+
+def resolve(backend, device, loss_name, options=None):
+    """The function computing ``loss_name`` with ``options`` for ``backend`` ("auto" or a name) on ``device``."""
+    options = options or {}
     if backend == "auto":
         backend = os.environ.get("PAIRLOSS_BACKEND", "auto")
         if backend not in BACKEND_NAMES and backend != "auto":
             raise ValueError(f"PAIRLOSS_BACKEND={backend!r} is not one of {', '.join(BACKEND_NAMES)}")
     if backend == "auto":
         for name in AUTO_ORDER.get(device.type, ("reference",)):
-            if unavailable_reason(name, device.type) is None:
-                function = getattr(_load(name)[0], loss_name, None)
-                if function is not None:
-                    return function
+            usable = unavailable_reason(name, device.type) is None
+            if usable and _loss_reason(name, loss_name, device.type, options) is None:
+                return getattr(_load(name)[0], loss_name)
         raise BackendUnavailableError(f"no backend implements {loss_name} on {device.type} tensors")
-    reason = unavailable_reason(backend, device.type)
+    reason = unavailable_reason(backend, device.type) or _loss_reason(backend, loss_name, device.type, options)
     if reason is not None:
         raise BackendUnavailableError(f"backend {backend!r} is unavailable on {device.type} tensors: {reason}")
-    function = getattr(_load(backend)[0], loss_name, None)
-    if function is None:
-        raise BackendUnavailableError(f"backend {backend!r} does not implement {loss_name}")
-    return function
+    return getattr(_load(backend)[0], loss_name)
+
+
+# Import every backend now, not on first use: torch.compile cannot trace an import, so a compiled training step
+# must find the modules already loaded.
+for _name in BACKEND_NAMES:
+    _load(_name)

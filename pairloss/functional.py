@@ -26,7 +26,7 @@ def _as_scalar_tensor(value, like):
 def _label_loss(name, backend, embeddings, labels, ref_emb, ref_labels, **options):
     checks.check_backend(backend)
     checks.check_reduction(options["reduction"])
-    function = resolve(backend, embeddings.device, name)
+    function = resolve(backend, embeddings.device, name, options)
     x = F.normalize(embeddings, dim=1)
     y = None if ref_emb is None else F.normalize(ref_emb, dim=1)
     loss = function(x, labels, y, ref_labels, **options)

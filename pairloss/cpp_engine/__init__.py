@@ -4,7 +4,7 @@ CPU: every loss, float32 and float64. CUDA: the losses in ``CUDA_LOSSES`` (other
 BackendUnavailableError on CUDA tensors, so that callers pick another backend for them).
 """
 
-from ._ops import CUDA_LOSSES, unavailable_reason
+from ._ops import CUDA_LOSSES, loss_unavailable_reason, unavailable_reason
 from .losses import (
     circle_loss,
     clip_loss,
@@ -25,6 +25,7 @@ __all__ = [
     "clip_loss",
     "contrastive_loss",
     "decoupled_softmax_loss",
+    "loss_unavailable_reason",
     "multi_similarity_loss",
     "mw_loss",
     "ntxent_loss",

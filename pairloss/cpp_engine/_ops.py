@@ -31,6 +31,24 @@ def load():
     return _loaded
 
 
+def kernel_name(loss_name, options):
+    """The engine's name for a public loss function called with ``options``."""
+    if loss_name == "triplet_margin_loss":
+        return "triplet_hard" if options.get("mining") == "batch_hard" else "triplet_all"
+    return loss_name.removesuffix("_loss")
+
+
+def _kernel_missing(kernel, device_type):
+    if device_type == "cuda" and kernel not in CUDA_LOSSES:
+        return f"no CUDA kernel for {kernel} (CUDA covers {', '.join(sorted(CUDA_LOSSES))})"
+    return None
+
+
+def loss_unavailable_reason(loss_name, device_type, options):
+    """The registry's per-loss hook: CUDA kernels exist for ``CUDA_LOSSES`` only."""
+    return _kernel_missing(kernel_name(loss_name, options), device_type)
+
+
 def unavailable_reason(device_type):
     """None when the engine can run on ``device_type`` tensors, else a sentence saying why not."""
     module, reason = load()
@@ -86,13 +104,12 @@ def _register(active_tile):
 
 def pair_forward(loss, x, y=None, labels=None, ref_labels=None, scalars=None, params=()):
     """Per-anchor loss components (B × 2, differentiable) and the batch counters (2,) of one engine loss."""
-    reason = unavailable_reason(x.device.type)
+    reason = unavailable_reason(x.device.type) or _kernel_missing(loss, x.device.type)
     if reason is not None:
         raise BackendUnavailableError(f"backend 'cpp' is unavailable on {x.device.type} tensors: {reason}")
-    if x.device.type == "cuda" and loss not in CUDA_LOSSES:
-        raise BackendUnavailableError(
-            f"backend 'cpp' has no CUDA kernel for {loss} (CUDA covers {', '.join(sorted(CUDA_LOSSES))}); "
-            "use backend='triton' or 'reference' for it on the GPU"
-        )
     rows, _, counts, _ = torch.ops.pairloss.cpp_pair_forward(loss, x, y, labels, ref_labels, scalars, list(params))
     return rows, counts
+
+
+# Load the extension with this module: torch.compile cannot trace an import made on first use.
+load()

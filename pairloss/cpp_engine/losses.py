@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from ._ops import pair_forward
+from ._ops import kernel_name, pair_forward
 
 
 def _reduce(rows, reduction, mean):
@@ -34,7 +34,7 @@ def multi_similarity_loss(x, labels, y, ref_labels, *, alpha, beta, base, epsilo
 
 
 def triplet_margin_loss(x, labels, y, ref_labels, *, margin, mining, soft, reduction):
-    name = "triplet_hard" if mining == "batch_hard" else "triplet_all"
+    name = kernel_name("triplet_margin_loss", {"mining": mining})
     rows, counts = pair_forward(name, x, y, labels, ref_labels, params=(margin, float(soft)))
     rows = rows[:, 0]
     if mining == "batch_hard":  # one term per anchor (0 without a triplet)

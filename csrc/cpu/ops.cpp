@@ -1,0 +1,314 @@
+// CPU implementations of pairloss::cpp_pair_forward / cpp_pair_backward: pick the epilogue and pair kinds of the
+// loss and run the engine (cpu/engine.h). Losses needing more than one engine run are composed here.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "../epilogues/configure.h"
+#include "../op_inputs.h"
+#include "engine.h"
+
+namespace pairloss::cpu {
+namespace {
+
+// The engine's view of the inputs, owning the squared row norms that distance losses read.
+template <typename T>
+struct Operands {
+  at::Tensor x_sq, y_sq;
+  Problem<T> problem;
+
+  Operands(const PairInputs& in, bool swap = false) {
+    const at::Tensor& x = swap ? in.y : in.x;
+    const at::Tensor& y = swap ? in.x : in.refs();
+    x_sq = (x * x).sum(1);
+    y_sq = in.self() ? x_sq : (y * y).sum(1);
+    problem = {x.data_ptr<T>(), y.data_ptr<T>(), x.size(0),        y.size(0), in.dim, in.self(),
+               x_sq.data_ptr<T>(), y_sq.data_ptr<T>()};
+  }
+};
+
+LabelKinds label_kinds(const PairInputs& in) {
+  const int64_t* labels = in.labels.data_ptr<int64_t>();
+  return {labels, in.self() ? labels : in.ref_labels.data_ptr<int64_t>(), in.self()};
+}
+
+PositiveListKinds positive_kinds(const PairInputs& in) {
+  return {in.labels.data_ptr<int64_t>(), in.labels.size(1)};
+}
+
+template <typename T>
+void store(const std::vector<RowResult<T>>& results, ForwardOutputs& out) {
+  auto rows = out.rows.accessor<T, 2>();
+  auto saved = out.saved.accessor<double, 2>();
+  int64_t counts[2] = {0, 0};
+  for (size_t i = 0; i < results.size(); ++i) {
+    for (int k = 0; k < 2; ++k) {
+      rows[i][k] = results[i].rows[k];
+      counts[k] += results[i].counts[k];
+    }
+    for (int k = 0; k < 4; ++k) saved[i][k] = results[i].saved[k];
+  }
+  out.counts[0] = counts[0];
+  out.counts[1] = counts[1];
+}
+
+template <typename T, typename Loss, typename Kinds>
+void run_forward(const PairInputs& in, const Loss& loss, const Kinds& kinds, ForwardOutputs& out) {
+  Operands<T> ops(in);
+  std::vector<RowResult<T>> results(in.rows);
+  forward(ops.problem, loss, kinds, results.data(), out.active.data_ptr<uint8_t>());
+  store(results, out);
+}
+
+// Each anchor's positives are listed by the first pass of TripletAll: size the list from the label counts.
+template <typename T>
+struct TripletLists {
+  at::Tensor offsets, pos_d, pos_j, pos_grad;
+
+  explicit TripletLists(const PairInputs& in) {
+    const at::Tensor& refs = in.self() ? in.labels : in.ref_labels;
+    const at::Tensor sorted = std::get<0>(refs.sort());
+    at::Tensor counts =
+        at::searchsorted(sorted, in.labels, false, /*right=*/true) - at::searchsorted(sorted, in.labels);
+    if (in.self()) counts -= 1;
+    offsets = at::cat({at::zeros({1}, counts.options()), counts.cumsum(0)});
+    const int64_t total = offsets[-1].item<int64_t>();
+    pos_d = at::empty({total}, in.x.options());
+    pos_j = at::empty({total}, counts.options());
+    pos_grad = at::zeros({total}, in.x.options());
+  }
+  void attach(TripletAll<T>& loss) const {
+    loss.offsets = offsets.data_ptr<int64_t>();
+    loss.pos_d = pos_d.data_ptr<T>();
+    loss.pos_j = pos_j.data_ptr<int64_t>();
+    loss.pos_grad = pos_grad.data_ptr<T>();
+  }
+};
+
+template <typename T>
+T scalar(const PairInputs& in, int64_t k) {
+  return in.scalars[k].item<T>();
+}
+
+template <typename T>
+void forward_impl(const PairInputs& in, ForwardOutputs& out) {
+  const std::vector<double>& prm = in.params;
+  switch (in.info->id) {
+    case LossId::kMultiSimilarity:
+      return run_forward<T>(in, multi_similarity<T>(prm), label_kinds(in), out);
+    case LossId::kTripletHard:
+      return run_forward<T>(in, triplet<TripletHard<T>>(prm), label_kinds(in), out);
+    case LossId::kTripletAll: {
+      auto loss = triplet<TripletAll<T>>(prm);
+      TripletLists<T> lists(in);
+      lists.attach(loss);
+      return run_forward<T>(in, loss, label_kinds(in), out);
+    }
+    case LossId::kContrastive:
+      return run_forward<T>(in, contrastive<T>(prm), label_kinds(in), out);
+    case LossId::kCircle:
+      return run_forward<T>(in, circle<T>(prm), label_kinds(in), out);
+    case LossId::kNTXent:
+      return run_forward<T>(in, softmax<NTXent<T>>(prm), label_kinds(in), out);
+    case LossId::kDecoupledSoftmax:
+      return run_forward<T>(in, softmax<NTXent<T>>(prm), positive_kinds(in), out);
+    case LossId::kSupCon:
+      return run_forward<T>(in, softmax<SupCon<T>>(prm), label_kinds(in), out);
+    case LossId::kClip: {
+      // rows_i = ((lse_row_i − l_ii) + (lse_col_i − l_ii)) / 2; the column LSE is the row LSE of (text, image).
+      ClipRows<T> loss;
+      loss.scale = scalar<T>(in, 0);
+      std::vector<RowResult<T>> image_rows(in.rows), text_rows(in.rows);
+      forward(Operands<T>(in).problem, loss, DiagonalKinds{}, image_rows.data(), out.active.data_ptr<uint8_t>());
+      forward(Operands<T>(in, /*swap=*/true).problem, loss, DiagonalKinds{}, text_rows.data(), nullptr);
+      for (int64_t i = 0; i < in.rows; ++i) {
+        RowResult<T>& r = image_rows[i];
+        const double diag = r.saved[1];
+        r.saved[1] = text_rows[i].saved[0];
+        r.saved[2] = diag;
+        r.rows[0] = ((T(r.saved[0]) - T(diag)) + (T(r.saved[1]) - T(diag))) / 2;
+      }
+      return store(image_rows, out);
+    }
+    case LossId::kSigLip: {
+      SigLip<T> loss;
+      loss.scale = scalar<T>(in, 0), loss.bias = scalar<T>(in, 1);
+      return run_forward<T>(in, loss, DiagonalKinds{}, out);
+    }
+    case LossId::kUniformity:
+      return run_forward<T>(in, uniformity<T>(prm), OffDiagonalKinds{}, out);
+    case LossId::kMannWhitney:
+      return run_forward<T>(in, mann_whitney<T>(prm, in.cols), DiagonalKinds{}, out);
+  }
+}
+
+// Batch-hard triplets: two pairs per anchor carry a gradient, applied directly (O(B·D)).
+template <typename T>
+void triplet_hard_backward(const Problem<T>& p, const TripletHard<T>& loss, at::Tensor dx, at::Tensor dy) {
+  T* dx_data = dx.data_ptr<T>();
+  T* dy_data = p.self ? dx_data : dy.data_ptr<T>();
+  const int64_t dim = p.dim;
+  // ∂L/∂d · ∂d/∂x_i = c · (x_i − y_j) with c = (∂L/∂d) / d, 0 where d = 0 (the oracle's sqrt convention).
+  auto coefficients = [&](int64_t i, int64_t& pos_j, T& pos_c, int64_t& neg_j, T& neg_c) {
+    const double* saved = loss.saved + 4 * i;
+    const T grad_d = loss.grad_d(i);
+    pos_j = int64_t(saved[0]), neg_j = int64_t(saved[1]);
+    pos_c = saved[2] > 0 ? grad_d / T(saved[2]) : T(0);
+    neg_c = saved[3] > 0 ? -grad_d / T(saved[3]) : T(0);
+    return grad_d != T(0);
+  };
+  at::parallel_for(0, p.rows, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      int64_t pj, nj;
+      T pc, nc;
+      if (!coefficients(i, pj, pc, nj, nc)) continue;
+      for (int64_t k = 0; k < dim; ++k) {
+        const T xi = p.x[i * dim + k];
+        dx_data[i * dim + k] += pc * (xi - p.y[pj * dim + k]) + nc * (xi - p.y[nj * dim + k]);
+      }
+    }
+  });
+  for (int64_t i = 0; i < p.rows; ++i) {  // the references' side scatters: serial, so no two rows collide
+    int64_t pj, nj;
+    T pc, nc;
+    if (!coefficients(i, pj, pc, nj, nc)) continue;
+    for (int64_t k = 0; k < dim; ++k) {
+      const T xi = p.x[i * dim + k];
+      dy_data[pj * dim + k] += pc * (p.y[pj * dim + k] - xi);
+      dy_data[nj * dim + k] += nc * (p.y[nj * dim + k] - xi);
+    }
+  }
+}
+
+template <typename T>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const PairInputs& in, const at::Tensor& grad_rows,
+                                                             const at::Tensor& saved, const at::Tensor& active) {
+  at::Tensor dx = at::zeros_like(in.x);
+  at::Tensor dy = in.self() ? at::empty({0}, in.x.options()) : at::zeros_like(in.y);
+  at::Tensor dscalars = at::zeros({int64_t(in.info->scalars)}, in.x.options());
+  const at::Tensor weight = grad_rows.to(in.x.scalar_type()).contiguous();
+  const uint8_t* tiles = active.data_ptr<uint8_t>();
+  const std::vector<double>& prm = in.params;
+  auto attach = [&](auto& loss) {
+    loss.saved = saved.data_ptr<double>();
+    loss.weight = weight.data_ptr<T>();
+  };
+  auto run = [&](auto& loss, const auto& kinds) {
+    attach(loss);
+    return backward(Operands<T>(in).problem, loss, kinds, tiles, dx, dy);
+  };
+  switch (in.info->id) {
+    case LossId::kMultiSimilarity: {
+      auto loss = multi_similarity<T>(prm);
+      run(loss, label_kinds(in));
+      break;
+    }
+    case LossId::kTripletHard: {
+      auto loss = triplet<TripletHard<T>>(prm);
+      attach(loss);
+      triplet_hard_backward(Operands<T>(in).problem, loss, dx, dy);
+      break;
+    }
+    case LossId::kTripletAll: {
+      // Rebuild the positive lists and their hinge-derivative sums (passes 1–2), then the gradient pass.
+      auto loss = triplet<TripletAll<T>>(prm);
+      TripletLists<T> lists(in);
+      lists.attach(loss);
+      std::vector<RowResult<T>> unused(in.rows);
+      forward(Operands<T>(in).problem, loss, label_kinds(in), unused.data(), nullptr);
+      run(loss, label_kinds(in));
+      break;
+    }
+    case LossId::kContrastive: {
+      auto loss = contrastive<T>(prm);
+      run(loss, label_kinds(in));
+      break;
+    }
+    case LossId::kCircle: {
+      auto loss = circle<T>(prm);
+      run(loss, label_kinds(in));
+      break;
+    }
+    case LossId::kNTXent: {
+      auto loss = softmax<NTXent<T>>(prm);
+      run(loss, label_kinds(in));
+      break;
+    }
+    case LossId::kDecoupledSoftmax: {
+      auto loss = softmax<NTXent<T>>(prm);
+      run(loss, positive_kinds(in));
+      break;
+    }
+    case LossId::kSupCon: {
+      auto loss = softmax<SupCon<T>>(prm);
+      run(loss, label_kinds(in));
+      break;
+    }
+    case LossId::kClip: {
+      ClipGrad<T> loss;
+      loss.scale = scalar<T>(in, 0);
+      const auto sums = run(loss, DiagonalKinds{});
+      dscalars[0] = sums.scale;
+      break;
+    }
+    case LossId::kSigLip: {
+      SigLip<T> loss;
+      loss.scale = scalar<T>(in, 0), loss.bias = scalar<T>(in, 1);
+      const auto sums = run(loss, DiagonalKinds{});
+      dscalars[0] = sums.scale;
+      dscalars[1] = sums.bias;
+      break;
+    }
+    case LossId::kUniformity: {
+      auto loss = uniformity<T>(prm);
+      run(loss, OffDiagonalKinds{});
+      break;
+    }
+    case LossId::kMannWhitney: {
+      auto loss = mann_whitney<T>(prm, in.cols);
+      run(loss, DiagonalKinds{});
+      break;
+    }
+  }
+  return {dx, dy, dscalars};
+}
+
+void check_cpu(const PairInputs& in) {
+  TORCH_CHECK(in.x.device().is_cpu(), "pairloss ", in.info->name, ": the CPU kernel got a ", in.x.device(), " tensor");
+  TORCH_CHECK(in.x.scalar_type() == at::kFloat || in.x.scalar_type() == at::kDouble, "pairloss ", in.info->name,
+              ": the CPU engine computes in float32 or float64, got ", in.x.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pair_forward(
+    c10::string_view loss, const at::Tensor& x, const c10::optional<at::Tensor>& y,
+    const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
+    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params) {
+  const PairInputs in = check_inputs(loss, x, y, labels, ref_labels, scalars, params);
+  check_cpu(in);
+  ForwardOutputs out = allocate_forward(in);
+  AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "pairloss_cpu_forward", [&] { forward_impl<scalar_t>(in, out); });
+  return {out.rows, out.saved, out.counts, out.active};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_backward(
+    c10::string_view loss, const at::Tensor& grad_rows, const at::Tensor& x, const c10::optional<at::Tensor>& y,
+    const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
+    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, const at::Tensor& saved,
+    const at::Tensor& active) {
+  const PairInputs in = check_inputs(loss, x, y, labels, ref_labels, scalars, params);
+  check_cpu(in);
+  check_backward_inputs(in, grad_rows, saved, active);
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> result;
+  AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "pairloss_cpu_backward", [&] {
+    result = backward_impl<scalar_t>(in, grad_rows, saved.contiguous(), active.contiguous());
+  });
+  return result;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pairloss, CPU, m) {
+  m.impl("cpp_pair_forward", &pair_forward);
+  m.impl("cpp_pair_backward", &pair_backward);
+}
+
+}  // namespace pairloss::cpu

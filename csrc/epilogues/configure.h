@@ -1,0 +1,70 @@
+// Epilogues configured from an op's `params` list (order documented in op_inputs.h's loss table), shared by the
+// CPU and CUDA ops so that forward and backward always build the same loss.
+#pragma once
+
+#include <algorithm>
+#include <vector>
+
+#include "circle.h"
+#include "contrastive.h"
+#include "multi_similarity.h"
+#include "softmax.h"
+#include "triplet.h"
+#include "two_tower.h"
+#include "uniformity.h"
+
+namespace pairloss {
+
+using Params = std::vector<double>;
+
+template <typename T>
+MultiSimilarity<T> multi_similarity(const Params& p) {
+  MultiSimilarity<T> loss;
+  loss.alpha = p[0], loss.beta = p[1], loss.base = p[2], loss.epsilon = p[3], loss.mining = p[4] != 0;
+  return loss;
+}
+
+template <typename Triplet>
+Triplet triplet(const Params& p) {
+  Triplet loss;
+  loss.margin = p[0], loss.soft = p[1] != 0;
+  return loss;
+}
+
+template <typename T>
+Contrastive<T> contrastive(const Params& p) {
+  Contrastive<T> loss;
+  loss.pos_margin = p[0], loss.neg_margin = p[1];
+  return loss;
+}
+
+template <typename T>
+Circle<T> circle(const Params& p) {
+  Circle<T> loss;
+  loss.m = p[0], loss.gamma = p[1];
+  return loss;
+}
+
+// NT-Xent, decoupled softmax and SupCon: params = (temperature,).
+template <typename Softmax>
+Softmax softmax(const Params& p) {
+  Softmax loss;
+  loss.inv_temperature = 1 / p[0];
+  return loss;
+}
+
+template <typename T>
+Uniformity<T> uniformity(const Params& p) {
+  Uniformity<T> loss;
+  loss.t = p[0];
+  return loss;
+}
+
+template <typename T>
+MannWhitney<T> mann_whitney(const Params& p, int64_t docs) {
+  MannWhitney<T> loss;
+  loss.inv_temperature = 1 / p[0], loss.inv_count = T(1) / T(std::max<int64_t>(docs - 1, 1));
+  return loss;
+}
+
+}  // namespace pairloss

@@ -1,0 +1,29 @@
+// The contract between the engines (CPU loop, CUDA kernels) and a loss. An epilogue is a small struct:
+//
+//   kDistance                    the loss reads sq = |x_i|² + |y_j|² − 2 s_ij (L2-distance losses)
+//   kLogits                      grad() returns ∂L/∂l for l = scale·s + bias; the engine applies the scale
+//                                and sums the scalar gradients
+//   stats_pass(), loss_pass()    which forward sweeps it needs (pass 1: row thresholds; pass 2: the loss)
+//   Stats  stats_init(i); stats_add(Stats&, kind, s, sq, i, j); stats_merge(Stats&, const Stats&)
+//   Acc    acc_init(stats, i); bool acc_add(Acc&, stats, kind, s, sq, i, j)  → "this pair has a gradient"
+//          acc_merge(Acc&, const Acc&)
+//   finish(stats, acc, RowResult&)  per-row loss components, saved statistics, counters
+//   Grad   grad_row(i); T grad(const Grad&, kind, s, sq, i, j)  → ∂L/∂s_ij, recomputed in the backward
+//
+// The merges combine partial rows (CUDA threads that share a row). Backward inputs (saved statistics and
+// per-row upstream gradients) are reached through BackwardInputs.
+#pragma once
+
+#include "../common.h"
+
+namespace pairloss {
+
+struct NoStats {};
+
+template <typename T>
+struct BackwardInputs {
+  const double* saved = nullptr;  // B × 4, written by finish()
+  const T* weight = nullptr;      // B × 2: ∂(reduced loss)/∂rows
+};
+
+}  // namespace pairloss

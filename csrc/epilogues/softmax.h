@@ -1,0 +1,142 @@
+// Label-aware softmax losses on logits s/τ: NT-Xent (PML NTXentLoss; with PositiveListKinds it is DEXML's
+// decoupled softmax) and SupCon (PML SupConLoss).
+#pragma once
+
+#include "epilogue.h"
+
+namespace pairloss {
+
+// Per positive pair (i, p): softplus(LSE_{N_i} l − l_p); pass 1 is the negatives' LSE.
+template <typename T>
+struct NTXent : BackwardInputs<T> {
+  static constexpr bool kDistance = false;
+  static constexpr bool kLogits = false;
+  T inv_temperature;
+
+  PL_HD bool stats_pass() const { return true; }
+  PL_HD bool loss_pass() const { return true; }
+
+  struct Stats {
+    OnlineLSE<T> neg;
+  };
+  PL_HD Stats stats_init(int64_t) const { return {}; }
+  PL_HD void stats_add(Stats& st, Kind kind, T s, T, int64_t, int64_t) const {
+    if (kind == kNeg) st.neg.add(s * inv_temperature);
+  }
+  PL_HD void stats_merge(Stats& st, const Stats& o) const { st.neg.merge(o.neg); }
+
+  // An anchor without negatives has ratio 1: loss 0 for each of its positives (which still count).
+  struct Acc {
+    T sum = T(0), slope_sum = T(0);  // Σ_p softplus(·), Σ_p softplus'(·)
+    int64_t pairs = 0;
+  };
+  PL_HD Acc acc_init(const Stats&, int64_t) const { return {}; }
+  PL_HD bool acc_add(Acc& acc, const Stats& st, Kind kind, T s, T, int64_t, int64_t) const {
+    if (kind != kPos) return kind == kNeg;  // negatives get a gradient through the LSE
+    ++acc.pairs;
+    if (st.neg.sum > T(0)) {
+      const T v = st.neg.value() - s * inv_temperature;
+      acc.sum += softplus(v);
+      acc.slope_sum += softplus_grad(v);
+    }
+    return true;
+  }
+  PL_HD void acc_merge(Acc& acc, const Acc& o) const {
+    acc.sum += o.sum;
+    acc.slope_sum += o.slope_sum;
+    acc.pairs += o.pairs;
+  }
+
+  PL_HD void finish(const Stats& st, const Acc& acc, RowResult<T>& out) const {
+    const bool has_neg = st.neg.sum > T(0);
+    out.rows[0] = acc.sum;
+    out.saved[0] = has_neg ? st.neg.value() : 0.0;
+    out.saved[1] = acc.slope_sum;
+    out.saved[2] = has_neg;
+    out.counts[0] = acc.pairs;
+  }
+
+  struct Grad {
+    T lse_neg, neg_scale, weight;
+    bool has_neg;
+  };
+  PL_HD Grad grad_row(int64_t i) const {
+    const double* saved = this->saved + 4 * i;
+    const T weight = this->weight[2 * i] * inv_temperature;
+    return {T(saved[0]), weight * T(saved[1]), weight, saved[2] != 0};
+  }
+  PL_HD T grad(const Grad& g, Kind kind, T s, T, int64_t, int64_t) const {
+    if (!g.has_neg) return T(0);
+    const T l = s * inv_temperature;
+    if (kind == kPos) return -g.weight * softplus_grad(g.lse_neg - l);
+    if (kind == kNeg) return g.neg_scale * pl_exp(l - g.lse_neg);
+    return T(0);
+  }
+};
+
+// L_i = LSE_{P_i ∪ N_i} l − mean_{P_i} l; one pass. The batch-level "no positive or no negative pair → 0" rule
+// is applied on the counters by the caller.
+template <typename T>
+struct SupCon : BackwardInputs<T> {
+  static constexpr bool kDistance = false;
+  static constexpr bool kLogits = false;
+  T inv_temperature;
+
+  PL_HD bool stats_pass() const { return false; }
+  PL_HD bool loss_pass() const { return true; }
+
+  using Stats = NoStats;
+  PL_HD Stats stats_init(int64_t) const { return {}; }
+  PL_HD void stats_add(Stats&, Kind, T, T, int64_t, int64_t) const {}
+  PL_HD void stats_merge(Stats&, const Stats&) const {}
+
+  struct Acc {
+    OnlineLSE<T> all;
+    T pos_sum = T(0);
+    int64_t pos = 0, neg = 0;
+  };
+  PL_HD Acc acc_init(const Stats&, int64_t) const { return {}; }
+  PL_HD bool acc_add(Acc& acc, const Stats&, Kind kind, T s, T, int64_t, int64_t) const {
+    if (kind == kSkip) return false;
+    const T l = s * inv_temperature;
+    acc.all.add(l);
+    if (kind == kPos) {
+      acc.pos_sum += l;
+      ++acc.pos;
+    } else {
+      ++acc.neg;
+    }
+    return true;
+  }
+  PL_HD void acc_merge(Acc& acc, const Acc& o) const {
+    acc.all.merge(o.all);
+    acc.pos_sum += o.pos_sum;
+    acc.pos += o.pos;
+    acc.neg += o.neg;
+  }
+
+  PL_HD void finish(const Stats&, const Acc& acc, RowResult<T>& out) const {
+    const T lse = acc.all.value();
+    out.rows[0] = acc.pos > 0 ? lse - acc.pos_sum / T(acc.pos) : T(0);
+    out.saved[0] = acc.pos > 0 ? lse : 0.0;
+    out.saved[1] = double(acc.pos);
+    out.counts[0] = acc.pos;
+    out.counts[1] = acc.neg;
+  }
+
+  struct Grad {
+    T lse, weight, pos_share;
+  };
+  PL_HD Grad grad_row(int64_t i) const {
+    const double* saved = this->saved + 4 * i;
+    const T weight = saved[1] > 0 ? this->weight[2 * i] * inv_temperature : T(0);
+    return {T(saved[0]), weight, saved[1] > 0 ? T(1) / T(saved[1]) : T(0)};
+  }
+  PL_HD T grad(const Grad& g, Kind kind, T s, T, int64_t, int64_t) const {
+    if (kind == kSkip || g.weight == T(0)) return T(0);
+    const T softmax = pl_exp(s * inv_temperature - g.lse);
+    return g.weight * (kind == kPos ? softmax - g.pos_share : softmax);
+  }
+};
+
+}  // namespace pairloss

@@ -1,0 +1,174 @@
+// Argument checks and output shapes shared by the CPU and CUDA implementations of the pairloss::cpp_* ops.
+//
+// cpp_pair_forward(loss, x, y?, labels?, ref_labels?, scalars?, params) -> (rows, saved, counts, active)
+//   rows   B × 2 (x's dtype): per-anchor loss components (column 1 is only used by contrastive: negatives)
+//   saved  B × 4 float64: per-anchor statistics for the backward
+//   counts 2 int64: batch counters the reduction needs (pairs, non-zero terms)
+//   active ceil(B/kActiveTile) × ceil(M/kActiveTile) uint8: tiles holding a pair with a gradient
+// cpp_pair_backward(loss, grad_rows, x, y?, labels?, ref_labels?, scalars?, params, saved, active)
+//   -> (dx, dy, dscalars); dy and dscalars are empty when y / scalars are absent.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+namespace pairloss {
+
+enum class LossId {
+  kMultiSimilarity,
+  kTripletHard,
+  kTripletAll,
+  kContrastive,
+  kCircle,
+  kNTXent,
+  kSupCon,
+  kClip,
+  kSigLip,
+  kDecoupledSoftmax,
+  kUniformity,
+  kMannWhitney,
+};
+
+struct LossInfo {
+  const char* name;
+  LossId id;
+  size_t params;         // length of `params`
+  bool labels;           // needs labels (class ids, or positive indices for decoupled softmax)
+  size_t scalars;        // length of `scalars` (learnable logit scale / bias)
+  const char* params_doc;
+};
+
+inline const LossInfo& loss_info(c10::string_view name) {
+  static const LossInfo table[] = {
+      {"multi_similarity", LossId::kMultiSimilarity, 5, true, 0, "alpha, beta, base, epsilon, mining"},
+      {"triplet_hard", LossId::kTripletHard, 2, true, 0, "margin, soft"},
+      {"triplet_all", LossId::kTripletAll, 2, true, 0, "margin, soft"},
+      {"contrastive", LossId::kContrastive, 2, true, 0, "pos_margin, neg_margin"},
+      {"circle", LossId::kCircle, 2, true, 0, "m, gamma"},
+      {"ntxent", LossId::kNTXent, 1, true, 0, "temperature"},
+      {"supcon", LossId::kSupCon, 1, true, 0, "temperature"},
+      {"clip", LossId::kClip, 0, false, 1, ""},
+      {"siglip", LossId::kSigLip, 0, false, 2, ""},
+      {"decoupled_softmax", LossId::kDecoupledSoftmax, 1, true, 0, "temperature"},
+      {"uniformity", LossId::kUniformity, 1, false, 0, "t"},
+      {"mw", LossId::kMannWhitney, 1, false, 0, "temperature"},
+  };
+  for (const auto& info : table) {
+    if (name == info.name) return info;
+  }
+  std::string known;
+  for (const auto& info : table) known += std::string(known.empty() ? "" : ", ") + info.name;
+  TORCH_CHECK(false, "pairloss: unknown loss '", std::string(name), "'; known: ", known);
+}
+
+// Checked, contiguous operands of one call.
+struct PairInputs {
+  const LossInfo* info;
+  at::Tensor x, y;  // y undefined when the references are the anchors
+  at::Tensor labels, ref_labels, scalars;
+  std::vector<double> params;
+  int64_t rows, cols, dim;
+  bool self() const { return !y.defined(); }
+  const at::Tensor& refs() const { return self() ? x : y; }
+};
+
+inline PairInputs check_inputs(c10::string_view loss, const at::Tensor& x, const c10::optional<at::Tensor>& y,
+                               const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
+                               const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params) {
+  PairInputs in;
+  in.info = &loss_info(loss);
+  const char* name = in.info->name;
+  TORCH_CHECK(x.dim() == 2, "pairloss ", name, ": x must be 2-D (rows × features), got shape ", x.sizes());
+  TORCH_CHECK(x.is_floating_point(), "pairloss ", name, ": x must be floating-point, got ", x.scalar_type());
+  TORCH_CHECK(x.size(0) > 0 && x.size(1) > 0, "pairloss ", name, ": x is empty (shape ", x.sizes(), ")");
+  TORCH_CHECK(params.size() == in.info->params, "pairloss ", name, ": expected ", in.info->params, " params (",
+              in.info->params_doc, "), got ", params.size());
+  in.params = params.vec();
+  in.x = x.contiguous();
+  in.rows = x.size(0);
+  in.dim = x.size(1);
+  in.cols = in.rows;
+  if (y.has_value()) {
+    TORCH_CHECK(y->dim() == 2 && y->size(1) == in.dim && y->size(0) > 0, "pairloss ", name,
+                ": y must be 2-D with ", in.dim, " features like x, got shape ", y->sizes());
+    TORCH_CHECK(y->scalar_type() == x.scalar_type(), "pairloss ", name, ": y is ", y->scalar_type(), " but x is ",
+                x.scalar_type());
+    TORCH_CHECK(y->device() == x.device(), "pairloss ", name, ": y is on ", y->device(), " but x on ", x.device());
+    in.y = y->contiguous();
+    in.cols = y->size(0);
+  }
+  if (in.info->labels) {
+    TORCH_CHECK(labels.has_value(), "pairloss ", name, ": labels are required");
+    TORCH_CHECK(!at::isFloatingType(labels->scalar_type()) && labels->scalar_type() != at::kBool, "pairloss ", name,
+                ": labels must be integers, got ", labels->scalar_type());
+    TORCH_CHECK(labels->device() == x.device(), "pairloss ", name, ": labels are on ", labels->device(),
+                " but x on ", x.device());
+    TORCH_CHECK(labels->dim() >= 1 && labels->size(0) == in.rows, "pairloss ", name, ": labels must have ",
+                in.rows, " rows (one per row of x), got shape ", labels->sizes());
+    in.labels = labels->to(at::kLong).contiguous();
+    if (in.info->id == LossId::kDecoupledSoftmax) {
+      TORCH_CHECK(labels->dim() == 2 && in.y.defined(), "pairloss ", name,
+                  ": labels must be the B × P positive key indices (−1 padded) and y the keys");
+    } else {
+      TORCH_CHECK(labels->dim() == 1, "pairloss ", name, ": labels must be 1-D, got shape ", labels->sizes());
+      TORCH_CHECK(ref_labels.has_value() == y.has_value(), "pairloss ", name,
+                  ": ref_labels must be given exactly when y is");
+      if (ref_labels.has_value()) {
+        TORCH_CHECK(ref_labels->dim() == 1 && ref_labels->size(0) == in.cols, "pairloss ", name,
+                    ": ref_labels must be 1-D with one entry per row of y (", in.cols, "), got shape ",
+                    ref_labels->sizes());
+        TORCH_CHECK(ref_labels->device() == x.device(), "pairloss ", name, ": ref_labels are on ",
+                    ref_labels->device(), " but x on ", x.device());
+        in.ref_labels = ref_labels->to(at::kLong).contiguous();
+      }
+    }
+  }
+  if (in.info->scalars > 0) {
+    TORCH_CHECK(scalars.has_value() && scalars->numel() == int64_t(in.info->scalars), "pairloss ", name,
+                ": scalars must hold ", in.info->scalars, " values (logit scale, bias)");
+    TORCH_CHECK(scalars->device() == x.device(), "pairloss ", name, ": scalars are on ", scalars->device(),
+                " but x on ", x.device());
+    in.scalars = scalars->to(x.scalar_type()).reshape({-1}).contiguous();
+  }
+  const bool two_towers = in.info->id == LossId::kClip || in.info->id == LossId::kSigLip ||
+                          in.info->id == LossId::kMannWhitney || in.info->id == LossId::kDecoupledSoftmax;
+  TORCH_CHECK(!two_towers || in.y.defined(), "pairloss ", name, ": needs the second tower y");
+  TORCH_CHECK(in.info->id != LossId::kUniformity || !in.y.defined(), "pairloss ", name, ": takes no y");
+  TORCH_CHECK((in.info->id != LossId::kClip && in.info->id != LossId::kSigLip) || in.cols == in.rows, "pairloss ",
+              name, ": both towers need the same number of rows, got ", in.rows, " and ", in.cols);
+  TORCH_CHECK(in.info->id != LossId::kMannWhitney || in.cols >= in.rows, "pairloss ", name,
+              ": needs at least one document per query");
+  return in;
+}
+
+struct ForwardOutputs {
+  at::Tensor rows, saved, counts, active;
+};
+
+inline ForwardOutputs allocate_forward(const PairInputs& in) {
+  const auto options = in.x.options();
+  const auto blocks = [](int64_t n) { return (n + kActiveTile - 1) / kActiveTile; };
+  return {at::zeros({in.rows, 2}, options), at::zeros({in.rows, 4}, options.dtype(at::kDouble)),
+          at::zeros({2}, options.dtype(at::kLong)),
+          at::zeros({blocks(in.rows), blocks(in.cols)}, options.dtype(at::kByte))};
+}
+
+inline void check_backward_inputs(const PairInputs& in, const at::Tensor& grad_rows, const at::Tensor& saved,
+                                  const at::Tensor& active) {
+  const char* name = in.info->name;
+  TORCH_CHECK(grad_rows.dim() == 2 && grad_rows.size(0) == in.rows && grad_rows.size(1) == 2, "pairloss ", name,
+              ": grad_rows must be ", in.rows, " × 2, got ", grad_rows.sizes());
+  TORCH_CHECK(saved.dim() == 2 && saved.size(0) == in.rows && saved.size(1) == 4 &&
+                  saved.scalar_type() == at::kDouble,
+              "pairloss ", name, ": saved must be the forward's ", in.rows, " × 4 float64 statistics");
+  TORCH_CHECK(active.dim() == 2 && active.scalar_type() == at::kByte &&
+                  active.size(0) == (in.rows + kActiveTile - 1) / kActiveTile &&
+                  active.size(1) == (in.cols + kActiveTile - 1) / kActiveTile,
+              "pairloss ", name, ": active must be the forward's uint8 tile map");
+}
+
+}  // namespace pairloss
