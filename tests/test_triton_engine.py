@@ -123,6 +123,7 @@ def _gradients(loss_name, case):
         ("contrastive_loss", _label_case(37, None, 9, classes=3)),
         ("triplet_margin_loss", _label_case(19, 23, 5, classes=3, mining="all")),
         ("siglip_loss", make_case("siglip_loss", "large_odd", device=DEVICE)),
+        ("clip_loss", make_case("clip_loss", "large_odd", device=DEVICE)),
     ],
     ids=lambda value: value if isinstance(value, str) else "",
 )

@@ -17,7 +17,9 @@ loss's scalar hyper-parameters. Output layouts (unused slots are 0):
 - CIRCLE            LOSS: LSE_P of the positive logits, LSE_N of the negative logits, |P|>0, |N|>0.
 - NTXENT            STATS: LSE_N s/τ, |N|>0.  LOSS: Σ_P softplus(LSE_N − s/τ), |P|, Σ_P σ(LSE_N − s/τ).
 - SUPCON            LOSS: LSE_{P∪N} s/τ, Σ_P s/τ, |P|.
-- ROW_LOGSUMEXP     LOSS: LSE over all columns of scale·s.
+- CLIP              STATS: LSE over all columns of scale·s.  LOSS: that LSE, and the column i's LSE over all rows
+                    (given as the per-row vector, from the STATS pass on the transposed problem; B = M).
+                    Both are differentiated from the same tile, the column one through ``col_coefs``.
 - SIGLIP            LOSS: Σ softplus(−z·(scale·s + bias)), z = +1 on the diagonal, −1 elsewhere.
 - MW                LOSS: Σ_N softplus((s − p)/τ), p = the row's positive score (the per-row vector).
 - UNIFORMITY        LOSS: LSE_N −t·[d²]₊ (N = every other row; the per-row/column vectors are squared norms).
@@ -28,11 +30,11 @@ import triton.language as tl
 
 from ._ids import (
     CIRCLE,
+    CLIP,
     CONTRASTIVE,
     MULTI_SIMILARITY,
     MW,
     NTXENT,
-    ROW_LOGSUMEXP,
     SIGLIP,
     STATS_PASS,
     SUPCON,
@@ -99,7 +101,7 @@ def init(LOSS: tl.constexpr, PASS: tl.constexpr, BLOCK_M: tl.constexpr):
             acc = (zero, zero + 1.0, zero, zero + 1.0)
     elif LOSS == TRIPLET_HARDEST or LOSS == CIRCLE:
         acc = (zero - INF, zero, zero - INF, zero)
-    elif LOSS == SUPCON or LOSS == ROW_LOGSUMEXP or LOSS == UNIFORMITY or (LOSS == NTXENT and PASS == STATS_PASS):
+    elif LOSS == SUPCON or LOSS == CLIP or LOSS == UNIFORMITY or (LOSS == NTXENT and PASS == STATS_PASS):
         acc = (zero - INF, zero, zero, zero)
     else:
         acc = (zero, zero, zero, zero)
@@ -173,9 +175,13 @@ def accumulate(
         all_max, all_sum = online_logsumexp(acc[0], acc[1], logits, pos | neg)
         acc = (all_max, all_sum, acc[2] + tl.sum(tl.where(pos, logits, 0.0), 1), acc[3] + count(pos))
         active = any_pair(pos | neg)
-    elif LOSS == ROW_LOGSUMEXP:
+    elif LOSS == CLIP:
         row_max, row_sum = online_logsumexp(acc[0], acc[1], scale * s, pos | neg)
-        acc = (row_max, row_sum, acc[2], acc[3])
+        column_lse = acc[2]
+        if PASS != STATS_PASS:
+            # The given column LSE passes through as an output, so that its gradient comes to this op's backward.
+            column_lse = tl.sum(row_vec, 1)  # [BLOCK_M, 1] → [BLOCK_M]
+        acc = (row_max, row_sum, column_lse, acc[3])
         active = any_pair(pos | neg)
     elif LOSS == SIGLIP:
         signed_logits, _ = _siglip_logits(s, pos, scale, bias)
@@ -206,7 +212,7 @@ def finish(LOSS: tl.constexpr, PASS: tl.constexpr, acc):
         out = (finish_logsumexp(acc[0], acc[1]), finish_logsumexp(acc[2], acc[3]), has_pos, has_neg)
     elif LOSS == NTXENT and PASS == STATS_PASS:
         out = (finish_logsumexp(acc[0], acc[1]), (acc[0] > -INF).to(tl.float32), acc[2], acc[3])
-    elif LOSS == SUPCON or LOSS == ROW_LOGSUMEXP or LOSS == UNIFORMITY:
+    elif LOSS == SUPCON or LOSS == CLIP or LOSS == UNIFORMITY:
         out = (finish_logsumexp(acc[0], acc[1]), acc[2], acc[3], acc[3] * 0)
     else:
         out = acc
@@ -214,8 +220,9 @@ def finish(LOSS: tl.constexpr, PASS: tl.constexpr, acc):
 
 
 @triton.jit
-def gradient(LOSS: tl.constexpr, s, pos, neg, row_vec, col_vec, stats, values, coefs, scale, bias, params):
-    """(∂L/∂S, g_vec, g_scale, g_bias) tiles for one tile of pairs."""
+def gradient(LOSS: tl.constexpr, s, pos, neg, row_vec, col_vec, stats, values, coefs, col_coefs, scale, bias, params):
+    """(∂L/∂S, g_vec, g_scale, g_bias) tiles for one tile of pairs; ``col_coefs`` is the upstream gradient of
+    output slot 1 at the tile's columns, [1, BLOCK_N] (CLIP only, else 0)."""
     zero = tl.zeros_like(s)
     g_vec = zero
     g_scale = zero
@@ -250,8 +257,12 @@ def gradient(LOSS: tl.constexpr, s, pos, neg, row_vec, col_vec, stats, values, c
         logits = s / temperature
         g_logits = coefs[0] * masked_exp(logits - values[0], pos | neg) + tl.where(pos, coefs[1], 0.0)
         g_s = g_logits / temperature
-    elif LOSS == ROW_LOGSUMEXP:
-        g_logits = coefs[0] * masked_exp(scale * s - values[0], pos | neg)
+    elif LOSS == CLIP:
+        # Row softmax (image → text) and column softmax (text → image) of the same logits.
+        valid = pos | neg
+        g_logits = coefs[0] * masked_exp(scale * s - values[0], valid) + col_coefs * masked_exp(
+            scale * s - col_vec, valid
+        )
         g_s = scale * g_logits
         g_scale = g_logits * s
     elif LOSS == SIGLIP:

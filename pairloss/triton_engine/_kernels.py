@@ -18,7 +18,7 @@ import triton.language as tl
 
 from . import _epilogues as epilogue
 from . import _triplet_all as triplet_all
-from ._ids import LOSS_PASS, TRIPLET_ALL
+from ._ids import CLIP, LOSS_PASS, TRIPLET_ALL
 from ._tiles import any_pair, l2_distance, load_block, pair_masks, row_slots, similarity_tile
 
 
@@ -114,9 +114,12 @@ def _tile_gradient(
         zero = tl.zeros_like(s)
         grads = (-2.0 * g_vec, g_vec, zero, zero)
     else:
+        col_coefs = tl.zeros((1, BLOCK_N), tl.float32)
+        if LOSS == CLIP:
+            col_coefs = tl.load(coefs_ptr + B + cols, mask=col_mask, other=0.0)[None, :]  # slot 1 by column (B = M)
         grads = epilogue.gradient(
             LOSS, s, pos, neg, row_vec, col_vec, row_slots(stats_ptr, rows, row_mask, B),
-            row_slots(values_ptr, rows, row_mask, B), coefs, scale, bias, params,
+            row_slots(values_ptr, rows, row_mask, B), coefs, col_coefs, scale, bias, params,
         )  # fmt: skip
     return grads
 

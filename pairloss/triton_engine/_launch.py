@@ -41,11 +41,12 @@ _pair_grad = _autotuned(
 
 def tile_sizes(device, loss):
     """(BLOCK_M, BLOCK_N, BLOCK_D): small under the interpreter so that small test batches cross tiles; on CUDA
-    the all-triplets loss holds a BLOCK_M × BLOCK_N × BLOCK_N tile in registers, hence its smaller tiles."""
+    the all-triplets loss holds a BLOCK_M × BLOCK_N × BLOCK_N tile in registers, hence its smaller tiles
+    (at BLOCK_N = 32 ptxas spills kilobytes per thread)."""
     if INTERPRETED or torch.device(device).type != "cuda":
         return 16, 16, 32
     if loss == TRIPLET_ALL.value:
-        return 16, 32, 64
+        return 16, 16, 64
     return 64, 64, 64
 
 
@@ -68,7 +69,12 @@ def _constexprs(x, device, tf32, **selectors):
     """The kernels' compile-time arguments: ``selectors`` (LOSS, MASK, …) plus what follows from the operands
     and the device they run on."""
     block_m, block_n, block_d = tile_sizes(device, selectors["LOSS"])
-    precision = "tf32" if x.dtype == torch.float32 and torch.device(device).type == "cuda" and tf32 else "ieee"
+    cuda_fp32 = x.dtype == torch.float32 and torch.device(device).type == "cuda"
+    precision = "tf32" if cuda_fp32 and tf32 else "ieee"
+    if cuda_fp32 and not tf32:
+        # Exact fp32 runs tl.dot on FMAs: with 64-wide feature chunks ptxas spills kilobytes per thread in the
+        # backward (python -m pairloss.triton_engine._compile_check), with 16 nothing.
+        block_d = 16
     return {"PRECISION": precision, "BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_D": block_d, **selectors}
 
 

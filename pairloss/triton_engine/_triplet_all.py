@@ -81,7 +81,7 @@ def pair_coefficients(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """∂(Σ_triplets h)/∂d for the outer tile's pairs: + over its role as a positive, − as a negative."""
-    margin, soft = params[0], params[1]  # not `_, _ = …`: a `_` the loop below reassigns to a tile must keep its type
+    margin, soft = params[0], params[1]
     coefficient = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for tile in range(tl.cdiv(M, BLOCK_N)):
         inner, inner_pos, inner_neg = _distances(

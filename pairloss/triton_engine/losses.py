@@ -16,6 +16,7 @@ from .._numerics import distance_from_gram
 from . import _ops
 from ._ids import (
     CIRCLE,
+    CLIP,
     CONTRASTIVE,
     DIAGONAL,
     INDEX,
@@ -23,7 +24,6 @@ from ._ids import (
     MULTI_SIMILARITY,
     MW,
     NTXENT,
-    ROW_LOGSUMEXP,
     SIGLIP,
     SUPCON,
     TRIPLET_ALL,
@@ -58,9 +58,8 @@ ENGINE_PASSES = sorted(
     | _passes(NTXENT, stats_passes=(True, False))
     | _passes(NTXENT, stats_passes=(True, False), mask=INDEX, self_pairs=(False,))
     | _passes(SUPCON)
-    | set().union(
-        *(_passes(loss, mask=DIAGONAL, self_pairs=(False,)) for loss in (ROW_LOGSUMEXP, SIGLIP, MW, UNIFORMITY))
-    )
+    | _passes(CLIP, stats_passes=(True, False), mask=DIAGONAL, self_pairs=(False,))
+    | set().union(*(_passes(loss, mask=DIAGONAL, self_pairs=(False,)) for loss in (SIGLIP, MW, UNIFORMITY)))
 )
 
 
@@ -69,6 +68,7 @@ def _run(loss, x, y, *, stats_pass=False, row_labels=None, col_labels=None, posi
     """One engine pass; returns its (4, B) fp32 per-row outputs. Unused inputs get small placeholders."""
     if stats_pass:
         x, y = x.detach(), y.detach()
+        scale = None if scale is None else scale.detach()
         row_vec = None if row_vec is None else row_vec.detach()
         col_vec = None if col_vec is None else col_vec.detach()
     rows, cols = x.shape[0], y.shape[0]
@@ -221,9 +221,11 @@ def supcon_loss(x, labels, y, ref_labels, *, temperature, reduction):
 
 
 def clip_loss(image, text, logit_scale, *, reduction):
-    # Column log-sum-exps of the logits are the row log-sum-exps of the transposed problem.
-    image_lse = _run(ROW_LOGSUMEXP, image, text, scale=logit_scale, mask=DIAGONAL)[0]
-    text_lse = _run(ROW_LOGSUMEXP, text, image, scale=logit_scale, mask=DIAGONAL)[0]
+    # The column log-sum-exps are the row ones of the transposed problem (a STATS pass); the LOSS pass returns
+    # them beside the row ones and differentiates both from each recomputed tile (one backward, not one per side).
+    text_lse = _run(CLIP, text, image, stats_pass=True, scale=logit_scale, mask=DIAGONAL)[0]
+    values = _run(CLIP, image, text, row_vec=text_lse, col_vec=text_lse, scale=logit_scale, mask=DIAGONAL)
+    image_lse, text_lse = values[0], values[1]
     matching = logit_scale * (image * text).sum(1)
     rows = (image_lse + text_lse) / 2 - matching
     return _reduce(rows, reduction, rows.mean, image.dtype)

@@ -1,0 +1,214 @@
+"""Compile the engine's kernels, as the launchers launch them on CUDA, for real GPU targets without a GPU.
+
+Triton's interpreter (how the tests run the kernels without a GPU) accepts code that the GPU compiler rejects,
+e.g. a loop-carried variable that changes type. This compiles each variant to PTX and a cubin (with the bundled
+ptxas) and reports ptxas's register and stack use; a stack frame means spills, as the kernels have no local
+arrays. Needs ``TRITON_INTERPRET`` unset (under it ``@triton.jit`` gives interpreter objects)::
+
+    python -m pairloss.triton_engine._compile_check --arch 90 --arch 80 [--all] [--jobs 2]
+
+A variant is an engine pass of ``losses.ENGINE_PASSES`` (its forward kernel and, for a LOSS pass, the three
+backward kernels: atomic, and the deterministic pair), the operand dtype, the operand layout and the autotune
+config. The launch arguments come from the launchers themselves (``_launch.rows_launch``/``grad_launches``), so
+the signature is the one the JIT would specialise. By default every pass is compiled with bf16 operands in the
+aligned layout, plus a few passes with the other dtypes and layouts (``EXTRAS``), each under one autotune config
+(spread over the variants); ``--all`` compiles the full product. Exits 1 if any kernel fails to compile.
+"""
+
+import argparse
+import contextlib
+import io
+import itertools
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from typing import NamedTuple
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource, make_backend
+from triton.runtime.jit import create_function_from_signature
+
+from . import _ids, _launch
+from ._kernels import pair_grad_kernel, pair_rows_kernel
+from .losses import ENGINE_PASSES, EnginePass
+
+# Operand kinds: the dtype of X and Y, and whether fp32 may use TF32 (torch.backends.cuda.matmul.allow_tf32).
+OPERANDS = {"bf16": (torch.bfloat16, False), "fp16": (torch.float16, False), "fp32": (torch.float32, False),
+            "tf32": (torch.float32, True)}  # fmt: skip
+# Layouts: (rows, references, features, aligned). Aligned: contiguous, sizes and pointers multiples of 16 (the
+# JIT marks them divisible). Otherwise: odd sizes, X transposed (its row stride is 1, which the JIT makes a
+# constant) and both operands offset by one element (pointers not 16-byte aligned).
+LAYOUTS = {"aligned": (256, 256, 128, True), "odd": (37, 45, 33, False)}
+PRIMARY = ("bf16", "aligned")
+# What the default run compiles beyond the primary operands and layout for every pass: every operand kind and
+# the odd layout for the plain tile loop, the odd layout for the index mask. (--all: everything.)
+EXTRAS = {
+    EnginePass(_ids.MULTI_SIMILARITY.value, False, _ids.LABELS.value, True): [
+        *((operands, "aligned") for operands in OPERANDS),
+        ("bf16", "odd"),
+    ],
+    EnginePass(_ids.NTXENT.value, False, _ids.INDEX.value, False): [("bf16", "odd")],
+}
+_NAMES = {
+    "loss": ("MULTI_SIMILARITY", "TRIPLET_HARDEST", "CONTRASTIVE", "CIRCLE", "NTXENT", "SUPCON", "CLIP",
+             "SIGLIP", "MW", "UNIFORMITY", "TRIPLET_ALL"),
+    "mask": ("LABELS", "DIAGONAL", "INDEX"),
+}  # fmt: skip
+LOSS_NAMES, MASK_NAMES = ({getattr(_ids, name).value: name for name in names} for names in _NAMES.values())
+
+
+class Variant(NamedTuple):
+    engine_pass: EnginePass
+    operands: str
+    layout: str
+    config: tuple  # (num_warps, num_stages)
+    arch: int
+
+    def __str__(self):
+        p = self.engine_pass
+        kind = "STATS" if p.stats_pass else "LOSS"
+        pairs = "self" if p.self_pairs else "cross"
+        warps, stages = self.config
+        return (f"sm_{self.arch} {self.operands} {self.layout} w{warps}s{stages} {LOSS_NAMES[p.loss]} {kind} "
+                f"{MASK_NAMES[p.mask]} {pairs}")  # fmt: skip
+
+
+def variants(archs, everything):
+    """The variants to compile: the full product, or (default) the primary operands and layout for every pass
+    plus the extras, each under one autotune config, taken in turn."""
+    chosen = [
+        (engine_pass, operands, layout)
+        for engine_pass in ENGINE_PASSES
+        for operands, layout in itertools.product(OPERANDS, LAYOUTS)
+        if everything or (operands, layout) == PRIMARY or (operands, layout) in EXTRAS.get(engine_pass, ())
+    ]
+    configs = _launch.AUTOTUNE_CONFIGS
+    if everything:
+        return [Variant(*c, config, arch) for arch in archs for c in chosen for config in configs]
+    return [Variant(*c, configs[i % len(configs)], arch) for arch in archs for i, c in enumerate(chosen)]
+
+
+def _operand(rows, features, dtype, aligned, transposed):
+    if aligned:
+        return torch.zeros(rows, features, dtype=dtype)
+    if transposed:
+        return torch.zeros(features + 1, rows, dtype=dtype)[1:].t()
+    return torch.zeros(rows * features + 1, dtype=dtype)[1:].view(rows, features)
+
+
+def launches(variant):
+    """(kernel, name, grid, args, constexprs) of each kernel the variant's forward and backward launch, with
+    zero inputs of the dtypes and shapes that ``losses._run`` passes."""
+    (loss, stats_pass, mask, self_pairs), (dtype, tf32) = variant.engine_pass, OPERANDS[variant.operands]
+    rows, refs, features, aligned = LAYOUTS[variant.layout]
+    x = _operand(rows, features, dtype, aligned, transposed=True)
+    y = _operand(refs, features, dtype, aligned, transposed=False)
+    has_labels = mask == _ids.LABELS.value
+    row_labels = torch.zeros(rows if has_labels else 1, dtype=torch.int64)
+    col_labels = torch.zeros(refs if has_labels else 1, dtype=torch.int64)
+    positives = torch.zeros(rows, 2 if mask == _ids.INDEX.value else 0, dtype=torch.int64)
+    row_vec, col_vec, stats = torch.zeros(rows), torch.zeros(refs), torch.zeros(4, rows)
+    scale, bias, params = torch.ones(()), torch.zeros(()), [0.5] * 4
+    inputs = (x, y, row_labels, col_labels, positives, row_vec, col_vec, stats)
+    (values, tile_bits), launch = _launch.rows_launch(
+        *inputs, scale, bias, loss, stats_pass, mask, self_pairs, params, "cuda", tf32
+    )
+    found = [(pair_rows_kernel, "pair_rows", *launch)]
+    if not stats_pass:
+        coefs = torch.zeros(4, rows)
+        for atomic in (True, False):
+            _, grads = _launch.grad_launches(
+                *inputs, values, coefs, scale, bias, tile_bits, loss, mask, self_pairs, params, "cuda", tf32, atomic
+            )
+            found += [(pair_grad_kernel, "pair_grad", *grad) for grad in grads]
+    return found
+
+
+def _kernel_name(name, constexprs):
+    if name == "pair_rows":
+        return name
+    return f"pair_grad({'rows' if constexprs['OWN_ROWS'] else 'cols'}{', atomic' if constexprs['ATOMIC'] else ''})"
+
+
+def compile_launch(kernel, args, constexprs, config, arch):
+    """Compile one launch as ``JITFunction.run`` would on a device of compute capability ``arch``."""
+    target = GPUTarget("cuda", arch, 32)
+    backend = make_backend(target)
+    warps, stages = config
+    kwargs = {**constexprs, "num_warps": warps, "num_stages": stages}
+    # The JIT's own binder and argument packing (private, triton 3.x), so that the argument types and the
+    # specialisations (ints equal to 1 become constants, divisibility by 16) are exactly those of a launch.
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    bound, specialization, options = binder(*args, **kwargs)
+    options, signature, constants, attrs = kernel._pack_args(backend, kwargs, bound, specialization, options)
+    return triton.compile(ASTSource(kernel, signature, constants, attrs), target=target, options=options.__dict__)
+
+
+def resource_usage(cubin):
+    """(registers, stack frame bytes) per thread, from cuobjdump's resource usage of the cubin."""
+    cuobjdump = os.path.join(os.path.dirname(triton.backends.nvidia.__file__), "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        report = subprocess.run(
+            [cuobjdump, "--dump-resource-usage", f.name], check=True, capture_output=True, text=True
+        ).stdout
+    registers, stack = re.search(r"REG:(\d+) STACK:(\d+)", report).groups()
+    return int(registers), int(stack)
+
+
+def check(variant):
+    """One report line per kernel of the variant, and whether all compiled."""
+    lines, ok = [], True
+    for kernel, name, _grid, args, constexprs in launches(variant):
+        label = f"{variant} {_kernel_name(name, constexprs)}"
+        start = time.perf_counter()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # triton prints the PTX of a failing ptxas run
+                compiled = compile_launch(kernel, args, constexprs, variant.config, variant.arch)
+        except Exception as error:  # noqa: BLE001 (any compiler error is a failed variant, reported below)
+            ok = False
+            lines.append(f"FAIL  {label}\n{error}")
+            continue
+        registers, stack = resource_usage(compiled.asm["cubin"])
+        spills = f"  SPILLS ({stack} bytes stack)" if stack else ""
+        lines.append(f"ok    {label}  {registers} regs{spills}  {time.perf_counter() - start:.1f}s")
+    return lines, ok
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", type=int, action="append", help="compute capability ×10, e.g. 90 (default), 80")
+    parser.add_argument("--all", action="store_true", help="every pass × operand kind × layout × autotune config")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="compiler processes")
+    parser.add_argument("--match", default="", help="only the variants whose description contains this")
+    parser.add_argument("--list", action="store_true", help="list the variants and exit")
+    options = parser.parse_args(argv)
+    if _launch.INTERPRETED:
+        sys.exit("unset TRITON_INTERPRET: under the interpreter there is nothing to compile")
+    todo = [v for v in variants(options.arch or [90], options.all) if options.match in str(v)]
+    if options.list:
+        print("\n".join(map(str, todo)))
+        return
+    start = time.perf_counter()
+    failed = kernels = spilling = 0
+    with ProcessPoolExecutor(options.jobs, mp_context=get_context("spawn")) as pool:
+        for lines, ok in pool.map(check, todo):
+            print("\n".join(lines), flush=True)
+            failed += not ok
+            kernels += len(lines)
+            spilling += sum("SPILLS" in line for line in lines)
+    print(f"{len(todo)} variants, {kernels} kernels, {failed} variants failed, {spilling} kernels spill; "
+          f"{time.perf_counter() - start:.0f}s")  # fmt: skip
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The Triton engine's kernels compile for real GPUs (sm_90), checked without one.
+
+The other engine tests run the kernels through Triton's interpreter, which accepts code that the GPU compiler
+rejects; ``pairloss.triton_engine._compile_check`` compiles the variants that the launchers launch on CUDA. It
+runs in a subprocess because conftest.py sets TRITON_INTERPRET=1 for this process when there is no GPU.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import pairloss
+from pairloss import backends
+
+from .backend_cases import SPECS, all_case_ids, make_case, split_case
+
+triton = pytest.importorskip("triton")
+
+
+def test_every_launched_kernel_compiles_for_sm90():
+    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pairloss.triton_engine._compile_check", "--arch", "90", "--jobs", "2"],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    failures = [line for line in result.stdout.splitlines() if not line.startswith("ok ")]
+    assert result.returncode == 0, "\n".join(failures[-60:]) + result.stderr[-3000:]
+
+
+@pytest.mark.skipif(backends.unavailable_reason("triton", "cpu") is not None, reason="needs the interpreter")
+def test_losses_run_exactly_the_compiled_engine_passes(monkeypatch):
+    """``losses.ENGINE_PASSES`` (what _compile_check compiles) is what the losses run on the shared cases."""
+    from pairloss.triton_engine import _ops, losses
+
+    seen = set()
+
+    def record(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
+               self_pairs, params):  # fmt: skip
+        seen.add(losses.EnginePass(loss, stats_pass, mask, self_pairs))
+        return x.new_zeros((4, x.shape[0]), dtype=torch.float32), None
+
+    monkeypatch.setattr(_ops, "pair_rows", record)
+    with torch.no_grad():
+        for loss_name, scenario, option in all_case_ids():
+            tensors, options, _ = split_case(loss_name, make_case(loss_name, scenario, option))
+            args = [tensors[name] for name in SPECS[loss_name].tensors]
+            getattr(pairloss, loss_name)(*args, backend="triton", **options)
+    assert seen == set(losses.ENGINE_PASSES)
