@@ -25,6 +25,7 @@ class Config:
     batch_sizes: list
     impls: list
     repeats: int
+    warmup: int
     case_seconds: float  # a case predicted to take longer (all repeats) is skipped, and larger B with it
     memory_fraction: float  # of the memory available at start-up, per case
     oracle_max_rows: int  # errors vs the float64 oracle are measured up to this B
@@ -36,11 +37,11 @@ def build_config(args):
     if args.quick:
         losses = ["multi_similarity", "clip"]
         sizes = [4096 * 2**k for k in range(5)] if gpu else [1024, 2048, 4096]
-        repeats, case_seconds = 3, (20.0 if gpu else 12.0)
+        repeats, case_seconds = 3, (20.0 if gpu else 40.0)
     else:
         losses = list(LOSSES)
         sizes = [1024 * 2**k for k in range(11 if gpu else 7)]
-        repeats, case_seconds = (10, 60.0) if gpu else (5, 120.0)
+        repeats, case_seconds = (10, 60.0) if gpu else (3, 300.0)
     return Config(
         device=device,
         losses=args.loss or losses,
@@ -49,6 +50,7 @@ def build_config(args):
         batch_sizes=sorted(args.batch or sizes),
         impls=args.backend or [],
         repeats=args.repeats or repeats,
+        warmup=args.warmup,
         case_seconds=case_seconds,
         memory_fraction=0.6,
         oracle_max_rows=8192 if gpu else 2048,
@@ -67,7 +69,9 @@ def parse_args(argv):
     parser.add_argument("--dim", nargs="+", type=int, help="embedding sizes D")
     parser.add_argument("--batch", nargs="+", type=int, help="batch sizes B (default: doubling from 1024)")
     parser.add_argument("--repeats", type=int, help="timed repeats per measurement")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls before each timing")
     parser.add_argument("--out", default="bench/results", help="directory for the JSON rows and PNG plots")
+    parser.add_argument("--name", help="file name stem of the results (default: mode, device and host)")
     return parser.parse_args(argv)
 
 
@@ -108,11 +112,10 @@ def main(argv=None):
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{'quick' if args.quick else 'full'}-{config.device.split(':')[0]}-{platform.node() or 'host'}"
-    if config.device.startswith("cuda"):
-        stem = f"{'quick' if args.quick else 'full'}-{env['device'].replace(' ', '_')}"
+    where = env["device"] if config.device.startswith("cuda") else f"cpu-{platform.node() or 'host'}"
+    stem = args.name or f"{'quick' if args.quick else 'full'}-{where}".replace(" ", "_")
     config_dict = {**asdict(config), "dtypes": [str(d) for d in config.dtypes], "quick": args.quick}
-    write_json(out / f"{stem}.json", env, config_dict, rows, missing, {str(k): v for k, v in rates.items()}, ratios)
+    write_json(out / f"{stem}.json", env, config_dict, rows, missing, rates, ratios)
     plots = write_plots(out, stem, rows, env["device"])
     print(f"wrote {out / (stem + '.json')} and {len(plots)} plot(s) in {time.perf_counter() - started:.0f} s")
 

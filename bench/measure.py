@@ -94,9 +94,11 @@ def available_memory_bytes(device):
     return int(re.search(r"MemAvailable:\s+(\d+)", open("/proc/meminfo").read()).group(1)) * 1024
 
 
-def gemm_rate(device, dtype, size=2048, dim=512):
-    """Measured FLOP/s of one (size×dim)·(dim×size) matrix product: the roofline the kernels are held to."""
-    a = torch.randn(size, dim, device=device, dtype=dtype)
-    b = torch.randn(size, dim, device=device, dtype=dtype)
+def gemm_rate(device, dtype, rows, dim):
+    """Measured FLOP/s of a (rows×dim)·(dim×rows) product: the roofline that a loss on ``rows`` rows of ``dim``
+    features is held to (its own GEMM shape; rows are capped at 4096, past which the rate no longer grows)."""
+    rows = min(rows, 4096)
+    a = torch.randn(rows, dim, device=device, dtype=dtype)
+    b = torch.randn(rows, dim, device=device, dtype=dtype)
     timing = time_call(lambda: a @ b.T, device, repeats=5, warmup=2)
-    return 2 * size * size * dim / (timing["median_ms"] / 1e3)
+    return 2 * rows * rows * dim / (timing["median_ms"] / 1e3)

@@ -34,7 +34,7 @@ def _max_error(result, oracle):
     return max([(value - true_value).abs().item()] + [(g - t).abs().max().item() for g, t in zip(grads, true_grads)])
 
 
-def measure_case(loss, impl, rows, dim, dtype, device, repeats, oracle=None, seed=0):
+def measure_case(loss, impl, rows, dim, dtype, device, repeats, warmup=1, oracle=None, seed=0):
     """One row of results: timings, peak memory and error, or an OOM / failure record."""
     row = _case(loss, impl, rows, dim, dtype)
     try:
@@ -43,9 +43,11 @@ def measure_case(loss, impl, rows, dim, dtype, device, repeats, oracle=None, see
         with PeakMemory(device) as peak:
             _loss_and_grads(loss, impl, leaves, rest)
         row["peak_mib"] = round(peak.mib, 1)
-        row["fwd"] = time_call(lambda: impl.run(leaves, rest), device, repeats)
-        row["fwd_bwd"] = time_call(lambda: impl.run(leaves, rest).backward(), device, repeats)
-        row["bwd"] = time_call(lambda value: value.backward(), device, repeats, setup=lambda: impl.run(leaves, rest))
+        row["fwd"] = time_call(lambda: impl.run(leaves, rest), device, repeats, warmup)
+        row["fwd_bwd"] = time_call(lambda: impl.run(leaves, rest).backward(), device, repeats, warmup)
+        row["bwd"] = time_call(
+            lambda value: value.backward(), device, repeats, warmup, setup=lambda: impl.run(leaves, rest)
+        )
         if oracle is not None:
             row["max_abs_error"] = _max_error(result, oracle)
         row["status"] = "ok"
@@ -62,7 +64,7 @@ def sweep(config, progress=None):
     """All result rows for ``config`` (see __main__ for the fields). ``progress(text)`` is told of each case."""
     device = torch.device(config.device)
     rows_out, missing = [], {}
-    rates = {str(dtype): gemm_rate(device, dtype) for dtype in config.dtypes}
+    rates = {}  # (dtype, rows, dim) -> FLOP/s of that GEMM shape, measured once
     memory_budget = config.memory_fraction * available_memory_bytes(device) / 2**20
     for loss_name in config.losses:
         loss = LOSSES[loss_name]
@@ -83,13 +85,19 @@ def sweep(config, progress=None):
                             progress(f"{loss_name} {impl.name} B={rows} D={dim} {dtype}")
                         if rows <= config.oracle_max_rows and rows not in oracles:
                             oracles[rows] = _oracle(loss, rows, dim, device, seed=0)
-                        last = measure_case(loss, impl, rows, dim, dtype, device, config.repeats, oracles.get(rows))
+                        last = measure_case(
+                            loss, impl, rows, dim, dtype, device, config.repeats, config.warmup, oracles.get(rows)
+                        )
                         if last["status"] == "ok":
-                            flops = loss.gemm_flops(rows, dim)
+                            shape = (str(dtype).removeprefix("torch."), min(rows, 4096), dim)
+                            if shape not in rates:
+                                rates[shape] = gemm_rate(device, dtype, rows, dim)
                             seconds = last["fwd_bwd"]["median_ms"] / 1e3
-                            last["gemm_roofline_pct"] = round(100 * flops / seconds / rates[str(dtype)], 1)
+                            last["gemm_roofline_pct"] = round(
+                                100 * loss.gemm_flops(rows, dim) / seconds / rates[shape], 1
+                            )
                         rows_out.append(last)
-    return rows_out, missing, rates
+    return rows_out, missing, {"/".join(map(str, shape)): rate for shape, rate in rates.items()}
 
 
 def _case(loss, impl, rows, dim, dtype):
@@ -100,6 +108,7 @@ def _predicted_over_budget(last, rows, config, memory_budget_mib):
     """Cost grows at most with B² (dense paths in memory, every path in time): predict the next size from the
     last one and skip it when it would break the per-case time budget or the memory budget."""
     growth = (rows / last["B"]) ** 2
-    too_slow = last["fwd_bwd"]["median_ms"] * growth * (config.repeats * 3 + 3) / 1e3 > config.case_seconds
+    calls = 3 * (config.repeats + config.warmup) + 2
+    too_slow = last["fwd_bwd"]["median_ms"] * growth * calls / 1e3 > config.case_seconds
     too_big = last["peak_mib"] * growth > memory_budget_mib
     return too_slow or too_big
