@@ -44,8 +44,9 @@ class Loss:
         return self.function(*leaves, *rest, backend=backend, **self.options)
 
     def gemm_flops(self, rows, dim):
-        """FLOPs of the matrix products at the roofline of fwd+bwd: the forward similarity pass, its recompute in
-        the backward and the gradient pass (X=Y: dX = (G+Gᵀ)·X is one product; two towers need dX and dY)."""
+        """FLOPs of the matrix products a fused fwd+bwd cannot avoid: the forward similarity pass, its recompute
+        in the backward and the gradient pass (X=Y: dX = (G+Gᵀ)·X is one product; two towers need dX and dY).
+        Dense implementations keep S and skip the recompute, so their share of the roofline can pass 100%."""
         passes = 3 if self.towers == 1 else 4
         return passes * 2 * rows * rows * dim
 

@@ -96,7 +96,7 @@ def headline_ratios(rows):
 
 def write_json(path, env, config, rows, missing, rates, ratios):
     payload = {
-        **env, "config": config, "gemm_flops_per_s_by_dtype_rows_dim": rates, "missing_implementations": missing,
+        **env, "config": config, "peak_gemm_flops_per_s_by_dtype_dim": rates, "missing_implementations": missing,
         "headline": ratios, "rows": rows,
     }  # fmt: skip
     Path(path).write_text(json.dumps(payload, indent=1))

@@ -6,11 +6,14 @@ import gc
 import torch
 
 from .cases import LOSSES, implementations
-from .measure import PeakMemory, available_memory_bytes, gemm_rate, time_call
+from .measure import PeakMemory, available_memory_bytes, cap_cpu_memory, gemm_rate, time_call
 
 
 def _is_oom(error):
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+    message = str(error).lower()
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or any(
+        text in message for text in ("out of memory", "can't allocate memory", "cannot allocate memory")
+    )
 
 
 def _loss_and_grads(loss, impl, leaves, rest):
@@ -64,8 +67,10 @@ def sweep(config, progress=None):
     """All result rows for ``config`` (see __main__ for the fields). ``progress(text)`` is told of each case."""
     device = torch.device(config.device)
     rows_out, missing = [], {}
-    rates = {}  # (dtype, rows, dim) -> FLOP/s of that GEMM shape, measured once
+    rates = {}  # (dtype, dim) -> peak GEMM FLOP/s with that many features, measured once
     memory_budget = config.memory_fraction * available_memory_bytes(device) / 2**20
+    if device.type == "cpu":
+        cap_cpu_memory(memory_budget * 2**20)
     for loss_name in config.losses:
         loss = LOSSES[loss_name]
         for dim in config.dims:
@@ -89,9 +94,9 @@ def sweep(config, progress=None):
                             loss, impl, rows, dim, dtype, device, config.repeats, config.warmup, oracles.get(rows)
                         )
                         if last["status"] == "ok":
-                            shape = (str(dtype).removeprefix("torch."), min(rows, 4096), dim)
+                            shape = (str(dtype).removeprefix("torch."), dim)
                             if shape not in rates:
-                                rates[shape] = gemm_rate(device, dtype, rows, dim)
+                                rates[shape] = gemm_rate(device, dtype, dim)
                             seconds = last["fwd_bwd"]["median_ms"] / 1e3
                             last["gemm_roofline_pct"] = round(
                                 100 * loss.gemm_flops(rows, dim) / seconds / rates[shape], 1
