@@ -46,11 +46,11 @@ def log1p_sum_exp(z, mask):
 
 
 def mean_of_nonzero(losses):
-    """PML's AvgNonZeroReducer: the mean of the strictly positive entries, 0 (with a gradient path) if none."""
+    """PML's AvgNonZeroReducer: the mean of the strictly positive entries, 0 (with a gradient path) if none.
+
+    Written without a data-dependent branch, so that torch.compile traces it in one graph."""
     nonzero = losses > 0
-    if bool(nonzero.any()):
-        return losses[nonzero].mean()
-    return (losses * 0).sum()
+    return (losses * nonzero).sum() / nonzero.sum().clamp_min(1)
 
 
 def mean_or_zero(losses):

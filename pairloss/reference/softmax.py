@@ -21,12 +21,10 @@ def supcon_loss(x, labels, y, ref_labels, *, temperature, reduction):
     """L_i = −(1/|P_i|) Σ_{p∈P_i} (s_ip/τ − log Σ_{j∈P_i∪N_i} e^{s_ij/τ}), mean over the non-zero L_i."""
     logits = x @ (x if y is None else y).T / temperature
     pos, neg = pair_masks(labels, ref_labels)
-    if not (bool(pos.any()) and bool(neg.any())):
-        # PML returns 0 for a batch with no positive pair or no negative pair at all (e.g. a single class).
-        rows = (logits * 0).sum(1)
-        return reduce_rows(rows, reduction, lambda: rows.sum())
     log_denominator = masked_logsumexp(logits, pos | neg)
     pos_count = pos.sum(1)
     mean_pos_logit = (logits * pos).sum(1) / pos_count.clamp_min(1)
-    rows = torch.where(pos_count > 0, log_denominator - mean_pos_logit, 0.0)
+    # PML returns 0 for a batch with no positive pair or no negative pair at all (e.g. a single class).
+    counted = (pos_count > 0) & pos.any() & neg.any()
+    rows = torch.where(counted, log_denominator - mean_pos_logit, 0.0)
     return reduce_rows(rows, reduction, lambda: mean_of_nonzero(rows))
