@@ -6,13 +6,10 @@
 namespace pairloss {
 
 template <typename T>
-struct Circle : BackwardInputs<T> {
+struct Circle : LossPassOnly<T> {
   static constexpr bool kDistance = false;
   static constexpr bool kLogits = false;
   T m, gamma;
-
-  PL_HD bool stats_pass() const { return false; }
-  PL_HD bool loss_pass() const { return true; }
 
   PL_HD T pos_weight(T s) const { return 1 + m - s > T(0) ? 1 + m - s : T(0); }
   PL_HD T neg_weight(T s) const { return s + m > T(0) ? s + m : T(0); }
@@ -20,9 +17,6 @@ struct Circle : BackwardInputs<T> {
   PL_HD T neg_logit(T s) const { return gamma * neg_weight(s) * (s - m); }
 
   using Stats = NoStats;
-  PL_HD Stats stats_init(int64_t) const { return {}; }
-  PL_HD void stats_add(Stats&, Kind, T, T, int64_t, int64_t) const {}
-  PL_HD void stats_merge(Stats&, const Stats&) const {}
 
   struct Acc {
     OnlineLSE<T> pos, neg;

@@ -7,18 +7,12 @@
 namespace pairloss {
 
 template <typename T>
-struct Contrastive : BackwardInputs<T> {
+struct Contrastive : LossPassOnly<T> {
   static constexpr bool kDistance = true;
   static constexpr bool kLogits = false;
   T pos_margin, neg_margin;
 
-  PL_HD bool stats_pass() const { return false; }
-  PL_HD bool loss_pass() const { return true; }
-
   using Stats = NoStats;
-  PL_HD Stats stats_init(int64_t) const { return {}; }
-  PL_HD void stats_add(Stats&, Kind, T, T, int64_t, int64_t) const {}
-  PL_HD void stats_merge(Stats&, const Stats&) const {}
 
   struct Acc {
     T pos_sum = T(0), neg_sum = T(0);

@@ -26,4 +26,15 @@ struct BackwardInputs {
   const T* weight = nullptr;      // B × 2: ∂(reduced loss)/∂rows
 };
 
+// The stats half of the contract for losses that need no row thresholds: the loss sweep alone. Such a loss
+// still names `using Stats = NoStats;` (a dependent base's types are not visible to unqualified lookup).
+template <typename T>
+struct LossPassOnly : BackwardInputs<T> {
+  PL_HD bool stats_pass() const { return false; }
+  PL_HD bool loss_pass() const { return true; }
+  PL_HD NoStats stats_init(int64_t) const { return {}; }
+  PL_HD void stats_add(NoStats&, Kind, T, T, int64_t, int64_t) const {}
+  PL_HD void stats_merge(NoStats&, const NoStats&) const {}
+};
+
 }  // namespace pairloss

@@ -77,18 +77,12 @@ struct NTXent : BackwardInputs<T> {
 // L_i = LSE_{P_i ∪ N_i} l − mean_{P_i} l; one pass. The batch-level "no positive or no negative pair → 0" rule
 // is applied on the counters by the caller.
 template <typename T>
-struct SupCon : BackwardInputs<T> {
+struct SupCon : LossPassOnly<T> {
   static constexpr bool kDistance = false;
   static constexpr bool kLogits = false;
   T inv_temperature;
 
-  PL_HD bool stats_pass() const { return false; }
-  PL_HD bool loss_pass() const { return true; }
-
   using Stats = NoStats;
-  PL_HD Stats stats_init(int64_t) const { return {}; }
-  PL_HD void stats_add(Stats&, Kind, T, T, int64_t, int64_t) const {}
-  PL_HD void stats_merge(Stats&, const Stats&) const {}
 
   struct Acc {
     OnlineLSE<T> all;

@@ -12,18 +12,12 @@ namespace pairloss {
 // One direction of CLIP's symmetric cross-entropy: the row LSE of the logits and the diagonal logit. The op
 // runs it on (image, text) and on (text, image) and combines the two halves.
 template <typename T>
-struct ClipRows : BackwardInputs<T> {
+struct ClipRows : LossPassOnly<T> {
   static constexpr bool kDistance = false;
   static constexpr bool kLogits = false;
   T scale;
 
-  PL_HD bool stats_pass() const { return false; }
-  PL_HD bool loss_pass() const { return true; }
-
   using Stats = NoStats;
-  PL_HD Stats stats_init(int64_t) const { return {}; }
-  PL_HD void stats_add(Stats&, Kind, T, T, int64_t, int64_t) const {}
-  PL_HD void stats_merge(Stats&, const Stats&) const {}
 
   struct Acc {
     OnlineLSE<T> lse;
@@ -68,18 +62,12 @@ struct ClipGrad : BackwardInputs<T> {
 
 // SigLIP: Σ_j −log σ(z_ij · (scale·s_ij + bias)), z = +1 on the diagonal and −1 elsewhere.
 template <typename T>
-struct SigLip : BackwardInputs<T> {
+struct SigLip : LossPassOnly<T> {
   static constexpr bool kDistance = false;
   static constexpr bool kLogits = true;
   T scale, bias;
 
-  PL_HD bool stats_pass() const { return false; }
-  PL_HD bool loss_pass() const { return true; }
-
   using Stats = NoStats;
-  PL_HD Stats stats_init(int64_t) const { return {}; }
-  PL_HD void stats_add(Stats&, Kind, T, T, int64_t, int64_t) const {}
-  PL_HD void stats_merge(Stats&, const Stats&) const {}
 
   struct Acc {
     T sum = T(0);

@@ -7,19 +7,14 @@
 namespace pairloss {
 
 template <typename T>
-struct Uniformity : BackwardInputs<T> {
+struct Uniformity : LossPassOnly<T> {
   static constexpr bool kDistance = true;
   static constexpr bool kLogits = false;
   T t;
 
-  PL_HD bool stats_pass() const { return false; }
-  PL_HD bool loss_pass() const { return true; }
   PL_HD T potential(T sq) const { return -t * (sq > T(0) ? sq : T(0)); }
 
   using Stats = NoStats;
-  PL_HD Stats stats_init(int64_t) const { return {}; }
-  PL_HD void stats_add(Stats&, Kind, T, T, int64_t, int64_t) const {}
-  PL_HD void stats_merge(Stats&, const Stats&) const {}
 
   struct Acc {
     OnlineLSE<T> lse;
