@@ -19,7 +19,7 @@ import triton.language as tl
 from . import _epilogues as epilogue
 from . import _triplet_all as triplet_all
 from ._ids import CLIP, LOSS_PASS, TRIPLET_ALL
-from ._tiles import any_pair, l2_distance, load_block, pair_masks, row_slots, similarity_tile
+from ._tiles import any_pair, l2_distance, load_block, pair_tile, row_slots
 
 
 @triton.jit
@@ -57,13 +57,10 @@ def pair_rows_kernel(
     for col_block in range(num_col_blocks):
         cols = col_block * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
         col_mask = cols < M
-        s = similarity_tile(
-            x_ptr, y_ptr, rows, cols, row_mask, col_mask, D, stride_xr, stride_xd, stride_yr, stride_yd,
-            PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
-        )  # fmt: skip
-        pos, neg = pair_masks(
-            rows, cols, row_mask, col_mask, row_labels_ptr, col_labels_ptr, positives_ptr, num_positives,
-            MASK, SELF_PAIRS,
+        s, pos, neg = pair_tile(
+            x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask,
+            D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd, MASK, SELF_PAIRS, PRECISION,
+            BLOCK_M, BLOCK_N, BLOCK_D,
         )  # fmt: skip
         col_vec = tl.load(col_vec_ptr + cols, mask=col_mask, other=0.0)[None, :]
         if LOSS == TRIPLET_ALL:
@@ -92,13 +89,10 @@ def _tile_gradient(
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """Recompute one tile and return the epilogue's gradient tiles (G, g_vec, g_scale, g_bias)."""
-    s = similarity_tile(
-        x_ptr, y_ptr, rows, cols, row_mask, col_mask, D, stride_xr, stride_xd, stride_yr, stride_yd,
-        PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
-    )  # fmt: skip
-    pos, neg = pair_masks(
-        rows, cols, row_mask, col_mask, row_labels_ptr, col_labels_ptr, positives_ptr, num_positives,
-        MASK, SELF_PAIRS,
+    s, pos, neg = pair_tile(
+        x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask,
+        D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd, MASK, SELF_PAIRS, PRECISION,
+        BLOCK_M, BLOCK_N, BLOCK_D,
     )  # fmt: skip
     row_vec = tl.load(row_vec_ptr + rows, mask=row_mask, other=0.0)[:, None]
     col_vec = tl.load(col_vec_ptr + cols, mask=col_mask, other=0.0)[None, :]

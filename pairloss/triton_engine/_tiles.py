@@ -60,6 +60,25 @@ def pair_masks(
 
 
 @triton.jit
+def pair_tile(
+    x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask,
+    D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
+    MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """(S, positive, negative) tiles: what every pass starts from."""
+    s = similarity_tile(
+        x_ptr, y_ptr, rows, cols, row_mask, col_mask, D, stride_xr, stride_xd, stride_yr, stride_yd,
+        PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
+    )  # fmt: skip
+    pos, neg = pair_masks(
+        rows, cols, row_mask, col_mask, row_labels_ptr, col_labels_ptr, positives_ptr, num_positives,
+        MASK, SELF_PAIRS,
+    )  # fmt: skip
+    return s, pos, neg
+
+
+@triton.jit
 def online_logsumexp(running_max, running_sum, z, mask):
     """Fold the masked entries of tile ``z`` into a per-row (max, Σ e^(z − max)) pair."""
     z = tl.where(mask, z, -INF)

@@ -11,7 +11,7 @@ The work is O(B·M²·(D/BLOCK_N + 1)), the price of the exact all-triplets loss
 import triton
 import triton.language as tl
 
-from ._tiles import count, l2_distance, pair_masks, similarity_tile, softplus
+from ._tiles import count, l2_distance, pair_tile, softplus
 
 
 @triton.jit
@@ -24,13 +24,10 @@ def _distances(
     """(distance, positive, negative) tiles of the anchors against column tile ``tile``."""
     cols = tile * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
     col_mask = cols < M
-    s = similarity_tile(
-        x_ptr, y_ptr, rows, cols, row_mask, col_mask, D, stride_xr, stride_xd, stride_yr, stride_yd,
-        PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
-    )  # fmt: skip
-    pos, neg = pair_masks(
-        rows, cols, row_mask, col_mask, row_labels_ptr, col_labels_ptr, positives_ptr, num_positives,
-        MASK, SELF_PAIRS,
+    s, pos, neg = pair_tile(
+        x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask,
+        D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd, MASK, SELF_PAIRS, PRECISION,
+        BLOCK_M, BLOCK_N, BLOCK_D,
     )  # fmt: skip
     _, distance, _ = l2_distance(s, row_vec, tl.load(col_vec_ptr + cols, mask=col_mask, other=0.0)[None, :])
     return distance, pos, neg
