@@ -1,5 +1,5 @@
 // Op schemas of the C++ engine (implementations: cpu/ops.cpp, cuda/ops.cu; Python fakes and autograd:
-// pairloss/cpp_engine/ops.py) and the Python module pairloss._C that loading registers them from.
+// pairloss/cpp_engine/_ops.py) and the Python module pairloss._C that loading registers them from.
 #include <torch/extension.h>
 #include <torch/library.h>
 
@@ -8,10 +8,11 @@
 TORCH_LIBRARY(pairloss, m) {
   m.def(
       "cpp_pair_forward(str loss, Tensor x, Tensor? y, Tensor? labels, Tensor? ref_labels, Tensor? scalars, "
-      "float[] params) -> (Tensor rows, Tensor saved, Tensor counts, Tensor active)");
+      "float[] params, int own_offset=-1) -> (Tensor rows, Tensor saved, Tensor counts, Tensor active)");
   m.def(
       "cpp_pair_backward(str loss, Tensor grad_rows, Tensor x, Tensor? y, Tensor? labels, Tensor? ref_labels, "
-      "Tensor? scalars, float[] params, Tensor saved, Tensor active) -> (Tensor dx, Tensor dy, Tensor dscalars)");
+      "Tensor? scalars, float[] params, int own_offset, Tensor saved, Tensor active) "
+      "-> (Tensor dx, Tensor dy, Tensor dscalars)");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -5,21 +5,37 @@
 
 namespace pairloss {
 
-// Class labels: positive = same class, negative = other class; the self-pair is left out when X = Y.
+// Anchor i's own column among the references: (offset + i) mod cols, or none (offset < 0). Label losses leave it
+// out (the anchor's copy in X = Y, a memory bank or a gathered batch); diagonal kinds make it the positive.
+struct OwnColumn {
+  int64_t offset;  // in [0, cols), or −1: no own column
+  int64_t cols;
+
+  PL_HD int64_t operator()(int64_t i) const {
+    if (offset < 0) return -1;
+    const int64_t j = offset + i;
+    return j < cols ? j : j % cols;  // no division unless the ring wraps
+  }
+};
+
+// Class labels: positive = same class, negative = other class; the own column is left out.
 struct LabelKinds {
   const int64_t* row_labels;
   const int64_t* col_labels;
-  bool self;
+  OwnColumn own;
 
   PL_HD Kind operator()(int64_t i, int64_t j) const {
-    if (self && i == j) return kSkip;
+    if (j == own(i)) return kSkip;
     return row_labels[i] == col_labels[j] ? kPos : kNeg;
   }
 };
 
-// Row i is paired with column i (CLIP, SigLIP, MW): positive on the diagonal, negative elsewhere.
+// Row i is paired with its own column (CLIP, SigLIP, MW: column i, or SigLIP's positive offset): positive
+// there, negative elsewhere.
 struct DiagonalKinds {
-  PL_HD Kind operator()(int64_t i, int64_t j) const { return i == j ? kPos : kNeg; }
+  OwnColumn own;
+
+  PL_HD Kind operator()(int64_t i, int64_t j) const { return j == own(i) ? kPos : kNeg; }
 };
 
 // Every ordered pair of distinct rows of one set (uniformity).
@@ -38,6 +54,19 @@ struct PositiveListKinds {
 template <typename Kinds>
 inline void fill_kinds(const Kinds& kinds, int64_t i, int64_t j0, int64_t n, uint8_t* out) {
   for (int64_t c = 0; c < n; ++c) out[c] = kinds(i, j0 + c);
+}
+
+// Label and diagonal kinds: the own column once per row rather than once per pair.
+inline void fill_kinds(const LabelKinds& kinds, int64_t i, int64_t j0, int64_t n, uint8_t* out) {
+  const int64_t label = kinds.row_labels[i], own = kinds.own(i);
+  for (int64_t c = 0; c < n; ++c) out[c] = kinds.col_labels[j0 + c] == label ? kPos : kNeg;
+  if (own >= j0 && own < j0 + n) out[own - j0] = kSkip;
+}
+
+inline void fill_kinds(const DiagonalKinds& kinds, int64_t i, int64_t j0, int64_t n, uint8_t* out) {
+  const int64_t own = kinds.own(i);
+  for (int64_t c = 0; c < n; ++c) out[c] = kNeg;
+  if (own >= j0 && own < j0 + n) out[own - j0] = kPos;
 }
 
 inline void fill_kinds(const PositiveListKinds& kinds, int64_t i, int64_t j0, int64_t n, uint8_t* out) {

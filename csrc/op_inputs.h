@@ -1,11 +1,13 @@
 // Argument checks and output shapes shared by the CPU and CUDA implementations of the pairloss::cpp_* ops.
 //
-// cpp_pair_forward(loss, x, y?, labels?, ref_labels?, scalars?, params) -> (rows, saved, counts, active)
+// cpp_pair_forward(loss, x, y?, labels?, ref_labels?, scalars?, params, own_offset) -> (rows, saved, counts, active)
+//   own_offset −1, or row i's own column in y is (own_offset + i) mod len(y): left out by the label losses (the
+//          anchors' copies in a memory bank or a gathered batch), the positive of SigLIP
 //   rows   B × 2 (x's dtype): per-anchor loss components (column 1 is only used by contrastive: negatives)
 //   saved  B × 4 float64: per-anchor statistics for the backward
 //   counts 2 int64: batch counters the reduction needs (pairs, non-zero terms)
 //   active ceil(B/kActiveTile) × ceil(M/kActiveTile) uint8: tiles holding a pair with a gradient
-// cpp_pair_backward(loss, grad_rows, x, y?, labels?, ref_labels?, scalars?, params, saved, active)
+// cpp_pair_backward(loss, grad_rows, x, y?, labels?, ref_labels?, scalars?, params, own_offset, saved, active)
 //   -> (dx, dy, dscalars); dy and dscalars are empty when y / scalars are absent.
 #pragma once
 
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "common.h"
+#include "kinds.h"
 
 namespace pairloss {
 
@@ -72,13 +75,15 @@ struct PairInputs {
   at::Tensor labels, ref_labels, scalars;
   std::vector<double> params;
   int64_t rows, cols, dim;
+  OwnColumn own;  // label losses: left out (the diagonal when X = Y); diagonal losses: the positive
   bool self() const { return !y.defined(); }
   const at::Tensor& refs() const { return self() ? x : y; }
 };
 
 inline PairInputs check_inputs(c10::string_view loss, const at::Tensor& x, const c10::optional<at::Tensor>& y,
                                const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
-                               const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params) {
+                               const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params,
+                               int64_t own_offset) {
   PairInputs in;
   in.info = &loss_info(loss);
   const char* name = in.info->name;
@@ -138,12 +143,30 @@ inline PairInputs check_inputs(c10::string_view loss, const at::Tensor& x, const
                           in.info->id == LossId::kMannWhitney || in.info->id == LossId::kDecoupledSoftmax;
   TORCH_CHECK(!two_towers || in.y.defined(), "pairloss ", name, ": needs the second tower y");
   TORCH_CHECK(in.info->id != LossId::kUniformity || !in.y.defined(), "pairloss ", name, ": takes no y");
-  TORCH_CHECK((in.info->id != LossId::kClip && in.info->id != LossId::kSigLip) || in.cols == in.rows, "pairloss ",
-              name, ": both towers need the same number of rows, got ", in.rows, " and ", in.cols);
+  const bool label_classes = in.info->labels && in.info->id != LossId::kDecoupledSoftmax;
+  TORCH_CHECK(own_offset >= -1, "pairloss ", name, ": own_offset must be ≥ 0, or −1 for none; got ", own_offset);
+  TORCH_CHECK(own_offset < 0 || (in.y.defined() && (label_classes || in.info->id == LossId::kSigLip)), "pairloss ",
+              name, ": own_offset is only for the label losses and siglip, with y given");
+  TORCH_CHECK(in.info->id != LossId::kClip || in.cols == in.rows, "pairloss ", name,
+              ": both towers need the same number of rows, got ", in.rows, " and ", in.cols);
+  TORCH_CHECK(in.info->id != LossId::kSigLip || own_offset >= 0 || in.cols == in.rows, "pairloss ", name,
+              ": both towers need the same number of rows without a positive offset, got ", in.rows, " and ",
+              in.cols);
   TORCH_CHECK(in.info->id != LossId::kMannWhitney || in.cols >= in.rows, "pairloss ", name,
               ": needs at least one document per query");
+  // Label losses leave the own column out (X = Y: the diagonal; given y: only with an offset); the diagonal
+  // losses make it the positive (column i unless SigLIP's offset moves it).
+  const int64_t offset = own_offset >= 0 ? own_offset % in.cols : (in.self() || !label_classes ? 0 : -1);
+  in.own = {offset, in.cols};
   return in;
 }
+
+inline LabelKinds label_kinds(const PairInputs& in) {
+  const int64_t* labels = in.labels.data_ptr<int64_t>();
+  return {labels, in.self() ? labels : in.ref_labels.data_ptr<int64_t>(), in.own};
+}
+
+inline DiagonalKinds diagonal_kinds(const PairInputs& in) { return {in.own}; }
 
 struct ForwardOutputs {
   at::Tensor rows, saved, counts, active;

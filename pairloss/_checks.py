@@ -7,6 +7,8 @@ import torch
 from .backends import BACKEND_NAMES
 
 REDUCTIONS = ("mean", "sum", "none")
+# The label losses also return the parts of their mean (pairloss._reduction), to combine batches or ranks exactly.
+LABEL_REDUCTIONS = REDUCTIONS + ("parts",)
 
 
 def check_embeddings(name, tensor, dim=None):
@@ -67,6 +69,12 @@ def check_non_negative(**values):
             raise ValueError(f"{name} must be non-negative and finite, got {value}")
 
 
+def check_positive_int(**values):
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
 def check_finite(**values):
     for name, value in values.items():
         _check_number(name, value)
@@ -79,8 +87,8 @@ def check_choice(name, value, choices):
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
-def check_reduction(reduction):
-    check_choice("reduction", reduction, REDUCTIONS)
+def check_reduction(reduction, choices=REDUCTIONS):
+    check_choice("reduction", reduction, choices)
 
 
 def check_backend(backend):
@@ -98,8 +106,8 @@ def check_scalar(name, value):
         raise TypeError(f"{name} must be a number or a one-element tensor, got {type(value).__name__}")
 
 
-def check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels):
-    """The shared leading arguments of the label losses (multi-similarity, triplet, …)."""
+def check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels, self_offset=None):
+    """The shared leading arguments of the label losses (multi-similarity, triplet, …) and ``self_offset``."""
     check_embeddings("embeddings", embeddings)
     check_labels("labels", labels, embeddings.shape[0], "embeddings")
     if (ref_emb is None) != (ref_labels is None):
@@ -110,3 +118,24 @@ def check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels):
         check_same_dtype("ref_emb", ref_emb, "embeddings", embeddings)
         check_labels("ref_labels", ref_labels, ref_emb.shape[0], "ref_emb")
     check_same_device(embeddings=embeddings, labels=labels, ref_emb=ref_emb, ref_labels=ref_labels)
+    if self_offset is not None:
+        if ref_emb is None:
+            raise ValueError("self_offset places the anchors' own copies in ref_emb, but no ref_emb was given")
+        check_row_offset("self_offset", self_offset)
+
+
+def check_row_offset(name, value):
+    """A row index of the references where row 0's own / paired row sits (taken modulo their count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative Python int (a row index), got {value!r}")
+
+
+def check_towers(first_name, first, second_name, second, same_rows=True):
+    check_embeddings(first_name, first)
+    check_embeddings(second_name, second, dim=first.shape[1])
+    check_same_dtype(second_name, second, first_name, first)
+    if same_rows and second.shape[0] != first.shape[0]:
+        raise ValueError(
+            f"{first_name} has {first.shape[0]} rows but {second_name} has {second.shape[0]}: row i of one "
+            f"is the pair of row i of the other"
+        )

@@ -23,14 +23,19 @@ def _as_scalar_tensor(value, like):
     return torch.tensor(float(value), dtype=like.dtype, device=like.device)
 
 
-def _label_loss(name, backend, embeddings, labels, ref_emb, ref_labels, **options):
+def _label_loss(name, backend, embeddings, labels, ref_emb, ref_labels, self_offset, **options):
+    checks.check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels, self_offset)
     checks.check_backend(backend)
-    checks.check_reduction(options["reduction"])
+    checks.check_reduction(options["reduction"], checks.LABEL_REDUCTIONS)
     function = resolve(backend, embeddings.device, name, options)
     x = F.normalize(embeddings, dim=1)
     y = None if ref_emb is None else F.normalize(ref_emb, dim=1)
-    loss = function(x, labels, y, ref_labels, **options)
-    return loss + _nonfinite_guard(embeddings, ref_emb)
+    loss = function(x, labels, y, ref_labels, self_offset=self_offset, **options)
+    guard = _nonfinite_guard(embeddings, ref_emb)
+    if options["reduction"] == "parts":
+        sums, counts = loss
+        return sums + guard, counts
+    return loss + guard
 
 
 def multi_similarity_loss(
@@ -39,6 +44,7 @@ def multi_similarity_loss(
     ref_emb=None,
     ref_labels=None,
     *,
+    self_offset=None,
     alpha=2.0,
     beta=50.0,
     base=0.5,
@@ -49,15 +55,21 @@ def multi_similarity_loss(
 ):
     """Multi-similarity loss (Wang et al. 2019) on cosine similarity, with its pair miner when ``mining``.
 
+    Every label loss takes ``ref_emb``/``ref_labels`` (the references; default: the anchors themselves, self-pairs
+    left out) and ``self_offset``: when ``ref_emb`` holds the anchors' own copies (a memory bank, a gathered
+    global batch), anchor i's copy is ``ref_emb[(self_offset + i) % len(ref_emb)]`` and is left out of its pairs.
+    Their ``reduction`` is "mean" (the loss's PML reducer), "sum", "none" (per anchor) or "parts": ``(sums,
+    counts)`` with mean = Σ_k sums_k / counts_k (0 where counts_k = 0), to average exactly over several batches
+    or ranks (add the parts, then divide).
+
     Equals PML's ``MultiSimilarityLoss(alpha, beta, base)`` with ``MultiSimilarityMiner(epsilon)``.
     """
-    checks.check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels)
     checks.check_positive(alpha=alpha, beta=beta)
     checks.check_non_negative(epsilon=epsilon)
     checks.check_finite(base=base)
     checks.check_choice("mining", mining, (True, False))
     return _label_loss(
-        "multi_similarity_loss", backend, embeddings, labels, ref_emb, ref_labels,
+        "multi_similarity_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset,
         alpha=alpha, beta=beta, base=base, epsilon=epsilon, mining=bool(mining), reduction=reduction,
     )  # fmt: skip
 
@@ -68,6 +80,7 @@ def triplet_margin_loss(
     ref_emb=None,
     ref_labels=None,
     *,
+    self_offset=None,
     margin=0.05,
     mining="batch_hard",
     soft=False,
@@ -79,12 +92,11 @@ def triplet_margin_loss(
     ``mining="batch_hard"``: each anchor's farthest positive and closest negative (PML's BatchHardMiner +
     TripletMarginLoss); ``mining="all"``: every valid triplet. ``soft=True`` replaces the hinge by softplus.
     """
-    checks.check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels)
     checks.check_non_negative(margin=margin)
     checks.check_choice("mining", mining, ("batch_hard", "all"))
     checks.check_choice("soft", soft, (True, False))
     return _label_loss(
-        "triplet_margin_loss", backend, embeddings, labels, ref_emb, ref_labels,
+        "triplet_margin_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset,
         margin=margin, mining=mining, soft=bool(soft), reduction=reduction,
     )  # fmt: skip
 
@@ -95,63 +107,74 @@ def contrastive_loss(
     ref_emb=None,
     ref_labels=None,
     *,
+    self_offset=None,
     pos_margin=0.0,
     neg_margin=1.0,
     reduction="mean",
     backend="auto",
 ):
     """Contrastive loss on L2 distances of the normalised rows (PML's ContrastiveLoss)."""
-    checks.check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels)
     checks.check_non_negative(pos_margin=pos_margin, neg_margin=neg_margin)
     return _label_loss(
-        "contrastive_loss", backend, embeddings, labels, ref_emb, ref_labels,
+        "contrastive_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset,
         pos_margin=pos_margin, neg_margin=neg_margin, reduction=reduction,
     )  # fmt: skip
 
 
 def circle_loss(
-    embeddings, labels, ref_emb=None, ref_labels=None, *, m=0.4, gamma=80.0, reduction="mean", backend="auto"
+    embeddings,
+    labels,
+    ref_emb=None,
+    ref_labels=None,
+    *,
+    self_offset=None,
+    m=0.4,
+    gamma=80.0,
+    reduction="mean",
+    backend="auto",
 ):
     """Circle loss (Sun et al. 2020) on cosine similarity (PML's CircleLoss)."""
-    checks.check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels)
     checks.check_non_negative(m=m)
     checks.check_positive(gamma=gamma)
     return _label_loss(
-        "circle_loss", backend, embeddings, labels, ref_emb, ref_labels, m=m, gamma=gamma, reduction=reduction
-    )
+        "circle_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset, m=m, gamma=gamma, reduction=reduction,
+    )  # fmt: skip
 
 
 def ntxent_loss(
-    embeddings, labels, ref_emb=None, ref_labels=None, *, temperature=0.07, reduction="mean", backend="auto"
+    embeddings,
+    labels,
+    ref_emb=None,
+    ref_labels=None,
+    *,
+    self_offset=None,
+    temperature=0.07,
+    reduction="mean",
+    backend="auto",
 ):
     """Label-aware NT-Xent / InfoNCE on cosine similarity (PML's NTXentLoss); mean over positive pairs."""
-    checks.check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels)
     checks.check_positive(temperature=temperature)
     return _label_loss(
-        "ntxent_loss", backend, embeddings, labels, ref_emb, ref_labels, temperature=temperature, reduction=reduction
-    )
+        "ntxent_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset, temperature=temperature, reduction=reduction,
+    )  # fmt: skip
 
 
 def supcon_loss(
-    embeddings, labels, ref_emb=None, ref_labels=None, *, temperature=0.1, reduction="mean", backend="auto"
+    embeddings,
+    labels,
+    ref_emb=None,
+    ref_labels=None,
+    *,
+    self_offset=None,
+    temperature=0.1,
+    reduction="mean",
+    backend="auto",
 ):
     """Supervised contrastive loss (Khosla et al. 2020) on cosine similarity (PML's SupConLoss)."""
-    checks.check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels)
     checks.check_positive(temperature=temperature)
     return _label_loss(
-        "supcon_loss", backend, embeddings, labels, ref_emb, ref_labels, temperature=temperature, reduction=reduction
-    )
-
-
-def _check_towers(first_name, first, second_name, second, same_rows=True):
-    checks.check_embeddings(first_name, first)
-    checks.check_embeddings(second_name, second, dim=first.shape[1])
-    checks.check_same_dtype(second_name, second, first_name, first)
-    if same_rows and second.shape[0] != first.shape[0]:
-        raise ValueError(
-            f"{first_name} has {first.shape[0]} rows but {second_name} has {second.shape[0]}: row i of one "
-            f"is the pair of row i of the other"
-        )
+        "supcon_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset, temperature=temperature, reduction=reduction,
+    )  # fmt: skip
 
 
 def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", backend="auto"):
@@ -160,7 +183,7 @@ def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", b
     ``logit_scale`` is the multiplier itself (OpenCLIP passes ``model.logit_scale.exp()``); features are used as
     given, normalise them beforehand as CLIP models do.
     """
-    _check_towers("image_features", image_features, "text_features", text_features)
+    checks.check_towers("image_features", image_features, "text_features", text_features)
     checks.check_scalar("logit_scale", logit_scale)
     checks.check_same_device(image_features=image_features, text_features=text_features, logit_scale=logit_scale)
     checks.check_reduction(reduction)
@@ -171,19 +194,27 @@ def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", b
     return loss + _nonfinite_guard(image_features, text_features)
 
 
-def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, backend="auto"):
-    """Pairwise sigmoid loss of SigLIP (OpenCLIP's SigLipLoss): −Σ log σ(z_ij · (scale·s_ij + bias)) / B."""
-    _check_towers("image_features", image_features, "text_features", text_features)
+def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, positive_offset=None, backend="auto"):
+    """Pairwise sigmoid loss of SigLIP (OpenCLIP's SigLipLoss): −Σ log σ(z_ij · (scale·s_ij + bias)) / B.
+
+    ``positive_offset=k``: ``text_features`` may have any number M of rows and image i's positive is text row
+    (k + i) mod M, every other row a negative (e.g. local images against a gathered global text batch).
+    """
+    same_rows = positive_offset is None
+    checks.check_towers("image_features", image_features, "text_features", text_features, same_rows=same_rows)
     checks.check_scalar("logit_scale", logit_scale)
     checks.check_scalar("logit_bias", logit_bias)
     checks.check_same_device(
         image_features=image_features, text_features=text_features, logit_scale=logit_scale, logit_bias=logit_bias
     )
+    if not same_rows:
+        checks.check_row_offset("positive_offset", positive_offset)
     checks.check_backend(backend)
     function = resolve(backend, image_features.device, "siglip_loss")
     scale = _as_scalar_tensor(logit_scale, image_features)
     bias = _as_scalar_tensor(logit_bias, image_features)
-    return function(image_features, text_features, scale, bias) + _nonfinite_guard(image_features, text_features)
+    loss = function(image_features, text_features, scale, bias, positive_offset=positive_offset)
+    return loss + _nonfinite_guard(image_features, text_features)
 
 
 def decoupled_softmax_loss(queries, keys, positives, *, temperature=0.05, backend="auto"):
@@ -192,7 +223,7 @@ def decoupled_softmax_loss(queries, keys, positives, *, temperature=0.05, backen
     ``positives`` is a B×P integer tensor of row indices into ``keys``, padded with −1; mean over the valid
     (query, positive) pairs, a repeated index counting once.
     """
-    _check_towers("queries", queries, "keys", keys, same_rows=False)
+    checks.check_towers("queries", queries, "keys", keys, same_rows=False)
     if not isinstance(positives, torch.Tensor) or positives.dim() != 2:
         raise ValueError("positives must be a 2-D tensor (queries × max positives) of key indices, −1 padded")
     if positives.is_floating_point() or positives.dtype == torch.bool:
@@ -225,7 +256,7 @@ def mw_loss(queries, docs, *, temperature=1.0, backend="auto"):
     a negative; per query the mean of softplus((s_neg − s_pos)/τ), then the mean over queries.
 
     ``docs`` may have more rows than ``queries`` (extra hard negatives)."""
-    _check_towers("queries", queries, "docs", docs, same_rows=False)
+    checks.check_towers("queries", queries, "docs", docs, same_rows=False)
     if docs.shape[0] < queries.shape[0]:
         raise ValueError(f"docs has {docs.shape[0]} rows but needs at least one per query ({queries.shape[0]})")
     checks.check_same_device(queries=queries, docs=docs)

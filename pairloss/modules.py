@@ -16,8 +16,9 @@ class _LossModule(torch.nn.Module):
         inspect.signature(self._function).bind_partial(**options)
         self.options = options
 
-    def forward(self, *tensors):
-        return type(self)._function(*tensors, **self.options)
+    def forward(self, *tensors, **call_options):
+        # Per-call keywords (e.g. ``self_offset`` from CrossBatchMemory) add to the constructor's options.
+        return type(self)._function(*tensors, **self.options, **call_options)
 
     def extra_repr(self):
         return ", ".join(f"{name}={value!r}" for name, value in self.options.items())

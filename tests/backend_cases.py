@@ -115,6 +115,12 @@ LABEL_SCENARIOS = {
     "expanded_labels": {"rows": 7, "dim": 6, "classes": 1, "layout": "expanded_labels"},
     "expanded_ref_labels": {"rows": 9, "refs": 6, "dim": 6, "classes": 3, "layout": "expanded_labels"},
     "int32_labels_ref": {"rows": 10, "refs": 7, "dim": 6, "classes": 3, "label_dtype": torch.int32},
+    # References holding copies of the anchors (self_offset): a gathered batch, and a ring-buffer memory bank
+    # whose copies wrap around its end.
+    "gathered": {"rows": 6, "refs": 17, "dim": 5, "classes": 3, "self_offset": 6},
+    "memory_bank": {"rows": 9, "refs": 13, "dim": 6, "classes": 4, "self_offset": 8},
+    "memory_bank_single_class": {"rows": 4, "refs": 6, "dim": 4, "classes": 1, "self_offset": 5},
+    "memory_bank_distinct": {"rows": 5, "refs": 5, "dim": 4, "classes": "distinct", "self_offset": 3},
 }
 
 OTHER_SCENARIOS = {
@@ -137,7 +143,7 @@ def all_case_ids(losses=ALL_LOSSES):
     for loss_name in losses:
         names = scenarios(loss_name)
         ids += [(loss_name, scenario, 0) for scenario in names]
-        for scenario in ("odd", "odd_ref") if loss_name in LABEL_LOSSES else ("odd",):
+        for scenario in ("odd", "odd_ref", "memory_bank") if loss_name in LABEL_LOSSES else ("odd",):
             ids += [(loss_name, scenario, k) for k in range(1, len(OPTIONS[loss_name]))]
     return ids
 
@@ -192,6 +198,11 @@ def label_case(scenario, dtype=torch.float32, device="cpu", seed=0):
             ref_labels = torch.randperm(refs + rows, generator=generator)[:refs].to(device)
         else:
             ref_labels = random_labels(generator, refs, ref_classes, device)
+    if "self_offset" in spec:
+        own = (torch.arange(rows) + spec["self_offset"]) % refs
+        with torch.no_grad():
+            ref_emb[own] = embeddings
+        ref_labels[own.to(device)] = labels
     flags = set(spec.get("flags", ()))
     if "duplicates" in flags:
         with torch.no_grad():
@@ -217,7 +228,10 @@ def label_case(scenario, dtype=torch.float32, device="cpu", seed=0):
         else:
             ref_labels = labels[:1].expand(refs)
         flags.add("expanded")
-    return {"embeddings": embeddings, "labels": labels, "ref_emb": ref_emb, "ref_labels": ref_labels, "flags": flags}
+    case = {"embeddings": embeddings, "labels": labels, "ref_emb": ref_emb, "ref_labels": ref_labels, "flags": flags}
+    if "self_offset" in spec:
+        case["self_offset"] = spec["self_offset"]
+    return case
 
 
 def random_label_case(seed, dtype=torch.float32, device="cpu", max_rows=130, with_ref=None):

@@ -1,19 +1,24 @@
 """The C++ engine (backend "cpp") against the reference oracles: every loss, loss and gradients, float64 and
 float32, tile-boundary shapes, edge cases, the custom ops (opcheck, torch.compile), and CUDA when present."""
 
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import pairloss
 from pairloss import backends
+from pairloss import reference as oracle
 
 from .backend_cases import LABEL_LOSSES, OPTIONS, all_case_ids, check_against_reference, make_case
+from .tolerances import assert_close
 
 _reason = backends.unavailable_reason("cpp", "cpu")
 if _reason is not None:
     pytest.skip(f"backend 'cpp' unavailable: {_reason}", allow_module_level=True)
 
+from pairloss import cpp_engine
 from pairloss.cpp_engine import CUDA_LOSSES, unavailable_reason
 
 OPS = torch.ops.pairloss
@@ -84,6 +89,94 @@ def test_other_losses_across_tiles(loss_name, rows, dim):
         check_against_reference(loss_name, "cpp", **_other_batch(loss_name, rows, dim), **options)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_clip_columns_in_the_row_sweep(threads):
+    # One forward sweep takes the row LSEs (image→text) and, through per-thread column accumulators merged at the
+    # end, the column LSEs (text→image): 300 rows are 3 row blocks, split over 1 to 3 threads.
+    batch = _other_batch("clip_loss", 300, 16)
+    image, text, scale = batch["image_features"], batch["text_features"], batch["logit_scale"]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        rows, saved, _, _ = OPS.cpp_pair_forward("clip", image, text, None, None, scale.reshape(1), [])
+        check_against_reference("clip_loss", "cpp", **batch)
+    finally:
+        torch.set_num_threads(previous)
+    logits = scale * image @ text.T
+    lse_row, lse_col, diag = logits.logsumexp(1), logits.logsumexp(0), logits.diagonal()
+    torch.testing.assert_close(saved[:, :3], torch.stack([lse_row, lse_col, diag], 1))  # the backward's inputs
+    torch.testing.assert_close(rows[:, 0], ((lse_row - diag) + (lse_col - diag)) / 2)
+
+
+def _backend_options(loss_name, options):
+    """``options`` completed with the public function's defaults (backend functions take every option)."""
+    parameters = inspect.signature(getattr(pairloss, loss_name)).parameters.values()
+    defaults = {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY}
+    return {**{k: v for k, v in defaults.items() if k not in ("backend", "self_offset")}, **options}
+
+
+def _memory_bank(rows, refs, dim, offset, seed):
+    """Anchors and references where the even anchors' copies (and labels) sit at (offset + i) mod refs; the odd
+    anchors' own columns hold other rows, so some of them carry another label (not a positive to discount)."""
+    g = torch.Generator().manual_seed(seed)
+    classes = max(2, rows // 4)
+    x, y = (_unit(n, dim, g) for n in (rows, refs))
+    labels = torch.randint(0, classes, (rows,), generator=g)
+    ref_labels = torch.randint(0, classes, (refs,), generator=g)
+    own = (torch.arange(rows) + offset) % refs
+    even = own[::2]
+    y[even], ref_labels[even] = x[::2], labels[::2]
+    return x, labels, y, ref_labels
+
+
+# (B, M, D, self_offset): no wrap, wrap across a tile boundary, offset ≥ M, more anchors than references (anchors
+# share own columns), a single reference.
+OFFSET_SHAPES = [(7, 11, 3, 2), (130, 200, 5, 150), (9, 5, 4, 13), (200, 130, 3, 100), (3, 1, 2, 0)]
+OFFSET_IDS = [f"B{b}-M{m}-off{o}" for b, m, _, o in OFFSET_SHAPES]
+
+
+@pytest.mark.parametrize("rows,refs,dim,offset", OFFSET_SHAPES, ids=OFFSET_IDS)
+@pytest.mark.parametrize("loss_name", LABEL_LOSSES)
+def test_self_offset_matches_reference(loss_name, rows, refs, dim, offset):
+    x, labels, y, ref_labels = _memory_bank(rows, refs, dim, offset, seed=rows + refs)
+    weights = torch.linspace(0.3, 1.7, rows, dtype=x.dtype)
+    for options in OPTIONS[loss_name][:4]:
+        for reduction in ("mean", "none", "parts"):
+            kwargs = _backend_options(loss_name, {**options, "reduction": reduction})
+            results = []
+            for function in (getattr(cpp_engine, loss_name), getattr(oracle, loss_name)):
+                leaves = [x.clone().requires_grad_(), y.clone().requires_grad_()]
+                loss = function(leaves[0], labels, leaves[1], ref_labels, self_offset=offset, **kwargs)
+                value = loss[0].sum() if reduction == "parts" else (loss * weights if reduction == "none" else loss)
+                grads = torch.autograd.grad(value.sum(), leaves, allow_unused=True)
+                loss = tuple(t.detach() for t in loss) if reduction == "parts" else loss.detach()
+                results.append((loss, [torch.zeros_like(x) if g is None else g for g in grads]))
+            (loss, grads), (expected, expected_grads) = results
+            msg = f"{loss_name} {kwargs}"
+            if reduction == "parts":
+                assert torch.equal(loss[1], expected[1]), f"{msg}: counts {loss[1]} vs {expected[1]}"
+                loss, expected = loss[0], expected[0]
+            assert_close(loss, expected, msg=msg)
+            for grad, expected_grad in zip(grads, expected_grads):
+                assert_close(grad, expected_grad, kind="grad", msg=msg)
+
+
+@pytest.mark.parametrize("rows,refs,offset", [(130, 300, 290), (200, 70, 13), (5, 5, None)])
+def test_siglip_positive_offset_across_tiles(rows, refs, offset):
+    g = torch.Generator().manual_seed(rows)
+    inputs = [_unit(rows, 6, g), _unit(refs, 6, g), torch.tensor(10.0, dtype=torch.float64),
+              torch.tensor(-4.0, dtype=torch.float64)]  # fmt: skip
+    results = []
+    for function in (cpp_engine.siglip_loss, oracle.siglip_loss):
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        loss = function(*leaves, positive_offset=offset)
+        results.append((loss.detach(), torch.autograd.grad(loss, leaves)))
+    (loss, grads), (expected, expected_grads) = results
+    assert_close(loss, expected)
+    for grad, expected_grad in zip(grads, expected_grads):
+        assert_close(grad, expected_grad, kind="grad")
+
+
 def test_no_mined_pairs_and_single_class():
     # Far-apart classes: the miner keeps nothing, the loss and gradients are exactly 0.
     x = torch.tensor([[1.0, 0.0], [1.0, 1e-3], [-1.0, 0.0], [-1.0, 1e-3]], dtype=torch.float64, requires_grad=True)
@@ -149,8 +242,34 @@ def test_opcheck_with_references():
     torch.library.opcheck(OPS.cpp_pair_forward.default, _op_args("multi_similarity", rows=7, refs=11))
     rows, saved, _, active = OPS.cpp_pair_forward(*_op_args("ntxent", rows=7, refs=11))
     loss, x, y, labels, ref_labels, scalars, params = _op_args("ntxent", rows=7, refs=11)
-    backward_args = (loss, torch.ones_like(rows), x.detach(), y, labels, ref_labels, scalars, params, saved, active)
+    backward_args = (loss, torch.ones_like(rows), x.detach(), y, labels, ref_labels, scalars, params, -1, saved, active)
     torch.library.opcheck(OPS.cpp_pair_backward.default, backward_args)
+
+
+@pytest.mark.parametrize("loss", ["multi_similarity", "triplet_all", "supcon", "siglip"])
+def test_opcheck_own_offset(loss):
+    args = _op_args(loss, rows=9, refs=None if loss == "siglip" else 5)
+    torch.library.opcheck(OPS.cpp_pair_forward.default, (*args, 7))
+    rows, saved, _, active = OPS.cpp_pair_forward(*args, 7)
+    name, x, y, labels, ref_labels, scalars, params = args
+    backward_args = (name, torch.ones_like(rows), x.detach(), y.detach(), labels, ref_labels, scalars, params, 7,
+                     saved, active)  # fmt: skip
+    torch.library.opcheck(OPS.cpp_pair_backward.default, backward_args)
+
+
+def test_torch_compile_self_offset_parts():
+    x, labels, y, ref_labels = _memory_bank(33, 50, 8, offset=40, seed=1)
+    x.requires_grad_()
+
+    def step(x, y, offset):
+        return cpp_engine.ntxent_loss(x, labels, y, ref_labels, self_offset=offset, temperature=0.1, reduction="parts")
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    for offset in (40, 45):
+        (sums, counts), (expected_sums, expected_counts) = compiled(x, y, offset), step(x, y, offset)
+        torch.testing.assert_close(sums, expected_sums)
+        assert torch.equal(counts, expected_counts)
+        torch.testing.assert_close(torch.autograd.grad(sums.sum(), x), torch.autograd.grad(expected_sums.sum(), x))
 
 
 @pytest.mark.parametrize("loss_name", ["multi_similarity_loss", "supcon_loss", "triplet_margin_loss"])
@@ -182,6 +301,15 @@ def test_op_errors_are_clear():
         OPS.cpp_pair_forward("ntxent", x, None, torch.zeros(3, dtype=torch.long), None, None, [0.1])
     with pytest.raises(RuntimeError, match="float32 or float64"):
         OPS.cpp_pair_forward("ntxent", x.half(), None, torch.zeros(4, dtype=torch.long), None, None, [0.1])
+    labels = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(RuntimeError, match="own_offset is only for the label losses and siglip, with y given"):
+        OPS.cpp_pair_forward("ntxent", x, None, labels, None, None, [0.1], 2)
+    with pytest.raises(RuntimeError, match="own_offset is only"):
+        OPS.cpp_pair_forward("clip", x, x, None, None, torch.ones(1), [], 0)
+    with pytest.raises(RuntimeError, match="own_offset must be ≥ 0"):
+        OPS.cpp_pair_forward("ntxent", x, x, labels, labels, None, [0.1], -2)
+    with pytest.raises(RuntimeError, match="same number of rows without a positive offset"):
+        OPS.cpp_pair_forward("siglip", x, x[:3], None, None, torch.ones(2), [])
 
 
 def test_availability():

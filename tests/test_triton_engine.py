@@ -89,6 +89,26 @@ def test_label_losses_across_tiles(loss_name, rows, refs, dim):
     check_within_fp32_error(loss_name, **_label_case(rows, refs, dim, classes=5, **options))
 
 
+def _memory_bank_case(rows, refs, offset, dim=5, classes=4, **options):
+    """Anchors and references holding their copies at rows (offset + i) % refs, wrapping around the end (a ring
+    buffer memory bank); with fewer references than anchors the references stay random."""
+    case = _label_case(rows, refs, dim, classes, **options)
+    if rows <= refs:
+        own = (torch.arange(rows) + offset) % refs
+        case["ref_emb"][own.to(DEVICE)] = case["embeddings"]
+        case["ref_labels"][own.to(DEVICE)] = case["labels"]
+    return dict(case, self_offset=offset)
+
+
+@pytest.mark.parametrize("rows,refs,offset", [(37, 53, 41), (40, 23, 9)], ids=["bank_wraps", "fewer_refs"])
+@pytest.mark.parametrize("loss_name", LABEL_LOSSES)
+def test_own_copies_across_tiles(loss_name, rows, refs, offset):
+    """``self_offset`` on batches spanning 16-wide tiles: a row block's own columns straddle column tiles and
+    wrap around the references' end; with fewer references several anchors share one own column."""
+    options = {"mining": "all"} if loss_name == "triplet_margin_loss" else {"reduction": "none"}
+    check_within_fp32_error(loss_name, **_memory_bank_case(rows, refs, offset, **options))
+
+
 def _towers(rows, cols, dim, seed=0, device=DEVICE):
     generator = torch.Generator().manual_seed(seed)
     return [F.normalize(torch.randn(n, dim, generator=generator), dim=1).to(device) for n in (rows, cols)]
@@ -100,10 +120,14 @@ def test_other_losses_across_tiles(dim):
     image, text = _towers(rows, rows, dim)
     scale = torch.tensor(20.0, device=DEVICE)
     check_within_fp32_error("clip_loss", image_features=image, text_features=text, logit_scale=scale)
-    check_within_fp32_error(
-        "siglip_loss", image_features=image, text_features=text, logit_scale=scale,
-        logit_bias=torch.tensor(-5.0, device=DEVICE),
-    )  # fmt: skip
+    bias = torch.tensor(-5.0, device=DEVICE)
+    check_within_fp32_error("siglip_loss", image_features=image, text_features=text, logit_scale=scale, logit_bias=bias)
+    for image_rows, text_rows, offset in [(rows, rows // 2 + 3, rows // 2), (rows // 3, rows, rows - 2)]:
+        image, text = _towers(image_rows, text_rows, dim, seed=3)
+        check_within_fp32_error(
+            "siglip_loss", image_features=image, text_features=text, logit_scale=scale, logit_bias=bias,
+            positive_offset=offset,
+        )  # fmt: skip
     queries, docs = _towers(rows // 3, rows, dim, seed=1)
     check_within_fp32_error("mw_loss", queries=queries, docs=docs)
     check_within_fp32_error("uniformity_loss", embeddings=docs * 1.5)
@@ -123,6 +147,8 @@ def _gradients(loss_name, case):
         ("contrastive_loss", _label_case(37, None, 9, classes=3)),
         ("triplet_margin_loss", _label_case(19, 23, 5, classes=3, mining="all")),
         ("siglip_loss", make_case("siglip_loss", "large_odd", device=DEVICE)),
+        ("contrastive_loss", _memory_bank_case(37, 45, 30, classes=3)),
+        ("triplet_margin_loss", _memory_bank_case(19, 23, 17, classes=3, mining="all")),
         ("clip_loss", make_case("clip_loss", "large_odd", device=DEVICE)),
     ],
     ids=lambda value: value if isinstance(value, str) else "",
@@ -195,11 +221,12 @@ def _op_args(loss, rows=19, cols=21, dim=5, device=DEVICE):
     else:
         params, row_vec, col_vec = [0.0] * 4, torch.zeros(rows, device=device), torch.zeros(cols, device=device)
         scale, bias = leaf(torch.tensor(7.0, device=device)), leaf(torch.tensor(-2.0, device=device))
-    ids = {"contrastive": (_ids.CONTRASTIVE, _ids.LABELS), "siglip": (_ids.SIGLIP, _ids.DIAGONAL)}[loss]
+    # Label pairs leaving out a memory bank's own copies; SigLIP on rectangular towers with shifted positives.
+    ids = {"contrastive": (_ids.CONTRASTIVE, _ids.LABELS, True), "siglip": (_ids.SIGLIP, _ids.DIAGONAL, False)}[loss]
     return (
         leaf(x), leaf(y), labels, ref_labels, torch.zeros(rows, 0, dtype=torch.int64, device=device),
         row_vec, col_vec, torch.zeros(4, rows, device=device), scale, bias,
-        ids[0].value, False, ids[1].value, False, params,
+        ids[0].value, False, ids[1].value, ids[2], 7, params,
     )  # fmt: skip
 
 

@@ -1,7 +1,8 @@
 // The CPU engine: every loss is a row reduction over pair terms f(s_ij, kinds, row statistics).
 //
 // Forward: row blocks in parallel; per block, sweep the column tiles (S tile = X_blk·Y_tileᵀ by a GEMM into a
-// per-thread buffer), pass 1 (row statistics) then pass 2 (loss); when both passes run and the block's row
+// per-thread buffer), pass 1 (row statistics) then pass 2 (loss, and the column statistics of a loss with the
+// column hook: per-thread column accumulators, merged at the end); when both passes run and the block's row
 // stripe fits kStripeElements, pass 2 reuses pass 1's tiles instead of recomputing them.
 // Backward: recompute each tile that had an active pair, form G = ∂L/∂S in a per-thread buffer, then
 // dX_blk += G·Y_tile and dY_tile += Gᵀ·X_blk into per-thread accumulators (no races; summed at the end). When
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "../common.h"
+#include "../epilogues/epilogue.h"
 #include "../kinds.h"
 
 namespace pairloss::cpu {
@@ -64,20 +66,34 @@ inline T squared_distance(const Problem<T>& p, int64_t i, int64_t j, T s) {
 inline int64_t blocks(int64_t n) { return (n + kTile - 1) / kTile; }
 
 // Runs the forward sweeps and writes one RowResult per anchor. `active` (blocks(rows) × blocks(cols)) marks the
-// tiles where pass 2 found a pair with a gradient.
+// tiles where pass 2 found a pair with a gradient. The row blocks are split into one contiguous part per thread;
+// a loss with the column hook (epilogue.h) also folds pass 2's pairs into its part's column accumulators, merged
+// and finished once every row is done (O(threads · cols) extra memory).
 template <typename T, typename Loss, typename Kinds>
 void forward(const Problem<T>& p, const Loss& loss, const Kinds& kinds, RowResult<T>* results, uint8_t* active) {
   using Stats = typename Loss::Stats;
   using Acc = typename Loss::Acc;
   const int64_t row_blocks = blocks(p.rows), col_blocks = blocks(p.cols);
   const bool stripe = loss.stats_pass() && loss.loss_pass() && kTile * col_blocks * kTile <= kStripeElements;
+  constexpr bool kColumns = HasColumns<Loss>::value;
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), row_blocks));
+  std::vector<typename HasColumns<Loss>::ColAcc> col_parts;  // parts × cols
+  if constexpr (kColumns) {
+    TORCH_CHECK(p.rows == p.cols, "pairloss: column statistics need as many rows as columns");
+    col_parts.reserve(parts * p.cols);
+    for (int64_t part = 0; part < parts; ++part) {
+      for (int64_t j = 0; j < p.cols; ++j) col_parts.push_back(loss.col_init(j));
+    }
+  }
 
-  at::parallel_for(0, row_blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, parts, 1, [&](int64_t part_begin, int64_t part_end) {
     std::vector<T> sim(kTile * kTile * (stripe ? col_blocks : 1));
     std::vector<uint8_t> kind(kTile);
     std::vector<Stats> stats(kTile);
     std::vector<Acc> accs(kTile);
-    for (int64_t bi = begin; bi < end; ++bi) {
+    // Column accumulators of the first part: a call given several parts folds them all into these.
+    auto* columns = kColumns ? col_parts.data() + part_begin * p.cols : nullptr;
+    for (int64_t bi = part_begin * row_blocks / parts; bi < part_end * row_blocks / parts; ++bi) {
       const int64_t i0 = bi * kTile, nr = std::min(kTile, p.rows - i0);
       // visit(r, i, j0, nc, similarities of row r, kinds) for every row of every column tile.
       auto sweep = [&](bool reuse, auto&& visit) {
@@ -104,8 +120,9 @@ void forward(const Problem<T>& p, const Loss& loss, const Kinds& kinds, RowResul
         sweep(stripe, [&](int64_t bj, int64_t r, int64_t i, int64_t j0, int64_t nc, const T* s, const uint8_t* k) {
           bool any = false;
           for (int64_t c = 0; c < nc; ++c) {
-            any |= loss.acc_add(accs[r], stats[r], Kind(k[c]), s[c], squared_distance<T, Loss>(p, i, j0 + c, s[c]),
-                                i, j0 + c);
+            const T sq = squared_distance<T, Loss>(p, i, j0 + c, s[c]);
+            any |= loss.acc_add(accs[r], stats[r], Kind(k[c]), s[c], sq, i, j0 + c);
+            if constexpr (kColumns) loss.col_add(columns[j0 + c], Kind(k[c]), s[c], sq, i, j0 + c);
           }
           if (any && active != nullptr) active[bi * col_blocks + bj] = 1;
         });
@@ -113,6 +130,13 @@ void forward(const Problem<T>& p, const Loss& loss, const Kinds& kinds, RowResul
       for (int64_t r = 0; r < nr; ++r) loss.finish(stats[r], accs[r], results[i0 + r]);
     }
   });
+
+  if constexpr (kColumns) {
+    for (int64_t j = 0; j < p.cols; ++j) {
+      for (int64_t part = 1; part < parts; ++part) loss.col_merge(col_parts[j], col_parts[part * p.cols + j]);
+      loss.col_finish(col_parts[j], results[j]);
+    }
+  }
 }
 
 // Σ ∂L/∂l · s and Σ ∂L/∂l over all pairs: the logit scale's and bias's gradients (kLogits losses).
@@ -151,7 +175,7 @@ ScalarGrads backward(const Problem<T>& p, const Loss& loss, const Kinds& kinds, 
       T* dy_acc = dy_parts[t].data_ptr<T>();
       T* rs = rs_parts[t].data_ptr<T>();
       T* cs = cs_parts[t].data_ptr<T>();
-      ScalarGrads& scalars = scalar_parts[t];
+      ScalarGrads scalars;  // summed locally: the parts share a cache line, written once at the end
       // ∂L/∂s (or ∂L/∂l) of pair (i, j) whose similarity is s; scale/bias sums taken on the way.
       auto pair_grad = [&](const auto& g, Kind k, T s, int64_t i, int64_t j) {
         T value = loss.grad(g, k, s, squared_distance<T, Loss>(p, i, j, s), i, j);
@@ -203,6 +227,7 @@ ScalarGrads backward(const Problem<T>& p, const Loss& loss, const Kinds& kinds, 
           }
         }
       }
+      scalar_parts[t] = scalars;
     }
   });
 

@@ -10,26 +10,24 @@
 namespace pairloss::cpu {
 namespace {
 
-// The engine's view of the inputs, owning the squared row norms that distance losses read.
+// The engine's view of the inputs, owning the squared row norms that distance losses read (only computed for
+// those).
 template <typename T>
 struct Operands {
   at::Tensor x_sq, y_sq;
   Problem<T> problem;
 
-  Operands(const PairInputs& in, bool swap = false) {
-    const at::Tensor& x = swap ? in.y : in.x;
-    const at::Tensor& y = swap ? in.x : in.refs();
-    x_sq = (x * x).sum(1);
-    y_sq = in.self() ? x_sq : (y * y).sum(1);
-    problem = {x.data_ptr<T>(), y.data_ptr<T>(), x.size(0),        y.size(0), in.dim, in.self(),
-               x_sq.data_ptr<T>(), y_sq.data_ptr<T>()};
+  Operands(const PairInputs& in, bool distance) {
+    const at::Tensor& y = in.refs();
+    problem = {in.x.data_ptr<T>(), y.data_ptr<T>(), in.rows, in.cols, in.dim, in.self()};
+    if (distance) {
+      x_sq = (in.x * in.x).sum(1);
+      y_sq = in.self() ? x_sq : (y * y).sum(1);
+      problem.x_sq = x_sq.data_ptr<T>();
+      problem.y_sq = y_sq.data_ptr<T>();
+    }
   }
 };
-
-LabelKinds label_kinds(const PairInputs& in) {
-  const int64_t* labels = in.labels.data_ptr<int64_t>();
-  return {labels, in.self() ? labels : in.ref_labels.data_ptr<int64_t>(), in.self()};
-}
 
 PositiveListKinds positive_kinds(const PairInputs& in) {
   return {in.labels.data_ptr<int64_t>(), in.labels.size(1)};
@@ -53,13 +51,14 @@ void store(const std::vector<RowResult<T>>& results, ForwardOutputs& out) {
 
 template <typename T, typename Loss, typename Kinds>
 void run_forward(const PairInputs& in, const Loss& loss, const Kinds& kinds, ForwardOutputs& out) {
-  Operands<T> ops(in);
+  Operands<T> ops(in, Loss::kDistance);
   std::vector<RowResult<T>> results(in.rows);
   forward(ops.problem, loss, kinds, results.data(), out.active.data_ptr<uint8_t>());
   store(results, out);
 }
 
-// Each anchor's positives are listed by the first pass of TripletAll: size the list from the label counts.
+// Each anchor's positives are listed by the first pass of TripletAll: size the list from the label counts, less
+// the anchor's own column where that holds its label (the column is left out, not a positive).
 template <typename T>
 struct TripletLists {
   at::Tensor offsets, pos_d, pos_j, pos_grad;
@@ -69,7 +68,10 @@ struct TripletLists {
     const at::Tensor sorted = std::get<0>(refs.sort());
     at::Tensor counts =
         at::searchsorted(sorted, in.labels, false, /*right=*/true) - at::searchsorted(sorted, in.labels);
-    if (in.self()) counts -= 1;
+    if (in.own.offset >= 0) {
+      const at::Tensor own = (at::arange(in.rows, counts.options()) + in.own.offset).remainder(in.own.cols);
+      counts -= (refs.index_select(0, own) == in.labels).to(at::kLong);
+    }
     offsets = at::cat({at::zeros({1}, counts.options()), counts.cumsum(0)});
     const int64_t total = offsets[-1].item<int64_t>();
     pos_d = at::empty({total}, in.x.options());
@@ -113,31 +115,20 @@ void forward_impl(const PairInputs& in, ForwardOutputs& out) {
       return run_forward<T>(in, softmax<NTXent<T>>(prm), positive_kinds(in), out);
     case LossId::kSupCon:
       return run_forward<T>(in, softmax<SupCon<T>>(prm), label_kinds(in), out);
-    case LossId::kClip: {
-      // rows_i = ((lse_row_i − l_ii) + (lse_col_i − l_ii)) / 2; the column LSE is the row LSE of (text, image).
-      ClipRows<T> loss;
+    case LossId::kClip: {  // both directions in one sweep: row LSEs (image→text) and column LSEs (text→image)
+      Clip<T> loss;
       loss.scale = scalar<T>(in, 0);
-      std::vector<RowResult<T>> image_rows(in.rows), text_rows(in.rows);
-      forward(Operands<T>(in).problem, loss, DiagonalKinds{}, image_rows.data(), out.active.data_ptr<uint8_t>());
-      forward(Operands<T>(in, /*swap=*/true).problem, loss, DiagonalKinds{}, text_rows.data(), nullptr);
-      for (int64_t i = 0; i < in.rows; ++i) {
-        RowResult<T>& r = image_rows[i];
-        const double diag = r.saved[1];
-        r.saved[1] = text_rows[i].saved[0];
-        r.saved[2] = diag;
-        r.rows[0] = ((T(r.saved[0]) - T(diag)) + (T(r.saved[1]) - T(diag))) / 2;
-      }
-      return store(image_rows, out);
+      return run_forward<T>(in, loss, diagonal_kinds(in), out);
     }
     case LossId::kSigLip: {
       SigLip<T> loss;
       loss.scale = scalar<T>(in, 0), loss.bias = scalar<T>(in, 1);
-      return run_forward<T>(in, loss, DiagonalKinds{}, out);
+      return run_forward<T>(in, loss, diagonal_kinds(in), out);
     }
     case LossId::kUniformity:
       return run_forward<T>(in, uniformity<T>(prm), OffDiagonalKinds{}, out);
     case LossId::kMannWhitney:
-      return run_forward<T>(in, mann_whitney<T>(prm, in.cols), DiagonalKinds{}, out);
+      return run_forward<T>(in, mann_whitney<T>(prm, in.cols), diagonal_kinds(in), out);
   }
 }
 
@@ -194,7 +185,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const PairInputs& i
   };
   auto run = [&](auto& loss, const auto& kinds) {
     attach(loss);
-    return backward(Operands<T>(in).problem, loss, kinds, tiles, dx, dy);
+    return backward(Operands<T>(in, loss.kDistance).problem, loss, kinds, tiles, dx, dy);
   };
   switch (in.info->id) {
     case LossId::kMultiSimilarity: {
@@ -205,7 +196,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const PairInputs& i
     case LossId::kTripletHard: {
       auto loss = triplet<TripletHard<T>>(prm);
       attach(loss);
-      triplet_hard_backward(Operands<T>(in).problem, loss, dx, dy);
+      triplet_hard_backward(Operands<T>(in, /*distance=*/false).problem, loss, dx, dy);
       break;
     }
     case LossId::kTripletAll: {
@@ -214,7 +205,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const PairInputs& i
       TripletLists<T> lists(in);
       lists.attach(loss);
       std::vector<RowResult<T>> unused(in.rows);
-      forward(Operands<T>(in).problem, loss, label_kinds(in), unused.data(), nullptr);
+      forward(Operands<T>(in, loss.kDistance).problem, loss, label_kinds(in), unused.data(), nullptr);
       run(loss, label_kinds(in));
       break;
     }
@@ -246,14 +237,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const PairInputs& i
     case LossId::kClip: {
       ClipGrad<T> loss;
       loss.scale = scalar<T>(in, 0);
-      const auto sums = run(loss, DiagonalKinds{});
+      const auto sums = run(loss, diagonal_kinds(in));
       dscalars[0] = sums.scale;
       break;
     }
     case LossId::kSigLip: {
       SigLip<T> loss;
       loss.scale = scalar<T>(in, 0), loss.bias = scalar<T>(in, 1);
-      const auto sums = run(loss, DiagonalKinds{});
+      const auto sums = run(loss, diagonal_kinds(in));
       dscalars[0] = sums.scale;
       dscalars[1] = sums.bias;
       break;
@@ -265,7 +256,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const PairInputs& i
     }
     case LossId::kMannWhitney: {
       auto loss = mann_whitney<T>(prm, in.cols);
-      run(loss, DiagonalKinds{});
+      run(loss, diagonal_kinds(in));
       break;
     }
   }
@@ -281,8 +272,8 @@ void check_cpu(const PairInputs& in) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pair_forward(
     c10::string_view loss, const at::Tensor& x, const c10::optional<at::Tensor>& y,
     const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
-    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params) {
-  const PairInputs in = check_inputs(loss, x, y, labels, ref_labels, scalars, params);
+    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset) {
+  const PairInputs in = check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset);
   check_cpu(in);
   ForwardOutputs out = allocate_forward(in);
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "pairloss_cpu_forward", [&] { forward_impl<scalar_t>(in, out); });
@@ -292,9 +283,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pair_forward(
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_backward(
     c10::string_view loss, const at::Tensor& grad_rows, const at::Tensor& x, const c10::optional<at::Tensor>& y,
     const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
-    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, const at::Tensor& saved,
-    const at::Tensor& active) {
-  const PairInputs in = check_inputs(loss, x, y, labels, ref_labels, scalars, params);
+    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
+    const at::Tensor& saved, const at::Tensor& active) {
+  const PairInputs in = check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset);
   check_cpu(in);
   check_backward_inputs(in, grad_rows, saved, active);
   std::tuple<at::Tensor, at::Tensor, at::Tensor> result;

@@ -33,11 +33,6 @@ struct Operands {
   }
 };
 
-LabelKinds label_kinds(const PairInputs& in) {
-  const int64_t* labels = in.labels.data_ptr<int64_t>();
-  return {labels, in.self() ? labels : in.ref_labels.data_ptr<int64_t>(), in.self()};
-}
-
 void check_cuda(const PairInputs& in) {
   const char* name = in.info->name;
   TORCH_CHECK(in.x.is_cuda(), "pairloss ", name, ": the CUDA kernel got a ", in.x.device(), " tensor");
@@ -55,6 +50,7 @@ void check_cuda(const PairInputs& in) {
 template <typename Loss, typename Kinds>
 void launch_forward(const Problem& p, const Loss& loss, const Kinds& kinds, at::Tensor& rows, at::Tensor& saved,
                     at::Tensor& row_counts, uint8_t* active, int64_t active_cols) {
+  static_assert(!HasColumns<Loss>::value, "column statistics are a CPU engine hook: run one direction per launch");
   const auto stream = c10::cuda::getCurrentCUDAStream();
   forward_kernel<<<tiles(p.rows), kThreads, 0, stream>>>(p, loss, kinds, rows.data_ptr<float>(),
                                                          saved.data_ptr<double>(), row_counts.data_ptr<int64_t>(),
@@ -65,8 +61,8 @@ void launch_forward(const Problem& p, const Loss& loss, const Kinds& kinds, at::
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pair_forward(
     c10::string_view name, const at::Tensor& x, const c10::optional<at::Tensor>& y,
     const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
-    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params) {
-  const PairInputs in = check_inputs(name, x, y, labels, ref_labels, scalars, params);
+    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset) {
+  const PairInputs in = check_inputs(name, x, y, labels, ref_labels, scalars, params, own_offset);
   check_cuda(in);
   const c10::cuda::CUDAGuard guard(x.device());
   ForwardOutputs out = allocate_forward(in);
@@ -93,19 +89,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pair_forward(
                      row_counts, active, active_cols);
       break;
     case LossId::kClip: {
-      // As on the CPU: the column LSE is the row LSE of (text, image); rows_i = ((lse_r − l_ii) + (lse_c − l_ii))/2.
+      // One direction per launch (the CPU engine takes the column LSEs in the same sweep): the column LSE is the
+      // row LSE of (text, image); rows_i = ((lse_r − l_ii) + (lse_c − l_ii)) / 2.
       ClipRows<float> loss;
       loss.scale = in.scalars[0].item<float>();  // a host sync: the epilogue takes the scale by value
       at::Tensor text_saved = at::zeros_like(out.saved);
-      launch_forward(Operands(in, false).problem, loss, DiagonalKinds{}, rows, out.saved, row_counts, active,
+      launch_forward(Operands(in, false).problem, loss, diagonal_kinds(in), rows, out.saved, row_counts, active,
                      active_cols);
-      launch_forward(Operands(in, false, /*swap=*/true).problem, loss, DiagonalKinds{}, rows, text_saved,
+      launch_forward(Operands(in, false, /*swap=*/true).problem, loss, diagonal_kinds(in), rows, text_saved,
                      row_counts, nullptr, active_cols);
-      const at::Tensor lse_row = out.saved.select(1, 0), diag = out.saved.select(1, 1).clone();
+      const at::Tensor lse_row = out.saved.select(1, 0), diag = out.saved.select(1, 2);
       const at::Tensor lse_col = text_saved.select(1, 0);
       rows.select(1, 0).copy_(((lse_row - diag) + (lse_col - diag)) / 2);
       out.saved.select(1, 1).copy_(lse_col);
-      out.saved.select(1, 2).copy_(diag);
       break;
     }
     default:
@@ -138,9 +134,9 @@ at::Tensor launch_backward(const Operands& ops, const Loss& loss, const Kinds& k
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_backward(
     c10::string_view name, const at::Tensor& grad_rows, const at::Tensor& x, const c10::optional<at::Tensor>& y,
     const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
-    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, const at::Tensor& saved_in,
-    const at::Tensor& active_in) {
-  const PairInputs in = check_inputs(name, x, y, labels, ref_labels, scalars, params);
+    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
+    const at::Tensor& saved_in, const at::Tensor& active_in) {
+  const PairInputs in = check_inputs(name, x, y, labels, ref_labels, scalars, params, own_offset);
   check_cuda(in);
   check_backward_inputs(in, grad_rows, saved_in, active_in);
   const c10::cuda::CUDAGuard guard(x.device());
@@ -181,7 +177,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_backward(
     case LossId::kClip: {
       ClipGrad<float> loss;
       loss.scale = in.scalars[0].item<float>();
-      const at::Tensor sums = launch_backward(Operands(in, false), attach(loss), DiagonalKinds{}, active, dx, dy,
+      const at::Tensor sums = launch_backward(Operands(in, false), attach(loss), diagonal_kinds(in), active, dx, dy,
                                               in.self());
       dscalars.copy_(sums.slice(0, 0, 1));
       break;

@@ -10,15 +10,33 @@
 //   finish(stats, acc, RowResult&)  per-row loss components, saved statistics, counters
 //   Grad   grad_row(i); T grad(const Grad&, kind, s, sq, i, j)  → ∂L/∂s_ij, recomputed in the backward
 //
-// The merges combine partial rows (CUDA threads that share a row). Backward inputs (saved statistics and
-// per-row upstream gradients) are reached through BackwardInputs.
+// Optional column reduction (CPU engine only; see HasColumns): a loss that also reduces every column of a square
+// problem (rows = cols) in the same loss sweep, e.g. CLIP's text→image LSE, names
+//   ColAcc col_init(j)   an empty column (neutral for col_merge)
+//   col_add(ColAcc&, kind, s, sq, i, j); col_merge(ColAcc&, const ColAcc&)
+//   col_finish(const ColAcc&, RowResult& out)   column j's result, into row j's result after that row's finish()
+//
+// The merges combine partial rows (CUDA threads that share a row) and partial columns (CPU threads that share a
+// column). Backward inputs (saved statistics and per-row upstream gradients) are reached through BackwardInputs.
 #pragma once
+
+#include <type_traits>
 
 #include "../common.h"
 
 namespace pairloss {
 
 struct NoStats {};
+
+// Whether Loss has the column hook, and its column accumulator (NoStats when it has none).
+template <typename Loss, typename = void>
+struct HasColumns : std::false_type {
+  using ColAcc = NoStats;
+};
+template <typename Loss>
+struct HasColumns<Loss, std::void_t<typename Loss::ColAcc>> : std::true_type {
+  using ColAcc = typename Loss::ColAcc;
+};
 
 template <typename T>
 struct BackwardInputs {

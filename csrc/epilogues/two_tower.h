@@ -9,8 +9,8 @@
 
 namespace pairloss {
 
-// One direction of CLIP's symmetric cross-entropy: the row LSE of the logits and the diagonal logit. The op
-// runs it on (image, text) and on (text, image) and combines the two halves.
+// One direction of CLIP's symmetric cross-entropy: the row LSE of the logits l = scale·s (saved[0]) and the
+// diagonal logit (saved[2]). The CUDA op runs it on (image, text) and on (text, image) and combines the halves.
 template <typename T>
 struct ClipRows : LossPassOnly<T> {
   static constexpr bool kDistance = false;
@@ -36,7 +36,22 @@ struct ClipRows : LossPassOnly<T> {
 
   PL_HD void finish(const Stats&, const Acc& acc, RowResult<T>& out) const {
     out.saved[0] = acc.lse.value();
-    out.saved[1] = acc.diag;
+    out.saved[2] = acc.diag;
+  }
+};
+
+// Both directions in one sweep (CPU engine): the column hook takes each column's LSE (text j against the
+// images, saved[1]) from the same tiles, and row i's loss is ((lse_row_i − l_ii) + (lse_col_i − l_ii)) / 2.
+template <typename T>
+struct Clip : ClipRows<T> {
+  using ColAcc = OnlineLSE<T>;
+  PL_HD ColAcc col_init(int64_t) const { return {}; }
+  PL_HD void col_add(ColAcc& acc, Kind, T s, T, int64_t, int64_t) const { acc.add(this->scale * s); }
+  PL_HD void col_merge(ColAcc& acc, const ColAcc& o) const { acc.merge(o); }
+  PL_HD void col_finish(const ColAcc& acc, RowResult<T>& out) const {
+    const T lse_row = T(out.saved[0]), lse_col = acc.value(), diag = T(out.saved[2]);
+    out.saved[1] = lse_col;
+    out.rows[0] = ((lse_row - diag) + (lse_col - diag)) / 2;
   }
 };
 

@@ -67,7 +67,7 @@ def _register(active_tile):
     forward = "pairloss::cpp_pair_forward"
 
     @torch.library.register_fake(forward)
-    def _forward_fake(loss, x, y, labels, ref_labels, scalars, params):
+    def _forward_fake(loss, x, y, labels, ref_labels, scalars, params, own_offset=-1):  # fakes get no defaults
         rows, cols = x.shape[0], (x if y is None else y).shape[0]
         tiles = (-(-rows // active_tile), -(-cols // active_tile))
         return (
@@ -78,15 +78,15 @@ def _register(active_tile):
         )
 
     @torch.library.register_fake("pairloss::cpp_pair_backward")
-    def _backward_fake(loss, grad_rows, x, y, labels, ref_labels, scalars, params, saved, active):
+    def _backward_fake(loss, grad_rows, x, y, labels, ref_labels, scalars, params, own_offset, saved, active):
         dy = x.new_empty(0) if y is None else torch.empty_like(y, memory_format=torch.contiguous_format)
         dscalars = x.new_empty(0 if scalars is None else scalars.numel())
         return torch.empty_like(x, memory_format=torch.contiguous_format), dy, dscalars
 
     def setup_context(ctx, inputs, output):
-        loss, x, y, labels, ref_labels, scalars, params = inputs
+        loss, x, y, labels, ref_labels, scalars, params, own_offset = inputs  # defaults filled in by torch
         _, saved, counts, active = output
-        ctx.loss, ctx.params = loss, params
+        ctx.loss, ctx.params, ctx.own_offset = loss, params, own_offset
         ctx.save_for_backward(x, y, labels, ref_labels, scalars, saved, active)
         ctx.mark_non_differentiable(saved, counts, active)
 
@@ -95,19 +95,23 @@ def _register(active_tile):
         if grad_rows is None:
             grad_rows = x.new_zeros(x.shape[0], 2)
         dx, dy, dscalars = torch.ops.pairloss.cpp_pair_backward(
-            ctx.loss, grad_rows, x, y, labels, ref_labels, scalars, ctx.params, saved, active
+            ctx.loss, grad_rows, x, y, labels, ref_labels, scalars, ctx.params, ctx.own_offset, saved, active
         )
-        return None, dx, None if y is None else dy, None, None, None if scalars is None else dscalars, None
+        return None, dx, None if y is None else dy, None, None, None if scalars is None else dscalars, None, None
 
     torch.library.register_autograd(forward, backward, setup_context=setup_context)
 
 
-def pair_forward(loss, x, y=None, labels=None, ref_labels=None, scalars=None, params=()):
-    """Per-anchor loss components (B × 2, differentiable) and the batch counters (2,) of one engine loss."""
+def pair_forward(loss, x, y=None, labels=None, ref_labels=None, scalars=None, params=(), own_offset=None):
+    """Per-anchor loss components (B × 2, differentiable) and the batch counters (2,) of one engine loss.
+
+    ``own_offset``: row i's own column in ``y`` is (own_offset + i) mod len(y): left out by the label losses,
+    SigLIP's positive."""
     reason = unavailable_reason(x.device.type) or _kernel_missing(loss, x.device.type)
     if reason is not None:
         raise BackendUnavailableError(f"backend 'cpp' is unavailable on {x.device.type} tensors: {reason}")
-    rows, _, counts, _ = torch.ops.pairloss.cpp_pair_forward(loss, x, y, labels, ref_labels, scalars, list(params))
+    own = -1 if own_offset is None else own_offset
+    rows, _, counts, _ = torch.ops.pairloss.cpp_pair_forward(loss, x, y, labels, ref_labels, scalars, list(params), own)
     return rows, counts
 
 

@@ -5,82 +5,70 @@ import math
 
 import torch
 
+from .._reduction import nonzero_parts, ratio, reduce
 from ._ops import kernel_name, pair_forward
 
 
-def _reduce(rows, reduction, mean):
-    if reduction == "none":
-        return rows
-    if reduction == "sum":
-        return rows.sum()
-    return mean()
+def _count_parts(rows, count):
+    """Parts of a mean of ``rows`` over ``count`` terms (an int, or a count tensor from the engine)."""
+    return rows.sum().reshape(1), torch.as_tensor(count, device=rows.device).reshape(1)
 
 
-def _mean_of_nonzero(values):
-    """PML's AvgNonZeroReducer (mean of the strictly positive entries, 0 if none), without a host sync."""
-    nonzero = values > 0
-    return (values * nonzero).sum() / nonzero.sum().clamp_min(1)
-
-
-def _per_count(total, count):
-    """``total / count``, and ``total`` (0: every term is 0) when the count is 0."""
-    return total / count.clamp_min(1)
-
-
-def multi_similarity_loss(x, labels, y, ref_labels, *, alpha, beta, base, epsilon, mining, reduction):
+def multi_similarity_loss(x, labels, y, ref_labels, *, alpha, beta, base, epsilon, mining, reduction, self_offset=None):
     params = (alpha, beta, base, epsilon, float(mining))
-    rows = pair_forward("multi_similarity", x, y, labels, ref_labels, params=params)[0][:, 0]
-    return _reduce(rows, reduction, rows.mean)
+    rows = pair_forward("multi_similarity", x, y, labels, ref_labels, params=params, own_offset=self_offset)[0][:, 0]
+    return reduce(rows, reduction, lambda: _count_parts(rows, rows.shape[0]))
 
 
-def triplet_margin_loss(x, labels, y, ref_labels, *, margin, mining, soft, reduction):
+def triplet_margin_loss(x, labels, y, ref_labels, *, margin, mining, soft, reduction, self_offset=None):
     name = kernel_name("triplet_margin_loss", {"mining": mining})
-    rows, counts = pair_forward(name, x, y, labels, ref_labels, params=(margin, float(soft)))
+    rows, counts = pair_forward(name, x, y, labels, ref_labels, params=(margin, float(soft)), own_offset=self_offset)
     rows = rows[:, 0]
     if mining == "batch_hard":  # one term per anchor (0 without a triplet)
-        return _reduce(rows, reduction, lambda: _mean_of_nonzero(rows))
-    return _reduce(rows, reduction, lambda: _per_count(rows.sum(), counts[0]))  # counts[0]: non-zero triplets
+        return reduce(rows, reduction, lambda: nonzero_parts(rows))
+    return reduce(rows, reduction, lambda: _count_parts(rows, counts[0]))  # counts[0]: non-zero triplets
 
 
-def contrastive_loss(x, labels, y, ref_labels, *, pos_margin, neg_margin, reduction):
-    parts, counts = pair_forward("contrastive", x, y, labels, ref_labels, params=(pos_margin, neg_margin))
-    sums = parts.sum(0)
-    return _reduce(parts.sum(1), reduction, lambda: _per_count(sums[0], counts[0]) + _per_count(sums[1], counts[1]))
+def contrastive_loss(x, labels, y, ref_labels, *, pos_margin, neg_margin, reduction, self_offset=None):
+    params = (pos_margin, neg_margin)
+    parts, counts = pair_forward("contrastive", x, y, labels, ref_labels, params=params, own_offset=self_offset)
+    # Positive and negative terms are averaged apart, each over its non-zero terms (counts).
+    return reduce(parts.sum(1), reduction, lambda: (parts.sum(0), counts))
 
 
-def circle_loss(x, labels, y, ref_labels, *, m, gamma, reduction):
-    rows = pair_forward("circle", x, y, labels, ref_labels, params=(m, gamma))[0][:, 0]
-    return _reduce(rows, reduction, lambda: _mean_of_nonzero(rows))
+def circle_loss(x, labels, y, ref_labels, *, m, gamma, reduction, self_offset=None):
+    rows = pair_forward("circle", x, y, labels, ref_labels, params=(m, gamma), own_offset=self_offset)[0][:, 0]
+    return reduce(rows, reduction, lambda: nonzero_parts(rows))
 
 
-def ntxent_loss(x, labels, y, ref_labels, *, temperature, reduction):
-    rows, counts = pair_forward("ntxent", x, y, labels, ref_labels, params=(temperature,))
+def ntxent_loss(x, labels, y, ref_labels, *, temperature, reduction, self_offset=None):
+    rows, counts = pair_forward("ntxent", x, y, labels, ref_labels, params=(temperature,), own_offset=self_offset)
     rows = rows[:, 0]
-    return _reduce(rows, reduction, lambda: _per_count(rows.sum(), counts[0]))  # mean over positive pairs
+    return reduce(rows, reduction, lambda: _count_parts(rows, counts[0]))  # mean over positive pairs
 
 
-def supcon_loss(x, labels, y, ref_labels, *, temperature, reduction):
-    rows, counts = pair_forward("supcon", x, y, labels, ref_labels, params=(temperature,))
+def supcon_loss(x, labels, y, ref_labels, *, temperature, reduction, self_offset=None):
+    rows, counts = pair_forward("supcon", x, y, labels, ref_labels, params=(temperature,), own_offset=self_offset)
     # PML: a batch without any positive pair or without any negative pair has loss 0.
     rows = rows[:, 0] * ((counts[0] > 0) & (counts[1] > 0))
-    return _reduce(rows, reduction, lambda: _mean_of_nonzero(rows))
+    return reduce(rows, reduction, lambda: nonzero_parts(rows))
 
 
 def clip_loss(image, text, logit_scale, *, reduction):
     scalars = logit_scale.reshape(1).to(image.dtype)
     rows = pair_forward("clip", image, text, scalars=scalars)[0][:, 0]
-    return _reduce(rows, reduction, rows.mean)
+    return reduce(rows, reduction, lambda: _count_parts(rows, rows.shape[0]))
 
 
-def siglip_loss(image, text, logit_scale, logit_bias):
+def siglip_loss(image, text, logit_scale, logit_bias, *, positive_offset=None):
     scalars = torch.stack([logit_scale.reshape(()), logit_bias.reshape(())]).to(image.dtype)
-    rows = pair_forward("siglip", image, text, scalars=scalars)[0][:, 0]
+    rows = pair_forward("siglip", image, text, scalars=scalars, own_offset=positive_offset)[0][:, 0]
     return rows.sum() / image.shape[0]
 
 
 def decoupled_softmax_loss(queries, keys, positives, *, temperature):
     rows, counts = pair_forward("decoupled_softmax", queries, keys, positives, params=(temperature,))
-    return _per_count(rows[:, 0].sum(), counts[0])  # mean over the distinct (query, positive) pairs
+    return ratio(rows[:, 0].sum(), counts[0])  # mean over the distinct (query, positive) pairs
 
 
 def uniformity_loss(x, *, t):

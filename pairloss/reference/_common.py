@@ -9,17 +9,26 @@ import torch
 from .._numerics import distance_from_gram
 
 
-def pair_masks(labels, ref_labels):
-    """Positive and negative pair masks (B×M).
+def own_columns(rows, cols, offset, device):
+    """B×M mask of each anchor's own copy among the references: column (offset + i) mod M for row i."""
+    own = (torch.arange(rows, device=device) + offset) % cols
+    return own[:, None] == torch.arange(cols, device=device)[None, :]
 
-    ``ref_labels is None`` means the references are the anchors themselves, so self-pairs are not positives.
+
+def pair_masks(labels, ref_labels, self_offset=None):
+    """Positive and negative pair masks (B×M); an anchor's own copy is neither.
+
+    ``ref_labels is None`` means the references are the anchors themselves (own copy: the diagonal);
+    ``self_offset`` says that anchor i's own copy is reference row (self_offset + i) mod M (a memory bank or a
+    gathered batch holding the anchors).
     """
     if ref_labels is None:
-        same = labels[:, None] == labels[None, :]
-        self_pair = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-        return same & ~self_pair, ~same
+        ref_labels, self_offset = labels, 0
     same = labels[:, None] == ref_labels[None, :]
-    return same, ~same
+    if self_offset is None:
+        return same, ~same
+    kept = ~own_columns(len(labels), len(ref_labels), self_offset, labels.device)
+    return same & kept, ~same & kept
 
 
 def l2_distance(x, y):
@@ -45,25 +54,6 @@ def log1p_sum_exp(z, mask):
     return torch.logsumexp(torch.cat([z.masked_fill(~mask, float("-inf")), zero_column], 1), 1)
 
 
-def mean_of_nonzero(losses):
-    """PML's AvgNonZeroReducer: the mean of the strictly positive entries, 0 (with a gradient path) if none.
-
-    Written without a data-dependent branch, so that torch.compile traces it in one graph."""
-    nonzero = losses > 0
-    return (losses * nonzero).sum() / nonzero.sum().clamp_min(1)
-
-
-def mean_or_zero(losses):
-    """PML's MeanReducer, with an empty set of terms giving 0 instead of NaN."""
-    if losses.numel() == 0:
-        return losses.sum()
-    return losses.mean()
-
-
-def reduce_rows(row_losses, reduction, mean):
-    """Apply ``reduction`` to per-anchor losses; ``mean`` is the loss-specific reducer for "mean"."""
-    if reduction == "none":
-        return row_losses
-    if reduction == "sum":
-        return row_losses.sum()
-    return mean()
+def count_parts(terms, count):
+    """Parts of a mean over ``count`` terms (PML's MeanReducer): (Σ terms, count)."""
+    return terms.sum().reshape(1), torch.as_tensor(count, device=terms.device).reshape(1)

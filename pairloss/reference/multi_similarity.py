@@ -1,6 +1,7 @@
 """Multi-similarity loss with its miner (Wang et al., CVPR 2019), as in PML's MultiSimilarityLoss/Miner."""
 
-from ._common import log1p_sum_exp, mean_or_zero, pair_masks, reduce_rows
+from .._reduction import reduce
+from ._common import count_parts, log1p_sum_exp, pair_masks
 
 
 def mine_multi_similarity(sim, pos, neg, epsilon):
@@ -12,12 +13,12 @@ def mine_multi_similarity(sim, pos, neg, epsilon):
     return pos & (sim - epsilon < max_neg), neg & (sim + epsilon > min_pos)
 
 
-def multi_similarity_loss(x, labels, y, ref_labels, *, alpha, beta, base, epsilon, mining, reduction):
+def multi_similarity_loss(x, labels, y, ref_labels, *, alpha, beta, base, epsilon, mining, reduction, self_offset=None):
     sim = x @ (x if y is None else y).T
-    pos, neg = pair_masks(labels, ref_labels)
+    pos, neg = pair_masks(labels, ref_labels, self_offset)
     if mining:
         pos, neg = mine_multi_similarity(sim, pos, neg, epsilon)
     pos_term = log1p_sum_exp(-alpha * (sim - base), pos) / alpha
     neg_term = log1p_sum_exp(beta * (sim - base), neg) / beta
     rows = pos_term + neg_term
-    return reduce_rows(rows, reduction, lambda: mean_or_zero(rows))
+    return reduce(rows, reduction, lambda: count_parts(rows, len(rows)))

@@ -7,7 +7,8 @@ BatchHardMiner); ``mining="all"`` uses every valid (anchor, positive, negative) 
 import torch
 import torch.nn.functional as F
 
-from ._common import l2_distance, mean_of_nonzero, pair_masks, reduce_rows
+from .._reduction import nonzero_parts, reduce
+from ._common import l2_distance, pair_masks
 
 
 def _hinge(violation, soft):
@@ -36,9 +37,9 @@ def _all_triplets(dist, pos, neg, margin, soft):
     return torch.stack(rows), torch.cat(terms)
 
 
-def triplet_margin_loss(x, labels, y, ref_labels, *, margin, mining, soft, reduction):
+def triplet_margin_loss(x, labels, y, ref_labels, *, margin, mining, soft, reduction, self_offset=None):
     dist = l2_distance(x, x if y is None else y)
-    pos, neg = pair_masks(labels, ref_labels)
+    pos, neg = pair_masks(labels, ref_labels, self_offset)
     mine = _batch_hard if mining == "batch_hard" else _all_triplets
     rows, terms = mine(dist, pos, neg, margin, soft)
-    return reduce_rows(rows, reduction, lambda: mean_of_nonzero(terms))
+    return reduce(rows, reduction, lambda: nonzero_parts(terms))

@@ -7,7 +7,8 @@ models normalise them before the loss). MW is the pairwise AUC surrogate on cosi
 import torch
 import torch.nn.functional as F
 
-from ._common import reduce_rows
+from .._reduction import reduce
+from ._common import count_parts, own_columns
 
 
 def clip_loss(image, text, logit_scale, *, reduction):
@@ -16,12 +17,14 @@ def clip_loss(image, text, logit_scale, *, reduction):
     image_to_text = F.cross_entropy(logits, target, reduction="none")
     text_to_image = F.cross_entropy(logits.T, target, reduction="none")
     rows = (image_to_text + text_to_image) / 2
-    return reduce_rows(rows, reduction, lambda: rows.mean())
+    return reduce(rows, reduction, lambda: count_parts(rows, len(rows)))
 
 
-def siglip_loss(image, text, logit_scale, logit_bias):
+def siglip_loss(image, text, logit_scale, logit_bias, *, positive_offset=None):
+    """``positive_offset``: image row i's positive is text row (positive_offset + i) mod M (default: row i)."""
     logits = logit_scale * image @ text.T + logit_bias
-    signs = 2 * torch.eye(len(image), len(text), dtype=logits.dtype, device=logits.device) - 1
+    positive = own_columns(len(image), len(text), positive_offset or 0, image.device)
+    signs = 2 * positive.to(logits.dtype) - 1
     return -F.logsigmoid(signs * logits).sum() / len(image)
 
 

@@ -115,18 +115,20 @@ def launches(variant):
     col_labels = torch.zeros(refs if has_labels else 1, dtype=torch.int64)
     positives = torch.zeros(rows, 2 if mask == _ids.INDEX.value else 0, dtype=torch.int64)
     row_vec, col_vec, stats = torch.zeros(rows), torch.zeros(refs), torch.zeros(4, rows)
-    scale, bias, params = torch.ones(()), torch.zeros(()), [0.5] * 4
+    # The kernels do not specialise on the own-column offset: any value compiles the kernel of every value.
+    scale, bias, own_offset, params = torch.ones(()), torch.zeros(()), 3, [0.5] * 4
     inputs = (x, y, row_labels, col_labels, positives, row_vec, col_vec, stats)
     (values, tile_bits), launch = _launch.rows_launch(
-        *inputs, scale, bias, loss, stats_pass, mask, self_pairs, params, "cuda", tf32
+        *inputs, scale, bias, loss, stats_pass, mask, self_pairs, own_offset, params, "cuda", tf32
     )
     found = [(pair_rows_kernel, "pair_rows", *launch)]
     if not stats_pass:
         coefs = torch.zeros(4, rows)
         for atomic in (True, False):
             _, grads = _launch.grad_launches(
-                *inputs, values, coefs, scale, bias, tile_bits, loss, mask, self_pairs, params, "cuda", tf32, atomic
-            )
+                *inputs, values, coefs, scale, bias, tile_bits, loss, mask, self_pairs, own_offset, params, "cuda",
+                tf32, atomic,
+            )  # fmt: skip
             found += [(pair_grad_kernel, "pair_grad", *grad) for grad in grads]
     return found
 

@@ -20,7 +20,7 @@ loss's scalar hyper-parameters. Output layouts (unused slots are 0):
 - CLIP              STATS: LSE over all columns of scale·s.  LOSS: that LSE, and the column i's LSE over all rows
                     (given as the per-row vector, from the STATS pass on the transposed problem; B = M).
                     Both are differentiated from the same tile, the column one through ``col_coefs``.
-- SIGLIP            LOSS: Σ softplus(−z·(scale·s + bias)), z = +1 on the diagonal, −1 elsewhere.
+- SIGLIP            LOSS: Σ softplus(−z·(scale·s + bias)), z = +1 on the row's own column, −1 elsewhere.
 - MW                LOSS: Σ_N softplus((s − p)/τ), p = the row's positive score (the per-row vector).
 - UNIFORMITY        LOSS: LSE_N −t·[d²]₊ (N = every other row; the per-row/column vectors are squared norms).
 """

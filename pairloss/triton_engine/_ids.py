@@ -22,8 +22,9 @@ TRIPLET_ALL = tl.constexpr(10)  # every (anchor, positive, negative): an inner l
 STATS_PASS = tl.constexpr(0)
 LOSS_PASS = tl.constexpr(1)
 
-# Where positive pairs come from: equal labels, the diagonal (two towers, row i pairs column i), or a −1 padded
-# B×P tensor of column indices. Negatives are the other valid pairs.
+# Where positive pairs come from: equal labels, the row's own column (two towers: row i pairs column
+# (i + own offset) % M, the diagonal at offset 0), or a −1 padded B×P tensor of column indices. Negatives are the
+# other valid pairs.
 LABELS = tl.constexpr(0)
 DIAGONAL = tl.constexpr(1)
 INDEX = tl.constexpr(2)

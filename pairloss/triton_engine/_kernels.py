@@ -19,7 +19,7 @@ import triton.language as tl
 from . import _epilogues as epilogue
 from . import _triplet_all as triplet_all
 from ._ids import CLIP, LOSS_PASS, TRIPLET_ALL
-from ._tiles import any_pair, l2_distance, load_block, pair_tile, row_slots
+from ._tiles import any_pair, l2_distance, load_block, own_columns, pair_tile, row_slots
 
 
 @triton.jit
@@ -36,17 +36,19 @@ def _add_block(ptr, rows, row_mask, features, D, block):
     tl.store(ptr + offsets, tl.load(ptr + offsets, mask=mask, other=0.0) + block, mask=mask)
 
 
-@triton.jit
+# The own-column offset changes with every batch of a memory bank: one compiled kernel for all its values.
+@triton.jit(do_not_specialize=["own_offset"])
 def pair_rows_kernel(
     x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, row_vec_ptr, col_vec_ptr, stats_ptr,
     scale_ptr, bias_ptr, out_ptr, tile_bits_ptr,
-    B, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd, p0, p1, p2, p3,
+    B, M, D, num_positives, own_offset, stride_xr, stride_xd, stride_yr, stride_yd, p0, p1, p2, p3,
     LOSS: tl.constexpr, PASS: tl.constexpr, MASK: tl.constexpr, SELF_PAIRS: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     row_block = tl.program_id(0).to(tl.int64)
     rows = row_block * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < B
+    own_cols = own_columns(rows, own_offset, M)
     row_vec = tl.load(row_vec_ptr + rows, mask=row_mask, other=0.0)[:, None]
     stats = row_slots(stats_ptr, rows, row_mask, B)
     scale = tl.load(scale_ptr).to(tl.float32)
@@ -58,7 +60,7 @@ def pair_rows_kernel(
         cols = col_block * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
         col_mask = cols < M
         s, pos, neg = pair_tile(
-            x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask,
+            x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask, own_cols,
             D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd, MASK, SELF_PAIRS, PRECISION,
             BLOCK_M, BLOCK_N, BLOCK_D,
         )  # fmt: skip
@@ -66,8 +68,8 @@ def pair_rows_kernel(
         if LOSS == TRIPLET_ALL:
             _, distance, _ = l2_distance(s, row_vec, col_vec)
             acc = triplet_all.accumulate(
-                x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, row_vec,
-                distance, pos, params, acc, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
+                x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, own_cols,
+                row_vec, distance, pos, params, acc, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
                 MASK, SELF_PAIRS, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
             )  # fmt: skip
             active = any_pair(pos | neg)  # conservative: which pairs sit in a non-zero triplet is not tracked
@@ -83,14 +85,14 @@ def pair_rows_kernel(
 @triton.jit
 def _tile_gradient(
     x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, row_vec_ptr, col_vec_ptr, stats_ptr,
-    values_ptr, coefs_ptr, rows, cols, row_mask, col_mask, scale, bias, params,
+    values_ptr, coefs_ptr, rows, cols, row_mask, col_mask, own_cols, scale, bias, params,
     B, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
     LOSS: tl.constexpr, MASK: tl.constexpr, SELF_PAIRS: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """Recompute one tile and return the epilogue's gradient tiles (G, g_vec, g_scale, g_bias)."""
     s, pos, neg = pair_tile(
-        x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask,
+        x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask, own_cols,
         D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd, MASK, SELF_PAIRS, PRECISION,
         BLOCK_M, BLOCK_N, BLOCK_D,
     )  # fmt: skip
@@ -100,8 +102,8 @@ def _tile_gradient(
     if LOSS == TRIPLET_ALL:
         _, distance, d_distance = l2_distance(s, row_vec, col_vec)
         coefficient = triplet_all.pair_coefficients(
-            x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, row_vec,
-            distance, pos, neg, params, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
+            x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, own_cols,
+            row_vec, distance, pos, neg, params, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
             MASK, SELF_PAIRS, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
         )  # fmt: skip
         g_vec = coefs[0] * coefficient * d_distance  # ∂L/∂(squared distance)
@@ -118,11 +120,11 @@ def _tile_gradient(
     return grads
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["own_offset"])
 def pair_grad_kernel(
     x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, row_vec_ptr, col_vec_ptr, stats_ptr,
     values_ptr, coefs_ptr, scale_ptr, bias_ptr, tile_bits_ptr, dx_ptr, dy_ptr, row_grads_ptr, col_grad_ptr,
-    B, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd, p0, p1, p2, p3,
+    B, M, D, num_positives, own_offset, stride_xr, stride_xd, stride_yr, stride_yd, p0, p1, p2, p3,
     LOSS: tl.constexpr, MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, PRECISION: tl.constexpr,
     OWN_ROWS: tl.constexpr, ATOMIC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -135,6 +137,7 @@ def pair_grad_kernel(
     if OWN_ROWS:
         num_tiles = num_col_blocks
         rows = owner * BLOCK_M + tl.arange(0, BLOCK_M)
+        own_cols = own_columns(rows, own_offset, M)
         # Row sums of g_vec, g_scale, g_bias.
         vec_sum = tl.zeros((BLOCK_M,), tl.float32)
         scale_sum = tl.zeros((BLOCK_M,), tl.float32)
@@ -149,6 +152,7 @@ def pair_grad_kernel(
             tile_bit = tl.load(tile_bits_ptr + owner * num_col_blocks + tile)
         else:
             rows = tile * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+            own_cols = own_columns(rows, own_offset, M)
             tile_bit = tl.load(tile_bits_ptr + tile * num_col_blocks + owner)
         row_mask = rows < B
         col_mask = cols < M
@@ -156,7 +160,7 @@ def pair_grad_kernel(
         if tile_bit != 0:
             g_s, g_vec, g_scale, g_bias = _tile_gradient(
                 x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, row_vec_ptr, col_vec_ptr, stats_ptr,
-                values_ptr, coefs_ptr, rows, cols, row_mask, col_mask, scale, bias, params,
+                values_ptr, coefs_ptr, rows, cols, row_mask, col_mask, own_cols, scale, bias, params,
                 B, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
                 LOSS, MASK, SELF_PAIRS, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
             )  # fmt: skip

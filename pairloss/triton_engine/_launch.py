@@ -87,7 +87,7 @@ def _tf32_allowed():
 
 
 def rows_launch(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass,
-                mask, self_pairs, params, device, tf32):  # fmt: skip
+                mask, self_pairs, own_offset, params, device, tf32):  # fmt: skip
     """((values, tile_bits) outputs, launch) of one forward pass for tensors that will run on ``device``."""
     x, y = _operand(x), _operand(y)
     (B, D), M = x.shape, y.shape[0]
@@ -95,7 +95,7 @@ def rows_launch(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats
     tile_bits = torch.zeros(tile_grid(B, M, device, loss), dtype=torch.int8, device=x.device)
     args = (
         x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, values, tile_bits,
-        B, M, D, positives.shape[1], x.stride(0), x.stride(1), y.stride(0), y.stride(1), *params,
+        B, M, D, positives.shape[1], own_offset, x.stride(0), x.stride(1), y.stride(0), y.stride(1), *params,
     )  # fmt: skip
     pass_id = (STATS_PASS if stats_pass else LOSS_PASS).value
     constexprs = _constexprs(x, device, tf32, LOSS=loss, PASS=pass_id, MASK=mask, SELF_PAIRS=self_pairs)
@@ -103,17 +103,17 @@ def rows_launch(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats
 
 
 def pair_rows(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
-              self_pairs, params):  # fmt: skip
+              self_pairs, own_offset, params):  # fmt: skip
     outputs, (grid, args, constexprs) = rows_launch(
         x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
-        self_pairs, params, x.device, _tf32_allowed(),
+        self_pairs, own_offset, params, x.device, _tf32_allowed(),
     )  # fmt: skip
     _pair_rows[grid](*args, **constexprs)
     return outputs
 
 
 def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias,
-                  tile_bits, loss, mask, self_pairs, params, device, tf32, atomic):  # fmt: skip
+                  tile_bits, loss, mask, self_pairs, own_offset, params, device, tf32, atomic):  # fmt: skip
     """((dx, dy, row_grads, col_grad) outputs, launches) of the backward: one row-owner launch with atomics, or
     (deterministic) a row-owner launch for dX and a column-owner launch for dY."""
     x, y = _operand(x), _operand(y)
@@ -126,7 +126,8 @@ def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
     )
     args = (
         x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias, tile_bits,
-        *outputs, B, M, D, positives.shape[1], x.stride(0), x.stride(1), y.stride(0), y.stride(1), *params,
+        *outputs, B, M, D, positives.shape[1], own_offset, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
+        *params,
     )  # fmt: skip
     row_blocks, col_blocks = tile_bits.shape
     owners = [(True, row_blocks)] + ([] if atomic else [(False, col_blocks)])
@@ -141,10 +142,10 @@ def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
 
 
 def pair_grad(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias,
-              tile_bits, loss, mask, self_pairs, params):  # fmt: skip
+              tile_bits, loss, mask, self_pairs, own_offset, params):  # fmt: skip
     outputs, launches = grad_launches(
         x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias, tile_bits,
-        loss, mask, self_pairs, params, x.device, _tf32_allowed(), atomic=not deterministic(),
+        loss, mask, self_pairs, own_offset, params, x.device, _tf32_allowed(), atomic=not deterministic(),
     )  # fmt: skip
     for grid, args, constexprs in launches:
         _pair_grad[grid](*args, **constexprs)

@@ -35,33 +35,41 @@ def similarity_tile(
 
 
 @triton.jit
+def own_columns(rows, own_offset, M):
+    """The own column of each row, (i + own_offset) mod M (int64): its positive under the DIAGONAL mask, the
+    pair left out under ``SELF_PAIRS``. With Y = X and offset 0 it is the diagonal."""
+    return (rows + own_offset) % M
+
+
+@triton.jit
 def pair_masks(
-    rows, cols, row_mask, col_mask, row_labels_ptr, col_labels_ptr, positives_ptr, num_positives,
+    rows, cols, row_mask, col_mask, own_cols, row_labels_ptr, col_labels_ptr, positives_ptr, num_positives,
     MASK: tl.constexpr, SELF_PAIRS: tl.constexpr,
 ):  # fmt: skip
-    """(positive, negative) boolean tiles; ``SELF_PAIRS`` (Y is X) removes i = j from the positives."""
+    """(positive, negative) boolean tiles; ``SELF_PAIRS`` leaves each row's own column out of both (the anchor
+    itself, or its copy among the references)."""
     valid = row_mask[:, None] & col_mask[None, :]
+    own = own_cols[:, None] == cols[None, :]
+    if SELF_PAIRS:
+        valid = valid & ~own
     if MASK == LABELS:
         row_labels = tl.load(row_labels_ptr + rows, mask=row_mask, other=0)
         col_labels = tl.load(col_labels_ptr + cols, mask=col_mask, other=0)
         same = row_labels[:, None] == col_labels[None, :]
     elif MASK == DIAGONAL:
-        same = rows[:, None] == cols[None, :]
+        same = own
     elif MASK == INDEX:
         # Membership of each column in the row's −1 padded index list; a repeated index counts once.
         same = (rows[:, None] < 0) & (cols[None, :] < 0)  # all False, tile-shaped
         for slot in range(num_positives):
             index = tl.load(positives_ptr + rows * num_positives + slot, mask=row_mask, other=-1)
             same = same | (index[:, None] == cols[None, :])
-    positive = valid & same
-    if SELF_PAIRS:
-        positive = positive & (rows[:, None] != cols[None, :])
-    return positive, valid & ~same
+    return valid & same, valid & ~same
 
 
 @triton.jit
 def pair_tile(
-    x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask,
+    x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask, own_cols,
     D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
     MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -72,7 +80,7 @@ def pair_tile(
         PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
     )  # fmt: skip
     pos, neg = pair_masks(
-        rows, cols, row_mask, col_mask, row_labels_ptr, col_labels_ptr, positives_ptr, num_positives,
+        rows, cols, row_mask, col_mask, own_cols, row_labels_ptr, col_labels_ptr, positives_ptr, num_positives,
         MASK, SELF_PAIRS,
     )  # fmt: skip
     return s, pos, neg

@@ -16,8 +16,8 @@ from ._tiles import count, l2_distance, pair_tile, softplus
 
 @triton.jit
 def _distances(
-    x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, row_vec, tile,
-    M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
+    x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, own_cols, row_vec,
+    tile, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
     MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
@@ -25,7 +25,7 @@ def _distances(
     cols = tile * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
     col_mask = cols < M
     s, pos, neg = pair_tile(
-        x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask,
+        x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask, own_cols,
         D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd, MASK, SELF_PAIRS, PRECISION,
         BLOCK_M, BLOCK_N, BLOCK_D,
     )  # fmt: skip
@@ -46,7 +46,7 @@ def _hinge_slope(violation, soft):
 
 @triton.jit
 def accumulate(
-    x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, row_vec,
+    x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, own_cols, row_vec,
     distance, pos, params, acc,
     M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
     MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, PRECISION: tl.constexpr,
@@ -58,8 +58,8 @@ def accumulate(
     nonzero = acc[1]
     for tile in range(tl.cdiv(M, BLOCK_N)):
         inner, _, inner_neg = _distances(
-            x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, row_vec, tile,
-            M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
+            x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, own_cols,
+            row_vec, tile, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
             MASK, SELF_PAIRS, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
         )  # fmt: skip
         valid = pos[:, :, None] & inner_neg[:, None, :]
@@ -71,7 +71,7 @@ def accumulate(
 
 @triton.jit
 def pair_coefficients(
-    x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, row_vec,
+    x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, own_cols, row_vec,
     distance, pos, neg, params,
     M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
     MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, PRECISION: tl.constexpr,
@@ -82,8 +82,8 @@ def pair_coefficients(
     coefficient = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for tile in range(tl.cdiv(M, BLOCK_N)):
         inner, inner_pos, inner_neg = _distances(
-            x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, row_vec, tile,
-            M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
+            x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, own_cols,
+            row_vec, tile, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
             MASK, SELF_PAIRS, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
         )  # fmt: skip
         as_positive = _hinge_slope(distance[:, :, None] - inner[:, None, :] + margin, soft)

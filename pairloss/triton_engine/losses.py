@@ -2,8 +2,13 @@
 
 Each loss runs its STATS pass if it has one (on detached inputs: thresholds, extremes and log-denominators are
 not differentiated, or are differentiated through the LOSS pass's outputs), then its LOSS pass, and reduces the
-O(B) per-row outputs in PyTorch exactly as the reference does, without host synchronisation (so that the
-losses compile with ``torch.compile(fullgraph=True)``). fp64 inputs are computed in fp32.
+O(B) per-row outputs in PyTorch exactly as the reference does, through ``pairloss._reduction`` (the "mean" is
+computed from the loss's parts), without host synchronisation (so that the losses compile with
+``torch.compile(fullgraph=True)``). fp64 inputs are computed in fp32.
+
+The label losses' ``self_offset``: with references ``y`` given, anchor i's own copy sits at row
+(self_offset + i) % len(y) (a memory bank, a gathered batch) and that pair is left out, as the diagonal is when
+``y`` is None; the engine's SELF_PAIRS with that own-column offset.
 """
 
 import math
@@ -13,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .._numerics import distance_from_gram
+from .._reduction import nonzero_parts, ratio, reduce
 from . import _ops
 from ._ids import (
     CIRCLE,
@@ -64,7 +70,8 @@ ENGINE_PASSES = sorted(
 
 
 def _run(loss, x, y, *, stats_pass=False, row_labels=None, col_labels=None, positives=None, row_vec=None,
-         col_vec=None, stats=None, scale=None, bias=None, mask=LABELS, self_pairs=False, params=()):  # fmt: skip
+         col_vec=None, stats=None, scale=None, bias=None, mask=LABELS, self_pairs=False, own_offset=0,
+         params=()):  # fmt: skip
     """One engine pass; returns its (4, B) fp32 per-row outputs. Unused inputs get small placeholders."""
     if stats_pass:
         x, y = x.detach(), y.detach()
@@ -88,16 +95,20 @@ def _run(loss, x, y, *, stats_pass=False, row_labels=None, col_labels=None, posi
         stats_pass,
         mask.value,
         self_pairs,
+        own_offset % cols,  # in [0, M): an int32 kernel argument whatever the caller's offset
         [float(p) for p in params] + [0.0] * (4 - len(params)),
     )
     return values
 
 
-def _label_pairs(labels, y, ref_labels):
-    """Keyword arguments of ``_run`` for a label loss; ``y is None`` means the anchors are the references."""
+def _label_pairs(labels, y, ref_labels, self_offset):
+    """Keyword arguments of ``_run`` for a label loss; ``y is None`` means the anchors are the references, and
+    ``self_offset`` (with ``y``) where their copies sit in ``y``: either way each anchor's own pair is left out."""
     if y is None:
         return {"row_labels": labels, "col_labels": labels, "self_pairs": True}
-    return {"row_labels": labels, "col_labels": ref_labels, "self_pairs": False}
+    if self_offset is None:
+        return {"row_labels": labels, "col_labels": ref_labels, "self_pairs": False}
+    return {"row_labels": labels, "col_labels": ref_labels, "self_pairs": True, "own_offset": self_offset}
 
 
 def _squared_norms(x, y):
@@ -106,23 +117,23 @@ def _squared_norms(x, y):
     return x_norms, x_norms if y is None else (y * y).sum(1)
 
 
-def _ratio(total, count):
-    """total / count, or 0 (with a gradient path) when count is 0: a mean over a possibly empty set."""
-    return torch.where(count > 0, total / count.clamp_min(1), total * 0)
+def _reduce(rows, reduction, parts, dtype):
+    """``_reduction.reduce`` of the per-row losses; the result (the sums for "parts") in the inputs' dtype."""
+    reduced = reduce(rows, reduction, parts)
+    if reduction == "parts":
+        sums, counts = reduced
+        return sums.to(dtype), counts
+    return reduced.to(dtype)
 
 
-def _mean_of_nonzero(terms):
-    """PML's AvgNonZeroReducer without a host sync."""
-    nonzero = terms > 0
-    return _ratio((terms * nonzero).sum(), nonzero.sum())
+def _total(per_row_counts):
+    """Σ of the kernels' per-row fp32 counts as one part's count, exact (an fp32 sum is not beyond 2²⁴)."""
+    return per_row_counts.detach().sum(dtype=torch.float64).reshape(1)
 
 
-def _reduce(rows, reduction, mean, dtype):
-    if reduction == "none":
-        return rows.to(dtype)
-    if reduction == "sum":
-        return rows.sum().to(dtype)
-    return mean().to(dtype)
+def _anchor_parts(rows):
+    """Parts of the mean over anchors: (Σ rows, B)."""
+    return rows.sum().reshape(1), torch.full((1,), rows.shape[0], dtype=torch.float64, device=rows.device)
 
 
 def _l2_rows(a, b):
@@ -131,8 +142,9 @@ def _l2_rows(a, b):
     return distance_from_gram(norms_sum - 2.0 * (a * b).sum(1), norms_sum, a.dtype)
 
 
-def multi_similarity_loss(x, labels, y, ref_labels, *, alpha, beta, base, epsilon, mining, reduction):
-    pairs = _label_pairs(labels, y, ref_labels)
+def multi_similarity_loss(x, labels, y, ref_labels, *, self_offset=None, alpha, beta, base, epsilon, mining,
+                          reduction):  # fmt: skip
+    pairs = _label_pairs(labels, y, ref_labels, self_offset)
     refs = x if y is None else y
     params = (alpha, beta, base, epsilon)
     if mining:
@@ -142,20 +154,19 @@ def multi_similarity_loss(x, labels, y, ref_labels, *, alpha, beta, base, epsilo
         stats = torch.tensor([INF, -INF, 0.0, 0.0], device=x.device)[:, None].expand(4, x.shape[0]).contiguous()
     values = _run(MULTI_SIMILARITY, x, refs, stats=stats, params=params, **pairs)
     rows = values[0] / alpha + values[1] / beta
-    return _reduce(rows, reduction, rows.mean, x.dtype)
+    return _reduce(rows, reduction, lambda: _anchor_parts(rows), x.dtype)
 
 
-def triplet_margin_loss(x, labels, y, ref_labels, *, margin, mining, soft, reduction):
+def triplet_margin_loss(x, labels, y, ref_labels, *, self_offset=None, margin, mining, soft, reduction):
     refs = x if y is None else y
+    pairs = _label_pairs(labels, y, ref_labels, self_offset)
     x_norms, ref_norms = _squared_norms(x, y)
     if mining == "all":
-        values = _run(TRIPLET_ALL, x, refs, row_vec=x_norms, col_vec=ref_norms, params=(margin, float(soft)),
-                      **_label_pairs(labels, y, ref_labels))  # fmt: skip
+        values = _run(TRIPLET_ALL, x, refs, row_vec=x_norms, col_vec=ref_norms, params=(margin, float(soft)), **pairs)
         rows = values[0]
         # The mean is over the non-zero triplet terms (PML's AvgNonZeroReducer over triplets, not anchors).
-        return _reduce(rows, reduction, lambda: _ratio(rows.sum(), values[1].detach().sum()), x.dtype)
-    stats = _run(TRIPLET_HARDEST, x, refs, stats_pass=True, row_vec=x_norms, col_vec=ref_norms,
-                 **_label_pairs(labels, y, ref_labels))  # fmt: skip
+        return _reduce(rows, reduction, lambda: (rows.sum().reshape(1), _total(values[1])), x.dtype)
+    stats = _run(TRIPLET_HARDEST, x, refs, stats_pass=True, row_vec=x_norms, col_vec=ref_norms, **pairs)
     has_triplet = (stats[0] > -INF) & (stats[2] < INF)
     # The kernel only picks the hardest columns; the distances there are recomputed with autograd (O(B·D)),
     # so the gradient reaches exactly one positive and one negative per anchor, as in PML.
@@ -163,28 +174,28 @@ def triplet_margin_loss(x, labels, y, ref_labels, *, margin, mining, soft, reduc
     near_neg = _l2_rows(x, refs[stats[3].long()])
     hinge = F.softplus if soft else F.relu
     rows = torch.where(has_triplet, hinge(far_pos - near_neg + margin), 0.0)
-    return _reduce(rows, reduction, lambda: _mean_of_nonzero(rows), x.dtype)
+    return _reduce(rows, reduction, lambda: nonzero_parts(rows), x.dtype)
 
 
-def contrastive_loss(x, labels, y, ref_labels, *, pos_margin, neg_margin, reduction):
+def contrastive_loss(x, labels, y, ref_labels, *, self_offset=None, pos_margin, neg_margin, reduction):
     x_norms, ref_norms = _squared_norms(x, y)
     values = _run(CONTRASTIVE, x, x if y is None else y, row_vec=x_norms, col_vec=ref_norms,
-                  params=(pos_margin, neg_margin), **_label_pairs(labels, y, ref_labels))  # fmt: skip
+                  params=(pos_margin, neg_margin), **_label_pairs(labels, y, ref_labels, self_offset))  # fmt: skip
     rows = values[0] + values[1]
-    # PML averages each kind over its own non-zero pairs, then adds the two averages.
-    return _reduce(
-        rows,
-        reduction,
-        lambda: _ratio(values[0].sum(), values[2].detach().sum()) + _ratio(values[1].sum(), values[3].detach().sum()),
-        x.dtype,
-    )
+
+    def parts():
+        # PML averages each kind over its own non-zero pairs, then adds the two averages.
+        return torch.stack([values[0].sum(), values[1].sum()]), torch.cat([_total(values[2]), _total(values[3])])
+
+    return _reduce(rows, reduction, parts, x.dtype)
 
 
-def circle_loss(x, labels, y, ref_labels, *, m, gamma, reduction):
-    values = _run(CIRCLE, x, x if y is None else y, params=(m, gamma), **_label_pairs(labels, y, ref_labels))
+def circle_loss(x, labels, y, ref_labels, *, self_offset=None, m, gamma, reduction):
+    pairs = _label_pairs(labels, y, ref_labels, self_offset)
+    values = _run(CIRCLE, x, x if y is None else y, params=(m, gamma), **pairs)
     has_both = (values[2] > 0) & (values[3] > 0)
     rows = torch.where(has_both, F.softplus(values[0] + values[1]), 0.0)
-    return _reduce(rows, reduction, lambda: _mean_of_nonzero(rows), x.dtype)
+    return _reduce(rows, reduction, lambda: nonzero_parts(rows), x.dtype)
 
 
 def _ntxent_rows(x, refs, params, **pairs):
@@ -194,30 +205,29 @@ def _ntxent_rows(x, refs, params, **pairs):
     return values[0], values[1].detach()
 
 
-def ntxent_loss(x, labels, y, ref_labels, *, temperature, reduction):
-    rows, positives = _ntxent_rows(x, x if y is None else y, (temperature,), **_label_pairs(labels, y, ref_labels))
-    return _reduce(rows, reduction, lambda: _ratio(rows.sum(), positives.sum()), x.dtype)
+def ntxent_loss(x, labels, y, ref_labels, *, self_offset=None, temperature, reduction):
+    pairs = _label_pairs(labels, y, ref_labels, self_offset)
+    rows, positives = _ntxent_rows(x, x if y is None else y, (temperature,), **pairs)
+    return _reduce(rows, reduction, lambda: (rows.sum().reshape(1), _total(positives)), x.dtype)
 
 
 def decoupled_softmax_loss(queries, keys, positives, *, temperature):
     rows, counts = _ntxent_rows(queries, keys, (temperature,), positives=positives, mask=INDEX)
-    return _ratio(rows.sum(), counts.sum()).to(queries.dtype)
+    return ratio(rows.sum(), counts.sum()).to(queries.dtype)
 
 
-def _has_negative_pair(labels, ref_labels):
-    """Whether any (anchor, reference) pair has different labels, in O(B) and without a host sync."""
-    if ref_labels is None:
-        return (labels != labels[0]).any()
-    return (labels != ref_labels[0]).any() | (ref_labels != ref_labels[0]).any()
-
-
-def supcon_loss(x, labels, y, ref_labels, *, temperature, reduction):
-    values = _run(SUPCON, x, x if y is None else y, params=(temperature,), **_label_pairs(labels, y, ref_labels))
+def supcon_loss(x, labels, y, ref_labels, *, self_offset=None, temperature, reduction):
+    refs = x if y is None else y
+    pairs = _label_pairs(labels, y, ref_labels, self_offset)
+    values = _run(SUPCON, x, refs, params=(temperature,), **pairs)
     log_denominator, positive_logits, positives = values[0], values[1], values[2].detach()
     rows = torch.where(positives > 0, log_denominator - positive_logits / positives.clamp_min(1), 0.0)
-    # PML returns 0 for a batch with no positive pair or no negative pair at all (e.g. a single class).
-    rows = torch.where((positives.sum() > 0) & _has_negative_pair(labels, ref_labels), rows, rows * 0)
-    return _reduce(rows, reduction, lambda: _mean_of_nonzero(rows), x.dtype)
+    # PML returns 0 for a batch with no positive pair or no negative pair at all (e.g. a single class). Every
+    # pair that is not left out is one or the other, so the negatives are those pairs less the positives.
+    pair_count = x.shape[0] * (refs.shape[0] - int(pairs["self_pairs"]))
+    positive_count = positives.to(torch.int64).sum()
+    rows = torch.where((positive_count > 0) & (positive_count < pair_count), rows, rows * 0)
+    return _reduce(rows, reduction, lambda: nonzero_parts(rows), x.dtype)
 
 
 def clip_loss(image, text, logit_scale, *, reduction):
@@ -228,11 +238,13 @@ def clip_loss(image, text, logit_scale, *, reduction):
     image_lse, text_lse = values[0], values[1]
     matching = logit_scale * (image * text).sum(1)
     rows = (image_lse + text_lse) / 2 - matching
-    return _reduce(rows, reduction, rows.mean, image.dtype)
+    return _reduce(rows, reduction, lambda: _anchor_parts(rows), image.dtype)
 
 
-def siglip_loss(image, text, logit_scale, logit_bias):
-    rows = _run(SIGLIP, image, text, scale=logit_scale, bias=logit_bias, mask=DIAGONAL)[0]
+def siglip_loss(image, text, logit_scale, logit_bias, *, positive_offset=None):
+    """Image row i's positive is text row (positive_offset + i) % len(text) (i when None: square towers)."""
+    own_offset = 0 if positive_offset is None else positive_offset
+    rows = _run(SIGLIP, image, text, scale=logit_scale, bias=logit_bias, mask=DIAGONAL, own_offset=own_offset)[0]
     return (rows.sum() / image.shape[0]).to(image.dtype)
 
 
