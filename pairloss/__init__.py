@@ -1,5 +1,6 @@
 """pairloss: fused pairwise losses for metric learning and contrastive training, without B×B matrices."""
 
+from . import distributed
 from .backends import BackendUnavailableError, available_backends
 from .functional import (
     circle_loss,
@@ -14,6 +15,7 @@ from .functional import (
     triplet_margin_loss,
     uniformity_loss,
 )
+from .memory import CrossBatchMemory
 from .modules import (
     CircleLoss,
     ClipLoss,
@@ -35,6 +37,7 @@ __all__ = [
     "CircleLoss",
     "ClipLoss",
     "ContrastiveLoss",
+    "CrossBatchMemory",
     "DecoupledSoftmaxLoss",
     "MWLoss",
     "MultiSimilarityLoss",
@@ -48,6 +51,7 @@ __all__ = [
     "clip_loss",
     "contrastive_loss",
     "decoupled_softmax_loss",
+    "distributed",
     "multi_similarity_loss",
     "mw_loss",
     "ntxent_loss",
