@@ -1,0 +1,111 @@
+"""The losses of a global batch spread over the ranks of a process group ("gather" strategy).
+
+Each rank passes its local rows; the references are every rank's rows, all-gathered once (differentiable: their
+gradients are summed back onto their owners in the backward). The fused engines compute the local anchors
+against the global references, leaving each anchor's own copy out through ``self_offset`` (the rank's offset in
+the global batch), so nothing B×N is built and the result is exact.
+
+Value and gradient convention (DDP's): each rank returns W × (its anchors' share of the global loss), so the mean
+over ranks is the loss of the concatenated batch and DDP's gradient averaging yields the exact global gradient;
+embedding gradients on each rank are W × the exact global gradient of its rows, scalar parameters (CLIP's logit
+scale, SigLIP's bias) get their local partials. ``reduction="none"`` returns the local rows' per-anchor losses
+with their exact gradients (no W factor). All ranks must call the loss and its backward together.
+"""
+
+import torch
+import torch.distributed as dist
+
+from .. import _checks as checks
+from .. import functional
+from .._reduction import mean_of_parts
+from ..backends import resolve
+from ._gather import gather_rows, rank_sizes
+
+STRATEGIES = ("gather",)
+
+
+def _world(group, strategy):
+    checks.check_choice("strategy", strategy, STRATEGIES)
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("pairloss.distributed needs an initialised torch.distributed process group")
+    return dist.get_world_size(group), dist.get_rank(group)
+
+
+def _global_rows(tensors, group):
+    """Gather each of ``tensors`` (local rows) from every rank; also returns this rank's offset and the total."""
+    sizes = rank_sizes(tensors[0].shape[0], tensors[0].device, group)
+    offset = sum(sizes[: dist.get_rank(group)])
+    return [gather_rows(t, sizes, group) for t in tensors], offset, sum(sizes)
+
+
+def _scale_to_global(local_sum, world, total):
+    """W · (local part of a global sum) / N: the per-rank value of a mean over the N rows of the global batch."""
+    return local_sum * (world / total)
+
+
+def label_loss(public_function, embeddings, labels, *, group=None, strategy="gather", reduction="mean", **options):
+    """``public_function`` (a pairloss label loss) on the global batch; see the module docstring."""
+    checks.check_label_loss_inputs(embeddings, labels, None, None)  # locally, before any collective
+    checks.check_reduction(reduction)
+    world, _ = _world(group, strategy)
+    if world == 1:
+        return public_function(embeddings, labels, reduction=reduction, **options)
+    (refs, ref_labels), offset, _ = _global_rows([embeddings, labels.to(torch.int64)], group)
+    local = public_function(
+        embeddings, labels, refs, ref_labels, self_offset=offset,
+        reduction="parts" if reduction == "mean" else reduction, **options,
+    )  # fmt: skip
+    if reduction == "none":
+        return local
+    if reduction == "sum":
+        return local * world
+    sums, counts = local
+    dist.all_reduce(counts, group=group)  # the global number of terms each part averages over
+    return mean_of_parts(sums, counts) * world
+
+
+def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", backend="auto", group=None,
+              strategy="gather"):  # fmt: skip
+    """OpenCLIP's ClipLoss on the global batch: each local image against every rank's texts and vice versa."""
+    checks.check_towers("image_features", image_features, "text_features", text_features)
+    checks.check_scalar("logit_scale", logit_scale)
+    checks.check_reduction(reduction)
+    checks.check_backend(backend)
+    world, _ = _world(group, strategy)
+    if world == 1:
+        return functional.clip_loss(image_features, text_features, logit_scale, reduction=reduction, backend=backend)
+    (images, texts), offset, total = _global_rows([image_features, text_features], group)
+    scale = functional._as_scalar_tensor(logit_scale, image_features)
+    # Each direction's cross-entropy is label-aware InfoNCE with the global row index as the label (one positive
+    # per row) on logits (scale·a)·b: the engines' NT-Xent at temperature 1, the scale's gradient through autograd.
+    ntxent = resolve(backend, image_features.device, "ntxent_loss")
+    local_ids = torch.arange(offset, offset + image_features.shape[0], device=image_features.device)
+    global_ids = torch.arange(total, device=image_features.device)
+
+    def cross_entropy(anchors, references):
+        return ntxent(scale * anchors, local_ids, references, global_ids, temperature=1.0, reduction="none")
+
+    rows = (cross_entropy(image_features, texts) + cross_entropy(text_features, images)) / 2
+    rows = rows + functional._nonfinite_guard(image_features, text_features)
+    if reduction == "none":
+        return rows
+    return rows.sum() * world if reduction == "sum" else _scale_to_global(rows.sum(), world, total)
+
+
+def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, backend="auto", group=None,
+                strategy="gather"):  # fmt: skip
+    """OpenCLIP's SigLipLoss on the global batch: every (image, text) pair once, local images × global texts."""
+    checks.check_towers("image_features", image_features, "text_features", text_features)
+    checks.check_scalar("logit_scale", logit_scale)
+    checks.check_scalar("logit_bias", logit_bias)
+    checks.check_backend(backend)
+    world, _ = _world(group, strategy)
+    if world == 1:
+        return functional.siglip_loss(image_features, text_features, logit_scale, logit_bias, backend=backend)
+    (texts,), offset, total = _global_rows([text_features], group)
+    scale = functional._as_scalar_tensor(logit_scale, image_features)
+    bias = functional._as_scalar_tensor(logit_bias, image_features)
+    # Σ over the local images' pairs / local rows; the guard includes the local text rows
+    local_mean = functional.siglip_loss(image_features, texts, scale, bias, positive_offset=offset, backend=backend)
+    local_sum = local_mean * image_features.shape[0] + functional._nonfinite_guard(text_features)
+    return _scale_to_global(local_sum, world, total)

@@ -1,0 +1,115 @@
+"""One rank of the gloo process groups that tests/test_distributed.py spawns (not a test module).
+
+Each rank takes its slice of a seeded global batch, computes every case with pairloss.distributed and saves the
+values and gradients; the parent compares them with the single-process oracle on the whole batch.
+"""
+
+import sys
+
+import torch
+import torch.distributed as dist
+
+import pairloss
+
+DIM = 5
+LR = 0.5
+
+
+def split_sizes(world):
+    """Unequal local batch sizes (a rank with a single row included when W ≥ 3)."""
+    return [(4, 7, 1, 5)[rank] for rank in range(world)]
+
+
+def global_batch(world, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    total = sum(split_sizes(world))
+    embeddings = torch.randn(total, DIM, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 4, (total,), generator=generator)
+    image = torch.nn.functional.normalize(torch.randn(total, DIM, generator=generator, dtype=torch.float64), dim=1)
+    text = torch.nn.functional.normalize(torch.randn(total, DIM, generator=generator, dtype=torch.float64), dim=1)
+    weights = torch.randn(total, generator=generator, dtype=torch.float64)  # grad_output of "none"
+    return embeddings, labels, image, text, weights
+
+
+LABEL_CASES = [
+    ("multi_similarity_loss", {}),
+    ("multi_similarity_loss", {"mining": False}),
+    ("triplet_margin_loss", {"margin": 0.3}),
+    ("triplet_margin_loss", {"mining": "all", "margin": 0.3}),
+    ("contrastive_loss", {"pos_margin": 0.1, "neg_margin": 0.9}),
+    ("circle_loss", {}),
+    ("ntxent_loss", {"temperature": 0.3}),
+    ("supcon_loss", {}),
+]
+REDUCTIONS = ("mean", "sum", "none")
+GRAD_OUTPUT = 0.37
+
+
+def _local(tensor, world, rank):
+    sizes = split_sizes(world)
+    start = sum(sizes[:rank])
+    return tensor[start : start + sizes[rank]]
+
+
+def _backward_weight(loss, weights):
+    return (loss * weights).sum() if loss.dim() else loss * GRAD_OUTPUT
+
+
+def run_cases(world, rank, backend):
+    embeddings, labels, image, text, weights = global_batch(world)
+    x, y, local_weights = _local(embeddings, world, rank), _local(labels, world, rank), _local(weights, world, rank)
+    results = {}
+    for loss_name, options in LABEL_CASES:
+        for reduction in REDUCTIONS:
+            leaf = x.clone().requires_grad_(True)
+            loss = getattr(pairloss.distributed, loss_name)(leaf, y, reduction=reduction, backend=backend, **options)
+            (grad,) = torch.autograd.grad(_backward_weight(loss, local_weights), leaf)
+            results[(loss_name, repr(options), reduction)] = (loss.detach(), grad)
+    image_local, text_local = _local(image, world, rank), _local(text, world, rank)
+    for reduction in REDUCTIONS:
+        leaves = [image_local.clone().requires_grad_(True), text_local.clone().requires_grad_(True)]
+        scale = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)
+        loss = pairloss.distributed.clip_loss(*leaves, scale, reduction=reduction, backend=backend)
+        grads = torch.autograd.grad(_backward_weight(loss, local_weights), [*leaves, scale])
+        results[("clip_loss", "{}", reduction)] = (loss.detach(), *grads)
+    leaves = [image_local.clone().requires_grad_(True), text_local.clone().requires_grad_(True)]
+    scale, bias = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (9.0, -4.0))
+    loss = pairloss.distributed.siglip_loss(*leaves, scale, bias, backend=backend)
+    grads = torch.autograd.grad(loss * GRAD_OUTPUT, [*leaves, scale, bias])
+    results[("siglip_loss", "{}", "mean")] = (loss.detach(), *grads)
+    return results
+
+
+def make_model(seed=1):
+    torch.manual_seed(seed)
+    return torch.nn.Linear(DIM, 3, dtype=torch.float64)
+
+
+def train_ddp(world, rank, steps=3):
+    """A few SGD steps of a DDP-wrapped linear embedder on the distributed multi-similarity loss."""
+    model = torch.nn.parallel.DistributedDataParallel(make_model())
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    for step in range(steps):
+        embeddings, labels, *_ = global_batch(world, seed=10 + step)
+        loss = pairloss.distributed.multi_similarity_loss(
+            model(_local(embeddings, world, rank)), _local(labels, world, rank), backend="reference"
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def main(init_file, world, rank, out_path, backends):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", world_size=world, rank=rank)
+    try:
+        results = {backend: run_cases(world, rank, backend) for backend in backends.split(",")}
+        results["ddp"] = train_ddp(world, rank)
+        torch.save(results, out_path)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])

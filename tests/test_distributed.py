@@ -1,0 +1,146 @@
+"""pairloss.distributed on real gloo process groups of W = 1..4 ranks (spawned here, bounded in time, with
+unequal local batch sizes): every rank's value and gradients against the single-process oracle on the
+concatenated batch, in float64, and DDP + SGD ending with the single-process parameters."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import pairloss
+
+from . import distributed_worker as worker
+from .tolerances import assert_close
+
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+
+WORLDS = (1, 2, 3, 4)
+BACKENDS = [b for b in ("reference", "cpp") if b in pairloss.available_backends("cpu")]
+TIMEOUT_S = 300
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module", params=WORLDS, ids=lambda w: f"W{w}")
+def ranks(request, tmp_path_factory):
+    """Run one process group of W ranks; returns (W, [each rank's saved results])."""
+    world, directory = request.param, tmp_path_factory.mktemp(f"world{request.param}")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    outputs = [directory / f"rank{rank}.pt" for rank in range(world)]
+    command = [sys.executable, "-m", "tests.distributed_worker", str(directory / "init"), str(world)]
+    processes = [
+        subprocess.Popen(
+            [*command, str(rank), str(outputs[rank]), ",".join(BACKENDS)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for rank in range(world)
+    ]
+    try:
+        logs = [process.communicate(timeout=TIMEOUT_S)[0].decode() for process in processes]
+    finally:
+        for process in processes:  # a hung rank must not outlive the test
+            process.kill()
+    for rank, (process, log) in enumerate(zip(processes, logs)):
+        assert process.returncode == 0, f"rank {rank} of {world} failed:\n{log[-4000:]}"
+    return world, [torch.load(path, weights_only=False) for path in outputs]
+
+
+def _split(tensor, world):
+    return list(tensor.split(worker.split_sizes(world)))
+
+
+def _oracle(function, tensors, weights, reduction):
+    leaves = [t.clone().requires_grad_(True) for t in tensors]
+    loss = function(*leaves, reduction)
+    grads = torch.autograd.grad(worker._backward_weight(loss, weights), [t for t in leaves if t.requires_grad])
+    return loss.detach(), grads
+
+
+def _check_ranks(world, values, rank_grads, expected, expected_grads, reduction, msg):
+    """values: per-rank losses; rank_grads: per rank, a list aligned with expected_grads (row tensors split)."""
+    if reduction == "none":
+        assert_close(torch.cat(values), expected, msg=msg)
+    else:
+        assert_close(torch.stack(values).mean(), expected, msg=msg)
+    factor = 1 if reduction == "none" else world  # DDP convention: W × the exact gradient of the rank's rows
+    for k, expected_grad in enumerate(expected_grads):
+        if expected_grad.dim() == 0:  # a scalar parameter: DDP averages the local partials
+            assert_close(sum(g[k] for g in rank_grads) / factor, expected_grad, kind="grad", msg=f"{msg} d{k}")
+            continue
+        for rank, piece in enumerate(_split(expected_grad, world)):
+            assert_close(rank_grads[rank][k], factor * piece, kind="grad", msg=f"{msg} rank {rank} d{k}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_label_losses_equal_the_global_batch(ranks, backend):
+    world, results = ranks
+    embeddings, labels, _, _, weights = worker.global_batch(world)
+    for loss_name, options in worker.LABEL_CASES:
+        for reduction in worker.REDUCTIONS:
+            key = (loss_name, repr(options), reduction)
+
+            def single(x, reduction, loss_name=loss_name, options=options):
+                return getattr(pairloss, loss_name)(x, labels, reduction=reduction, backend="reference", **options)
+
+            expected, expected_grads = _oracle(single, [embeddings], weights, reduction)
+            values = [r[backend][key][0] for r in results]
+            rank_grads = [r[backend][key][1:] for r in results]
+            _check_ranks(world, values, rank_grads, expected, expected_grads, reduction, f"W={world} {key}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_clip_and_siglip_equal_the_global_batch(ranks, backend):
+    world, results = ranks
+    _, _, image, text, weights = worker.global_batch(world)
+    for reduction in worker.REDUCTIONS:
+        scale = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)
+        leaves = [image.clone().requires_grad_(True), text.clone().requires_grad_(True)]
+        loss = pairloss.clip_loss(*leaves, scale, reduction=reduction, backend="reference")
+        expected_grads = torch.autograd.grad(worker._backward_weight(loss, weights), [*leaves, scale])
+        key = ("clip_loss", "{}", reduction)
+        values = [r[backend][key][0] for r in results]
+        rank_grads = [r[backend][key][1:] for r in results]
+        _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, reduction, f"W={world} {key}")
+    leaves = [image.clone().requires_grad_(True), text.clone().requires_grad_(True)]
+    scale, bias = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (9.0, -4.0))
+    loss = pairloss.siglip_loss(*leaves, scale, bias, backend="reference")
+    expected_grads = torch.autograd.grad(loss * worker.GRAD_OUTPUT, [*leaves, scale, bias])
+    key = ("siglip_loss", "{}", "mean")
+    values = [r[backend][key][0] for r in results]
+    rank_grads = [r[backend][key][1:] for r in results]
+    _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, "mean", f"W={world} siglip")
+
+
+def test_ddp_training_matches_single_process(ranks):
+    world, results = ranks
+    model = worker.make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=worker.LR)
+    for step in range(3):
+        embeddings, labels, *_ = worker.global_batch(world, seed=10 + step)
+        loss = pairloss.multi_similarity_loss(model(embeddings), labels, backend="reference")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for rank, result in enumerate(results):
+        for parameter, trained in zip(model.parameters(), result["ddp"]):
+            assert_close(trained, parameter.detach(), kind="grad", msg=f"W={world} rank {rank}")
+
+
+def test_argument_errors_before_any_collective():
+    embeddings, labels = torch.randn(4, 3), torch.zeros(4, dtype=torch.int64)
+    with pytest.raises(ValueError, match="strategy must be one of 'gather'"):
+        pairloss.distributed.ntxent_loss(embeddings, labels, strategy="ring")
+    with pytest.raises(RuntimeError, match="initialised torch.distributed process group"):
+        pairloss.distributed.ntxent_loss(embeddings, labels)
+    with pytest.raises(ValueError, match="labels has 3 entries"):
+        pairloss.distributed.ntxent_loss(embeddings, labels[:3])
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        pairloss.distributed.supcon_loss(embeddings, labels, reduction="parts")
+    with pytest.raises(ValueError, match="but text_features has 3"):
+        pairloss.distributed.clip_loss(embeddings, embeddings[:3], 10.0)
