@@ -327,16 +327,40 @@ def _cuda_reason():
 cuda = pytest.mark.cuda
 
 
+CUDA_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 @cuda
 @pytest.mark.skipif(_cuda_reason() is not None, reason=str(_cuda_reason()))
+@pytest.mark.parametrize("dtype", list(CUDA_DTYPES.values()), ids=list(CUDA_DTYPES))
 @pytest.mark.parametrize("loss_name", sorted({"multi_similarity_loss", "triplet_margin_loss", "ntxent_loss",
                                                "supcon_loss", "clip_loss"}))  # fmt: skip
 @pytest.mark.parametrize("scenario", ["odd", "odd_ref", "large_odd", "transposed", "single_class"])
-def test_cuda_matches_reference(loss_name, scenario):
+def test_cuda_matches_reference(loss_name, scenario, dtype):
+    """fp32: the fp32 similarity GEMM; fp16/bf16: the tensor-core tiles, by the low-precision rule (error vs the
+    fp64 truth within twice the reference's own error in that dtype)."""
     if loss_name == "clip_loss" and scenario not in ("odd", "large_odd", "transposed"):
         pytest.skip("scenario is for label losses")
-    case = make_case(loss_name, scenario, 0, dtype=torch.float32, device="cuda")
+    case = make_case(loss_name, scenario, 0, dtype=dtype, device="cuda")
     check_against_reference(loss_name, "cpp", **case)
+
+
+@cuda
+@pytest.mark.skipif(_cuda_reason() is not None, reason=str(_cuda_reason()))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("refs", [None, 129], ids=["self", "M129"])
+def test_cuda_low_precision_across_tiles(refs, dtype):
+    """fp16/bf16 over several 64-row and 64-column tiles, with D = 40 (a partial 32-feature tensor-core stage)."""
+    batch = _label_batch(300, refs, 40, classes=60)
+    batch = {k: (None if v is None else v.to("cuda", dtype) if k.endswith("emb") else v.cuda())
+             for k, v in batch.items()}  # fmt: skip
+    for loss_name in ("multi_similarity_loss", "ntxent_loss", "supcon_loss", "triplet_margin_loss"):
+        check_against_reference(loss_name, "cpp", **batch)
+    generator = torch.Generator().manual_seed(1)
+    image, text = (F.normalize(torch.randn(130, 40, generator=generator, dtype=torch.float64), dim=1) for _ in "it")
+    scale = torch.tensor(14.3, dtype=dtype, device="cuda")
+    check_against_reference("clip_loss", "cpp", image_features=image.to("cuda", dtype),
+                            text_features=text.to("cuda", dtype), logit_scale=scale)  # fmt: skip
 
 
 @cuda
