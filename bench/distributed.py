@@ -1,8 +1,9 @@
-"""python -m bench.distributed [--rows B] [--dim D] [--worlds 1 2 3 4] [--backends cpp reference] [--out FILE]
+"""python -m bench.distributed [--loss multi_similarity|clip|siglip] [--strategies gather ring] [--rows B]
+[--dim D] [--worlds 1 2 3 4] [--backends cpp reference] [--out FILE]
 
-Per-rank time and peak extra memory of one forward + backward of pairloss.distributed's multi-similarity loss
-(strategy "gather") on gloo process groups of W local ranks, each with B local rows (global batch W·B). The
-ranks share this machine's cores, so times at W > 1 include that contention; memory is per process.
+Per-rank time and peak extra memory of one forward + backward of a pairloss.distributed loss on gloo process
+groups of W local ranks, each with B local rows (global batch W·B). The ranks share this machine's cores, so
+times at W > 1 include that contention; memory is per process.
 """
 
 import argparse
@@ -26,21 +27,32 @@ def _rank_main(args):
     dist.init_process_group("gloo", init_method=f"file://{args.init}", world_size=args.world, rank=args.rank)
     device = torch.device("cpu")
     generator = torch.Generator().manual_seed(args.rank)
-    embeddings = torch.randn(args.rows, args.dim, generator=generator)
+    embeddings = torch.nn.functional.normalize(torch.randn(args.rows, args.dim, generator=generator), dim=1)
+    texts = torch.nn.functional.normalize(torch.randn(args.rows, args.dim, generator=generator), dim=1)
     labels = torch.randint(0, max(1, args.rows * args.world // 4), (args.rows,), generator=generator)
+    scale, bias = torch.tensor(10.0, requires_grad=True), torch.tensor(-5.0, requires_grad=True)
     rows = []
     for backend in args.backends:
+        for strategy in args.strategies:
 
-        def step(backend=backend):
-            leaf = embeddings.clone().requires_grad_(True)
-            pairloss.distributed.multi_similarity_loss(leaf, labels, backend=backend).backward()
+            def step(backend=backend, strategy=strategy):
+                leaf = embeddings.clone().requires_grad_(True)
+                options = {"backend": backend, "strategy": strategy}
+                if args.loss == "clip":
+                    loss = pairloss.distributed.clip_loss(leaf, texts, scale, **options)
+                elif args.loss == "siglip":
+                    loss = pairloss.distributed.siglip_loss(leaf, texts, scale, bias, **options)
+                else:
+                    loss = pairloss.distributed.multi_similarity_loss(leaf, labels, **options)
+                loss.backward()
 
-        dist.barrier()
-        with PeakMemory(device) as peak:
-            step()
-        timing = time_call(step, device, repeats=args.repeats, warmup=1)
-        rows.append({"backend": backend, "world": args.world, "local_rows": args.rows, "dim": args.dim,
-                     "rank": args.rank, "peak_extra_mib": peak.mib, **timing})  # fmt: skip
+            dist.barrier()
+            with PeakMemory(device) as peak:
+                step()
+            timing = time_call(step, device, repeats=args.repeats, warmup=1)
+            rows.append({"loss": args.loss, "backend": backend, "strategy": strategy, "world": args.world,
+                         "local_rows": args.rows, "dim": args.dim, "rank": args.rank, "peak_extra_mib": peak.mib,
+                         **timing})  # fmt: skip
     gathered = [None] * args.world
     dist.all_gather_object(gathered, rows)
     if args.rank == 0:
@@ -53,7 +65,8 @@ def _run_world(args, world):
         result = Path(directory) / "result.json"
         command = [sys.executable, "-m", "bench.distributed", "--rank-of", str(world), "--init",
                    str(Path(directory) / "init"), "--result", str(result), "--rows", str(args.rows), "--dim",
-                   str(args.dim), "--repeats", str(args.repeats), "--backends", *args.backends]  # fmt: skip
+                   str(args.dim), "--repeats", str(args.repeats), "--loss", args.loss, "--backends", *args.backends,
+                   "--strategies", *args.strategies]  # fmt: skip
         env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // world)))
         processes = [subprocess.Popen([*command, "--rank", str(rank)], env=env) for rank in range(world)]
         for process in processes:
@@ -67,6 +80,8 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, default=2048, help="local rows per rank")
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--worlds", type=int, nargs="+", default=[1, 2, 3, 4])
+    parser.add_argument("--loss", choices=["multi_similarity", "clip", "siglip"], default="multi_similarity")
+    parser.add_argument("--strategies", nargs="+", default=["gather"], choices=["gather", "ring"])
     parser.add_argument("--backends", nargs="+", default=["cpp", "reference"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None, help="JSON file for the results")
@@ -79,12 +94,14 @@ def main(argv=None):
         args.world = args.rank_of
         return _rank_main(args)
     results = [row for world in args.worlds for row in _run_world(args, world)]
-    print(f"{'backend':>10} {'W':>2} {'global B':>9} {'median ms (rank 0)':>19} {'max peak MiB/rank':>18}")
+    print(f"{args.loss}: {'backend':>10} {'strategy':>8} {'W':>2} {'global B':>9} {'median ms (rank 0)':>19} "
+          f"{'max peak MiB/rank':>18}")  # fmt: skip
     for backend in args.backends:
-        for world in args.worlds:
-            ranks = [r for r in results if r["backend"] == backend and r["world"] == world]
-            print(f"{backend:>10} {world:>2} {world * args.rows:>9} {ranks[0]['median_ms']:>19.1f} "
-                  f"{max(r['peak_extra_mib'] for r in ranks):>18.1f}")  # fmt: skip
+        for strategy in args.strategies:
+            for world in args.worlds:
+                ranks = [r for r in results if (r["backend"], r["strategy"], r["world"]) == (backend, strategy, world)]
+                print(f"{backend:>10} {strategy:>8} {world:>2} {world * args.rows:>9} {ranks[0]['median_ms']:>19.1f} "
+                      f"{max(r['peak_extra_mib'] for r in ranks):>18.1f}")  # fmt: skip
     if args.out:
         Path(args.out).write_text(json.dumps({"environment": environment(torch.device("cpu")), "results": results},
                                              indent=1))  # fmt: skip

@@ -66,17 +66,20 @@ def run_cases(world, rank, backend):
             (grad,) = torch.autograd.grad(_backward_weight(loss, local_weights), leaf)
             results[(loss_name, repr(options), reduction)] = (loss.detach(), grad)
     image_local, text_local = _local(image, world, rank), _local(text, world, rank)
-    for reduction in REDUCTIONS:
+    for strategy in pairloss.distributed.STRATEGIES:
+        for reduction in REDUCTIONS:
+            leaves = [image_local.clone().requires_grad_(True), text_local.clone().requires_grad_(True)]
+            scale = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)
+            loss = pairloss.distributed.clip_loss(
+                *leaves, scale, reduction=reduction, backend=backend, strategy=strategy
+            )
+            grads = torch.autograd.grad(_backward_weight(loss, local_weights), [*leaves, scale])
+            results[("clip_loss", strategy, reduction)] = (loss.detach(), *grads)
         leaves = [image_local.clone().requires_grad_(True), text_local.clone().requires_grad_(True)]
-        scale = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)
-        loss = pairloss.distributed.clip_loss(*leaves, scale, reduction=reduction, backend=backend)
-        grads = torch.autograd.grad(_backward_weight(loss, local_weights), [*leaves, scale])
-        results[("clip_loss", "{}", reduction)] = (loss.detach(), *grads)
-    leaves = [image_local.clone().requires_grad_(True), text_local.clone().requires_grad_(True)]
-    scale, bias = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (9.0, -4.0))
-    loss = pairloss.distributed.siglip_loss(*leaves, scale, bias, backend=backend)
-    grads = torch.autograd.grad(loss * GRAD_OUTPUT, [*leaves, scale, bias])
-    results[("siglip_loss", "{}", "mean")] = (loss.detach(), *grads)
+        scale, bias = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (9.0, -4.0))
+        loss = pairloss.distributed.siglip_loss(*leaves, scale, bias, backend=backend, strategy=strategy)
+        grads = torch.autograd.grad(loss * GRAD_OUTPUT, [*leaves, scale, bias])
+        results[("siglip_loss", strategy, "mean")] = (loss.detach(), *grads)
     return results
 
 

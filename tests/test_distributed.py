@@ -94,8 +94,9 @@ def test_label_losses_equal_the_global_batch(ranks, backend):
             _check_ranks(world, values, rank_grads, expected, expected_grads, reduction, f"W={world} {key}")
 
 
+@pytest.mark.parametrize("strategy", pairloss.distributed.STRATEGIES)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_clip_and_siglip_equal_the_global_batch(ranks, backend):
+def test_clip_and_siglip_equal_the_global_batch(ranks, backend, strategy):
     world, results = ranks
     _, _, image, text, weights = worker.global_batch(world)
     for reduction in worker.REDUCTIONS:
@@ -103,7 +104,7 @@ def test_clip_and_siglip_equal_the_global_batch(ranks, backend):
         leaves = [image.clone().requires_grad_(True), text.clone().requires_grad_(True)]
         loss = pairloss.clip_loss(*leaves, scale, reduction=reduction, backend="reference")
         expected_grads = torch.autograd.grad(worker._backward_weight(loss, weights), [*leaves, scale])
-        key = ("clip_loss", "{}", reduction)
+        key = ("clip_loss", strategy, reduction)
         values = [r[backend][key][0] for r in results]
         rank_grads = [r[backend][key][1:] for r in results]
         _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, reduction, f"W={world} {key}")
@@ -111,10 +112,10 @@ def test_clip_and_siglip_equal_the_global_batch(ranks, backend):
     scale, bias = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (9.0, -4.0))
     loss = pairloss.siglip_loss(*leaves, scale, bias, backend="reference")
     expected_grads = torch.autograd.grad(loss * worker.GRAD_OUTPUT, [*leaves, scale, bias])
-    key = ("siglip_loss", "{}", "mean")
+    key = ("siglip_loss", strategy, "mean")
     values = [r[backend][key][0] for r in results]
     rank_grads = [r[backend][key][1:] for r in results]
-    _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, "mean", f"W={world} siglip")
+    _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, "mean", f"W={world} {key}")
 
 
 def test_ddp_training_matches_single_process(ranks):
@@ -134,7 +135,9 @@ def test_ddp_training_matches_single_process(ranks):
 
 def test_argument_errors_before_any_collective():
     embeddings, labels = torch.randn(4, 3), torch.zeros(4, dtype=torch.int64)
-    with pytest.raises(ValueError, match="strategy must be one of 'gather'"):
+    with pytest.raises(ValueError, match="strategy must be one of 'gather', 'ring'"):
+        pairloss.distributed.clip_loss(embeddings, embeddings, 10.0, strategy="tree")
+    with pytest.raises(ValueError, match="strategy='ring' is implemented for clip_loss and siglip_loss only"):
         pairloss.distributed.ntxent_loss(embeddings, labels, strategy="ring")
     with pytest.raises(RuntimeError, match="initialised torch.distributed process group"):
         pairloss.distributed.ntxent_loss(embeddings, labels)

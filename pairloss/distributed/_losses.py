@@ -1,9 +1,10 @@
-"""The losses of a global batch spread over the ranks of a process group ("gather" strategy).
+"""The losses of a global batch spread over the ranks of a process group.
 
-Each rank passes its local rows; the references are every rank's rows, all-gathered once (differentiable: their
-gradients are summed back onto their owners in the backward). The fused engines compute the local anchors
-against the global references, leaving each anchor's own copy out through ``self_offset`` (the rank's offset in
-the global batch), so nothing B×N is built and the result is exact.
+"gather": each rank passes its local rows; the references are every rank's rows, all-gathered once
+(differentiable: their gradients are summed back onto their owners in the backward). The fused engines compute
+the local anchors against the global references, leaving each anchor's own copy out through ``self_offset`` (the
+rank's offset in the global batch), so nothing B×N is built and the result is exact. "ring" (CLIP, SigLIP):
+``_ring_two_tower``.
 
 Value and gradient convention (DDP's): each rank returns W × (its anchors' share of the global loss), so the mean
 over ranks is the loss of the concatenated batch and DDP's gradient averaging yields the exact global gradient;
@@ -20,8 +21,10 @@ from .. import functional
 from .._reduction import mean_of_parts
 from ..backends import resolve
 from ._gather import gather_rows, rank_sizes
+from ._ring_two_tower import RingClip, RingSigLip
 
-STRATEGIES = ("gather",)
+STRATEGIES = ("gather", "ring")
+RING_LOSSES = ("clip_loss", "siglip_loss")
 
 
 def _world(group, strategy):
@@ -47,6 +50,11 @@ def label_loss(public_function, embeddings, labels, *, group=None, strategy="gat
     """``public_function`` (a pairloss label loss) on the global batch; see the module docstring."""
     checks.check_label_loss_inputs(embeddings, labels, None, None)  # locally, before any collective
     checks.check_reduction(reduction)
+    if strategy == "ring":
+        raise ValueError(
+            f"strategy='ring' is implemented for {' and '.join(RING_LOSSES)} only: the label losses' mining needs "
+            "row statistics over the whole global batch (use strategy='gather')"
+        )
     world, _ = _world(group, strategy)
     if world == 1:
         return public_function(embeddings, labels, reduction=reduction, **options)
@@ -74,18 +82,25 @@ def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", b
     world, _ = _world(group, strategy)
     if world == 1:
         return functional.clip_loss(image_features, text_features, logit_scale, reduction=reduction, backend=backend)
-    (images, texts), offset, total = _global_rows([image_features, text_features], group)
     scale = functional._as_scalar_tensor(logit_scale, image_features)
-    # Each direction's cross-entropy is label-aware InfoNCE with the global row index as the label (one positive
-    # per row) on logits (scale·a)·b: the engines' NT-Xent at temperature 1, the scale's gradient through autograd.
     ntxent = resolve(backend, image_features.device, "ntxent_loss")
-    local_ids = torch.arange(offset, offset + image_features.shape[0], device=image_features.device)
-    global_ids = torch.arange(total, device=image_features.device)
+    if strategy == "ring":
+        sizes = rank_sizes(image_features.shape[0], image_features.device, group)
+        total = sum(sizes)
+        half_lse = RingClip.apply(image_features, text_features, scale, sizes, group, ntxent)
+        rows = half_lse - scale * (image_features * text_features).sum(1)
+    else:
+        (images, texts), offset, total = _global_rows([image_features, text_features], group)
+        # Each direction's cross-entropy is label-aware InfoNCE with the global row index as the label (one
+        # positive per row) on logits (scale·a)·b: the engines' NT-Xent at temperature 1, the scale's gradient
+        # through autograd.
+        local_ids = torch.arange(offset, offset + image_features.shape[0], device=image_features.device)
+        global_ids = torch.arange(total, device=image_features.device)
 
-    def cross_entropy(anchors, references):
-        return ntxent(scale * anchors, local_ids, references, global_ids, temperature=1.0, reduction="none")
+        def cross_entropy(anchors, references):
+            return ntxent(scale * anchors, local_ids, references, global_ids, temperature=1.0, reduction="none")
 
-    rows = (cross_entropy(image_features, texts) + cross_entropy(text_features, images)) / 2
+        rows = (cross_entropy(image_features, texts) + cross_entropy(text_features, images)) / 2
     rows = rows + functional._nonfinite_guard(image_features, text_features)
     if reduction == "none":
         return rows
@@ -102,10 +117,19 @@ def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, backe
     world, _ = _world(group, strategy)
     if world == 1:
         return functional.siglip_loss(image_features, text_features, logit_scale, logit_bias, backend=backend)
-    (texts,), offset, total = _global_rows([text_features], group)
     scale = functional._as_scalar_tensor(logit_scale, image_features)
     bias = functional._as_scalar_tensor(logit_bias, image_features)
-    # Σ over the local images' pairs / local rows; the guard includes the local text rows
-    local_mean = functional.siglip_loss(image_features, texts, scale, bias, positive_offset=offset, backend=backend)
-    local_sum = local_mean * image_features.shape[0] + functional._nonfinite_guard(text_features)
+    if strategy == "ring":
+        sizes = rank_sizes(image_features.shape[0], image_features.device, group)
+        siglip = resolve(backend, image_features.device, "siglip_loss")
+        local_sum, total = (
+            RingSigLip.apply(image_features, text_features, scale, bias, sizes, group, siglip),
+            sum(sizes),
+        )
+    else:
+        (texts,), offset, total = _global_rows([text_features], group)
+        # Σ over the local images' pairs / local rows
+        local_mean = functional.siglip_loss(image_features, texts, scale, bias, positive_offset=offset, backend=backend)
+        local_sum = local_mean * image_features.shape[0]
+    local_sum = local_sum + functional._nonfinite_guard(image_features, text_features)
     return _scale_to_global(local_sum, world, total)

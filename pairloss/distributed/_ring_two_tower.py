@@ -1,0 +1,113 @@
+"""CLIP and SigLIP with the ring strategy (see ``_ring``): the other ranks' towers visit each rank block by
+block; only the local rows and per-row log-sum-exps are saved for the backward, which recomputes every block."""
+
+import torch
+import torch.distributed as dist
+
+from ._ring import ring
+
+
+def _accumulator(tensor):
+    """The gradient of a travelling block, kept in at least fp32."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
+def row_logsumexp(ntxent, a, b):
+    """log Σ_j e^{a_i·b_j} for every row of ``a``, fused and differentiable.
+
+    The engines' label-aware InfoNCE with exactly one positive per row (column c = i mod M) gives
+    LSE_j − a_i·b_c; adding a_i·b_c back costs O(B·D)."""
+    picked = torch.arange(a.shape[0], device=a.device) % b.shape[0]
+    ids = torch.arange(b.shape[0], device=a.device)
+    excess = ntxent(a, picked, b, ids, temperature=1.0, reduction="none")
+    return excess + (a * b[picked]).sum(1)
+
+
+class RingClip(torch.autograd.Function):
+    """(LSE over all texts of the local images' logits + LSE over all images of the local texts') / 2."""
+
+    @staticmethod
+    def forward(ctx, image, text, scale, sizes, group, ntxent):
+        lse = [image.new_full((image.shape[0],), float("-inf")) for _ in range(2)]
+
+        def visit(owner, blocks):
+            images, texts = blocks
+            lse[0] = torch.logaddexp(lse[0], row_logsumexp(ntxent, scale * image, texts))
+            lse[1] = torch.logaddexp(lse[1], row_logsumexp(ntxent, scale * text, images))
+
+        ring([image, text], sizes, group, visit)
+        ctx.save_for_backward(image, text, scale, *lse)
+        ctx.sizes, ctx.group, ctx.ntxent = sizes, group, ntxent
+        return (lse[0] + lse[1]) / 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        image, text, scale, image_lse, text_lse = ctx.saved_tensors
+        local = [torch.zeros_like(_accumulator(image)), torch.zeros_like(_accumulator(text)), 0.0]
+
+        def visit(owner, blocks):
+            with torch.enable_grad():
+                leaves = [t.detach().requires_grad_(True) for t in (image, text, scale, *blocks)]
+                image_, text_, scale_, images, texts = leaves
+                partial_image = row_logsumexp(ctx.ntxent, scale_ * image_, texts)
+                partial_text = row_logsumexp(ctx.ntxent, scale_ * text_, images)
+                # ∂LSE/∂(a block's LSE) = e^{block LSE − LSE}: the block's share of the softmax mass.
+                image_weight = grad / 2 * torch.exp(partial_image.detach() - image_lse)
+                text_weight = grad / 2 * torch.exp(partial_text.detach() - text_lse)
+                objective = (image_weight * partial_image).sum() + (text_weight * partial_text).sum()
+                grads = torch.autograd.grad(objective, leaves)
+            local[0] += grads[0]
+            local[1] += grads[1]
+            local[2] += grads[2]
+            return [_accumulator(grads[3]), _accumulator(grads[4])]
+
+        travelled = ring([image, text], ctx.sizes, ctx.group, visit)
+        d_image = (local[0] + travelled[0]).to(image.dtype)
+        d_text = (local[1] + travelled[1]).to(text.dtype)
+        return d_image, d_text, local[2], None, None, None
+
+
+def _siglip_block(siglip, image, texts, scale, bias, own):
+    """Σ over (local image, block text) pairs of −log σ(z·logit); the own block holds image i's positive (row i),
+    the others none: the kernel's positive at column i mod M is turned back into a negative by adding its
+    logit (softplus(l) − softplus(−l) = l)."""
+    total = siglip(image, texts, scale, bias, positive_offset=0) * image.shape[0]
+    if own:
+        return total
+    picked = torch.arange(image.shape[0], device=image.device) % texts.shape[0]
+    return total + (scale * (image * texts[picked]).sum(1) + bias).sum()
+
+
+class RingSigLip(torch.autograd.Function):
+    """Σ over the local images × every rank's texts of SigLIP's pair terms."""
+
+    @staticmethod
+    def forward(ctx, image, text, scale, bias, sizes, group, siglip):
+        rank = dist.get_rank(group)
+        total = [image.new_zeros(())]
+
+        def visit(owner, blocks):
+            total[0] = total[0] + _siglip_block(siglip, image, blocks[0], scale, bias, owner == rank)
+
+        ring([text], sizes, group, visit)
+        ctx.save_for_backward(image, text, scale, bias)
+        ctx.sizes, ctx.group, ctx.siglip = sizes, group, siglip
+        return total[0]
+
+    @staticmethod
+    def backward(ctx, grad):
+        image, text, scale, bias = ctx.saved_tensors
+        rank = dist.get_rank(ctx.group)
+        local = [torch.zeros_like(_accumulator(image)), 0.0, 0.0]
+
+        def visit(owner, blocks):
+            with torch.enable_grad():
+                leaves = [t.detach().requires_grad_(True) for t in (image, scale, bias, blocks[0])]
+                block = _siglip_block(ctx.siglip, leaves[0], leaves[3], leaves[1], leaves[2], owner == rank)
+                grads = torch.autograd.grad(block * grad, leaves)
+            for k in range(3):
+                local[k] += grads[k]
+            return [_accumulator(grads[3])]
+
+        (d_text,) = ring([text], ctx.sizes, ctx.group, visit)
+        return local[0].to(image.dtype), d_text.to(text.dtype), local[1], local[2], None, None, None
