@@ -22,6 +22,11 @@ def mean_of_parts(sums, counts):
     return ratio(sums.to(wide), counts.to(wide)).sum().to(sums.dtype)
 
 
+def count_parts(terms, count):
+    """Parts of a mean of ``terms`` over ``count`` of them (an int or a count tensor): (Σ terms, count)."""
+    return terms.sum().reshape(1), torch.as_tensor(count, device=terms.device).reshape(1)
+
+
 def nonzero_parts(terms):
     """Parts of PML's AvgNonZeroReducer over ``terms``: (Σ terms, number of strictly positive terms)."""
     return terms.sum().reshape(1), (terms > 0).sum().reshape(1)

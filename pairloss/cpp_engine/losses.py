@@ -5,19 +5,14 @@ import math
 
 import torch
 
-from .._reduction import nonzero_parts, ratio, reduce
+from .._reduction import count_parts, nonzero_parts, ratio, reduce
 from ._ops import kernel_name, pair_forward
-
-
-def _count_parts(rows, count):
-    """Parts of a mean of ``rows`` over ``count`` terms (an int, or a count tensor from the engine)."""
-    return rows.sum().reshape(1), torch.as_tensor(count, device=rows.device).reshape(1)
 
 
 def multi_similarity_loss(x, labels, y, ref_labels, *, alpha, beta, base, epsilon, mining, reduction, self_offset=None):
     params = (alpha, beta, base, epsilon, float(mining))
     rows = pair_forward("multi_similarity", x, y, labels, ref_labels, params=params, own_offset=self_offset)[0][:, 0]
-    return reduce(rows, reduction, lambda: _count_parts(rows, rows.shape[0]))
+    return reduce(rows, reduction, lambda: count_parts(rows, rows.shape[0]))
 
 
 def triplet_margin_loss(x, labels, y, ref_labels, *, margin, mining, soft, reduction, self_offset=None):
@@ -26,7 +21,7 @@ def triplet_margin_loss(x, labels, y, ref_labels, *, margin, mining, soft, reduc
     rows = rows[:, 0]
     if mining == "batch_hard":  # one term per anchor (0 without a triplet)
         return reduce(rows, reduction, lambda: nonzero_parts(rows))
-    return reduce(rows, reduction, lambda: _count_parts(rows, counts[0]))  # counts[0]: non-zero triplets
+    return reduce(rows, reduction, lambda: count_parts(rows, counts[0]))  # counts[0]: non-zero triplets
 
 
 def contrastive_loss(x, labels, y, ref_labels, *, pos_margin, neg_margin, reduction, self_offset=None):
@@ -44,7 +39,7 @@ def circle_loss(x, labels, y, ref_labels, *, m, gamma, reduction, self_offset=No
 def ntxent_loss(x, labels, y, ref_labels, *, temperature, reduction, self_offset=None):
     rows, counts = pair_forward("ntxent", x, y, labels, ref_labels, params=(temperature,), own_offset=self_offset)
     rows = rows[:, 0]
-    return reduce(rows, reduction, lambda: _count_parts(rows, counts[0]))  # mean over positive pairs
+    return reduce(rows, reduction, lambda: count_parts(rows, counts[0]))  # mean over positive pairs
 
 
 def supcon_loss(x, labels, y, ref_labels, *, temperature, reduction, self_offset=None):
@@ -57,7 +52,7 @@ def supcon_loss(x, labels, y, ref_labels, *, temperature, reduction, self_offset
 def clip_loss(image, text, logit_scale, *, reduction):
     scalars = logit_scale.reshape(1).to(image.dtype)
     rows = pair_forward("clip", image, text, scalars=scalars)[0][:, 0]
-    return reduce(rows, reduction, lambda: _count_parts(rows, rows.shape[0]))
+    return reduce(rows, reduction, lambda: count_parts(rows, rows.shape[0]))
 
 
 def siglip_loss(image, text, logit_scale, logit_bias, *, positive_offset=None):

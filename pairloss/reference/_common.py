@@ -52,8 +52,3 @@ def log1p_sum_exp(z, mask):
     """Row-wise log(1 + Σ_{mask} e^z): the "add one" log-sum-exp of multi-similarity; 0 for empty rows."""
     zero_column = torch.zeros_like(z[:, :1])
     return torch.logsumexp(torch.cat([z.masked_fill(~mask, float("-inf")), zero_column], 1), 1)
-
-
-def count_parts(terms, count):
-    """Parts of a mean over ``count`` terms (PML's MeanReducer): (Σ terms, count)."""
-    return terms.sum().reshape(1), torch.as_tensor(count, device=terms.device).reshape(1)

@@ -1,7 +1,7 @@
 """Multi-similarity loss with its miner (Wang et al., CVPR 2019), as in PML's MultiSimilarityLoss/Miner."""
 
-from .._reduction import reduce
-from ._common import count_parts, log1p_sum_exp, pair_masks
+from .._reduction import count_parts, reduce
+from ._common import log1p_sum_exp, pair_masks
 
 
 def mine_multi_similarity(sim, pos, neg, epsilon):

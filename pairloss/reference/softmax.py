@@ -3,8 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from .._reduction import nonzero_parts, reduce
-from ._common import count_parts, masked_logsumexp, pair_masks
+from .._reduction import count_parts, nonzero_parts, reduce
+from ._common import masked_logsumexp, pair_masks
 
 
 def ntxent_loss(x, labels, y, ref_labels, *, temperature, reduction, self_offset=None):

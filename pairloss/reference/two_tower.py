@@ -7,8 +7,8 @@ models normalise them before the loss). MW is the pairwise AUC surrogate on cosi
 import torch
 import torch.nn.functional as F
 
-from .._reduction import reduce
-from ._common import count_parts, own_columns
+from .._reduction import count_parts, reduce
+from ._common import own_columns
 
 
 def clip_loss(image, text, logit_scale, *, reduction):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .._numerics import distance_from_gram
-from .._reduction import nonzero_parts, ratio, reduce
+from .._reduction import count_parts, nonzero_parts, ratio, reduce
 from . import _ops
 from ._ids import (
     CIRCLE,
@@ -131,11 +131,6 @@ def _total(per_row_counts):
     return per_row_counts.detach().sum(dtype=torch.float64).reshape(1)
 
 
-def _anchor_parts(rows):
-    """Parts of the mean over anchors: (Σ rows, B)."""
-    return rows.sum().reshape(1), torch.full((1,), rows.shape[0], dtype=torch.float64, device=rows.device)
-
-
 def _l2_rows(a, b):
     """Row-wise L2 distance through the Gram formula, as the reference's distance matrix computes it."""
     norms_sum = (a * a).sum(1) + (b * b).sum(1)
@@ -154,7 +149,7 @@ def multi_similarity_loss(x, labels, y, ref_labels, *, self_offset=None, alpha, 
         stats = torch.tensor([INF, -INF, 0.0, 0.0], device=x.device)[:, None].expand(4, x.shape[0]).contiguous()
     values = _run(MULTI_SIMILARITY, x, refs, stats=stats, params=params, **pairs)
     rows = values[0] / alpha + values[1] / beta
-    return _reduce(rows, reduction, lambda: _anchor_parts(rows), x.dtype)
+    return _reduce(rows, reduction, lambda: count_parts(rows, rows.shape[0]), x.dtype)
 
 
 def triplet_margin_loss(x, labels, y, ref_labels, *, self_offset=None, margin, mining, soft, reduction):
@@ -165,7 +160,7 @@ def triplet_margin_loss(x, labels, y, ref_labels, *, self_offset=None, margin, m
         values = _run(TRIPLET_ALL, x, refs, row_vec=x_norms, col_vec=ref_norms, params=(margin, float(soft)), **pairs)
         rows = values[0]
         # The mean is over the non-zero triplet terms (PML's AvgNonZeroReducer over triplets, not anchors).
-        return _reduce(rows, reduction, lambda: (rows.sum().reshape(1), _total(values[1])), x.dtype)
+        return _reduce(rows, reduction, lambda: count_parts(rows, _total(values[1])), x.dtype)
     stats = _run(TRIPLET_HARDEST, x, refs, stats_pass=True, row_vec=x_norms, col_vec=ref_norms, **pairs)
     has_triplet = (stats[0] > -INF) & (stats[2] < INF)
     # The kernel only picks the hardest columns; the distances there are recomputed with autograd (O(B·D)),
@@ -208,7 +203,7 @@ def _ntxent_rows(x, refs, params, **pairs):
 def ntxent_loss(x, labels, y, ref_labels, *, self_offset=None, temperature, reduction):
     pairs = _label_pairs(labels, y, ref_labels, self_offset)
     rows, positives = _ntxent_rows(x, x if y is None else y, (temperature,), **pairs)
-    return _reduce(rows, reduction, lambda: (rows.sum().reshape(1), _total(positives)), x.dtype)
+    return _reduce(rows, reduction, lambda: count_parts(rows, _total(positives)), x.dtype)
 
 
 def decoupled_softmax_loss(queries, keys, positives, *, temperature):
@@ -238,7 +233,7 @@ def clip_loss(image, text, logit_scale, *, reduction):
     image_lse, text_lse = values[0], values[1]
     matching = logit_scale * (image * text).sum(1)
     rows = (image_lse + text_lse) / 2 - matching
-    return _reduce(rows, reduction, lambda: _anchor_parts(rows), image.dtype)
+    return _reduce(rows, reduction, lambda: count_parts(rows, rows.shape[0]), image.dtype)
 
 
 def siglip_loss(image, text, logit_scale, logit_bias, *, positive_offset=None):
