@@ -130,6 +130,25 @@ def check_row_offset(name, value):
         raise ValueError(f"{name} must be a non-negative Python int (a row index), got {value!r}")
 
 
+def check_clip_inputs(image_features, text_features, logit_scale):
+    check_towers("image_features", image_features, "text_features", text_features)
+    check_scalar("logit_scale", logit_scale)
+    check_same_device(image_features=image_features, text_features=text_features, logit_scale=logit_scale)
+
+
+def check_siglip_inputs(image_features, text_features, logit_scale, logit_bias, positive_offset=None):
+    """``positive_offset`` lets the text tower have its own number of rows."""
+    same_rows = positive_offset is None
+    check_towers("image_features", image_features, "text_features", text_features, same_rows=same_rows)
+    check_scalar("logit_scale", logit_scale)
+    check_scalar("logit_bias", logit_bias)
+    check_same_device(
+        image_features=image_features, text_features=text_features, logit_scale=logit_scale, logit_bias=logit_bias
+    )
+    if not same_rows:
+        check_row_offset("positive_offset", positive_offset)
+
+
 def check_towers(first_name, first, second_name, second, same_rows=True):
     check_embeddings(first_name, first)
     check_embeddings(second_name, second, dim=first.shape[1])

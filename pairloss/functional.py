@@ -183,9 +183,7 @@ def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", b
     ``logit_scale`` is the multiplier itself (OpenCLIP passes ``model.logit_scale.exp()``); features are used as
     given, normalise them beforehand as CLIP models do.
     """
-    checks.check_towers("image_features", image_features, "text_features", text_features)
-    checks.check_scalar("logit_scale", logit_scale)
-    checks.check_same_device(image_features=image_features, text_features=text_features, logit_scale=logit_scale)
+    checks.check_clip_inputs(image_features, text_features, logit_scale)
     checks.check_reduction(reduction)
     checks.check_backend(backend)
     function = resolve(backend, image_features.device, "clip_loss")
@@ -200,15 +198,7 @@ def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, posit
     ``positive_offset=k``: ``text_features`` may have any number M of rows and image i's positive is text row
     (k + i) mod M, every other row a negative (e.g. local images against a gathered global text batch).
     """
-    same_rows = positive_offset is None
-    checks.check_towers("image_features", image_features, "text_features", text_features, same_rows=same_rows)
-    checks.check_scalar("logit_scale", logit_scale)
-    checks.check_scalar("logit_bias", logit_bias)
-    checks.check_same_device(
-        image_features=image_features, text_features=text_features, logit_scale=logit_scale, logit_bias=logit_bias
-    )
-    if not same_rows:
-        checks.check_row_offset("positive_offset", positive_offset)
+    checks.check_siglip_inputs(image_features, text_features, logit_scale, logit_bias, positive_offset)
     checks.check_backend(backend)
     function = resolve(backend, image_features.device, "siglip_loss")
     scale = _as_scalar_tensor(logit_scale, image_features)

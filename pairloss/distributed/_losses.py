@@ -75,8 +75,7 @@ def label_loss(public_function, embeddings, labels, *, group=None, strategy="gat
 def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", backend="auto", group=None,
               strategy="gather"):  # fmt: skip
     """OpenCLIP's ClipLoss on the global batch: each local image against every rank's texts and vice versa."""
-    checks.check_towers("image_features", image_features, "text_features", text_features)
-    checks.check_scalar("logit_scale", logit_scale)
+    checks.check_clip_inputs(image_features, text_features, logit_scale)  # locally, before any collective
     checks.check_reduction(reduction)
     checks.check_backend(backend)
     world, _ = _world(group, strategy)
@@ -110,9 +109,7 @@ def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", b
 def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, backend="auto", group=None,
                 strategy="gather"):  # fmt: skip
     """OpenCLIP's SigLipLoss on the global batch: every (image, text) pair once, local images × global texts."""
-    checks.check_towers("image_features", image_features, "text_features", text_features)
-    checks.check_scalar("logit_scale", logit_scale)
-    checks.check_scalar("logit_bias", logit_bias)
+    checks.check_siglip_inputs(image_features, text_features, logit_scale, logit_bias)
     checks.check_backend(backend)
     world, _ = _world(group, strategy)
     if world == 1:
