@@ -62,6 +62,11 @@ def _oracle(function, tensors, weights, reduction):
     return loss.detach(), grads
 
 
+def _per_rank(results, backend, key):
+    """Each rank's value of case ``key``, and each rank's gradients."""
+    return [r[backend][key][0] for r in results], [r[backend][key][1:] for r in results]
+
+
 def _check_ranks(world, values, rank_grads, expected, expected_grads, reduction, msg):
     """values: per-rank losses; rank_grads: per rank, a list aligned with expected_grads (row tensors split)."""
     if reduction == "none":
@@ -89,8 +94,7 @@ def test_label_losses_equal_the_global_batch(ranks, backend):
                 return getattr(pairloss, loss_name)(x, labels, reduction=reduction, backend="reference", **options)
 
             expected, expected_grads = _oracle(single, [embeddings], weights, reduction)
-            values = [r[backend][key][0] for r in results]
-            rank_grads = [r[backend][key][1:] for r in results]
+            values, rank_grads = _per_rank(results, backend, key)
             _check_ranks(world, values, rank_grads, expected, expected_grads, reduction, f"W={world} {key}")
 
 
@@ -105,16 +109,14 @@ def test_clip_and_siglip_equal_the_global_batch(ranks, backend, strategy):
         loss = pairloss.clip_loss(*leaves, scale, reduction=reduction, backend="reference")
         expected_grads = torch.autograd.grad(worker._backward_weight(loss, weights), [*leaves, scale])
         key = ("clip_loss", strategy, reduction)
-        values = [r[backend][key][0] for r in results]
-        rank_grads = [r[backend][key][1:] for r in results]
+        values, rank_grads = _per_rank(results, backend, key)
         _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, reduction, f"W={world} {key}")
     leaves = [image.clone().requires_grad_(True), text.clone().requires_grad_(True)]
     scale, bias = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (9.0, -4.0))
     loss = pairloss.siglip_loss(*leaves, scale, bias, backend="reference")
     expected_grads = torch.autograd.grad(loss * worker.GRAD_OUTPUT, [*leaves, scale, bias])
     key = ("siglip_loss", strategy, "mean")
-    values = [r[backend][key][0] for r in results]
-    rank_grads = [r[backend][key][1:] for r in results]
+    values, rank_grads = _per_rank(results, backend, key)
     _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, "mean", f"W={world} {key}")
 
 
