@@ -9,6 +9,16 @@
 //   active ceil(B/kActiveTile) × ceil(M/kActiveTile) uint8: tiles holding a pair with a gradient
 // cpp_pair_backward(loss, grad_rows, x, y?, labels?, ref_labels?, scalars?, params, own_offset, saved, active)
 //   -> (dx, dy, dscalars); dy and dscalars are empty when y / scalars are absent.
+//   col_offset (default 0): global index of y's first row when y is one block of the references (the ring), as
+//          the forward's saved column indices are global
+// cpp_ring_* (CPU): the label losses over references that arrive block by block (pairloss.distributed's ring),
+//   per-row statistics and accumulators carried between calls as opaque uint8 rows (see cpu/ops.cpp):
+//   cpp_ring_sweeps(loss, params) -> [statistics sweep?, loss sweep?]
+//   cpp_ring_begin(loss, x, labels, params) -> stats
+//   cpp_ring_stats(loss, x, y, labels, ref_labels, params, own_offset, col_offset, stats) -> stats
+//   cpp_ring_accumulate(loss, x, y, labels, ref_labels, params, own_offset, col_offset, stats, accs?)
+//     -> (accs, active)
+//   cpp_ring_finish(loss, x, labels, params, stats, accs?) -> (rows, saved, counts) as cpp_pair_forward's
 #pragma once
 
 #include <ATen/ATen.h>
@@ -76,6 +86,7 @@ struct PairInputs {
   std::vector<double> params;
   int64_t rows, cols, dim;
   OwnColumn own;  // label losses: left out (the diagonal when X = Y); diagonal losses: the positive
+  int64_t col_offset = 0;  // global index of y's first row (a block of the references)
   bool self() const { return !y.defined(); }
   const at::Tensor& refs() const { return self() ? x : y; }
 };
@@ -83,7 +94,7 @@ struct PairInputs {
 inline PairInputs check_inputs(c10::string_view loss, const at::Tensor& x, const c10::optional<at::Tensor>& y,
                                const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
                                const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params,
-                               int64_t own_offset) {
+                               int64_t own_offset, int64_t col_offset = 0) {
   PairInputs in;
   in.info = &loss_info(loss);
   const char* name = in.info->name;
@@ -158,6 +169,8 @@ inline PairInputs check_inputs(c10::string_view loss, const at::Tensor& x, const
   // losses make it the positive (column i unless SigLIP's offset moves it).
   const int64_t offset = own_offset >= 0 ? own_offset % in.cols : (in.self() || !label_classes ? 0 : -1);
   in.own = {offset, in.cols};
+  TORCH_CHECK(col_offset >= 0, "pairloss ", name, ": col_offset must be ≥ 0, got ", col_offset);
+  in.col_offset = col_offset;
   return in;
 }
 

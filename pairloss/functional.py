@@ -23,16 +23,60 @@ def _as_scalar_tensor(value, like):
     return torch.tensor(float(value), dtype=like.dtype, device=like.device)
 
 
-def _label_loss(name, backend, embeddings, labels, ref_emb, ref_labels, self_offset, **options):
+def _multi_similarity_options(alpha, beta, base, epsilon, mining):
+    checks.check_positive(alpha=alpha, beta=beta)
+    checks.check_non_negative(epsilon=epsilon)
+    checks.check_finite(base=base)
+    checks.check_choice("mining", mining, (True, False))
+    return {"alpha": alpha, "beta": beta, "base": base, "epsilon": epsilon, "mining": bool(mining)}
+
+
+def _triplet_margin_options(margin, mining, soft):
+    checks.check_non_negative(margin=margin)
+    checks.check_choice("mining", mining, ("batch_hard", "all"))
+    checks.check_choice("soft", soft, (True, False))
+    return {"margin": margin, "mining": mining, "soft": bool(soft)}
+
+
+def _contrastive_options(pos_margin, neg_margin):
+    checks.check_non_negative(pos_margin=pos_margin, neg_margin=neg_margin)
+    return {"pos_margin": pos_margin, "neg_margin": neg_margin}
+
+
+def _circle_options(m, gamma):
+    checks.check_non_negative(m=m)
+    checks.check_positive(gamma=gamma)
+    return {"m": m, "gamma": gamma}
+
+
+def _temperature_options(temperature):
+    checks.check_positive(temperature=temperature)
+    return {"temperature": temperature}
+
+
+# Each label loss's hyper-parameters, checked and normalised (the engines' keyword arguments).
+LABEL_OPTIONS = {
+    "multi_similarity_loss": _multi_similarity_options,
+    "triplet_margin_loss": _triplet_margin_options,
+    "contrastive_loss": _contrastive_options,
+    "circle_loss": _circle_options,
+    "ntxent_loss": _temperature_options,
+    "supcon_loss": _temperature_options,
+}
+
+
+def _label_loss(name, backend, embeddings, labels, ref_emb, ref_labels, self_offset, reduction, **options):
+    options = LABEL_OPTIONS[name](**options)
     checks.check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels, self_offset)
     checks.check_backend(backend)
-    checks.check_reduction(options["reduction"], checks.LABEL_REDUCTIONS)
+    checks.check_reduction(reduction, checks.LABEL_REDUCTIONS)
+    options["reduction"] = reduction
     function = resolve(backend, embeddings.device, name, options)
     x = F.normalize(embeddings, dim=1)
     y = None if ref_emb is None else F.normalize(ref_emb, dim=1)
     loss = function(x, labels, y, ref_labels, self_offset=self_offset, **options)
     guard = _nonfinite_guard(embeddings, ref_emb)
-    if options["reduction"] == "parts":
+    if reduction == "parts":
         sums, counts = loss
         return sums + guard, counts
     return loss + guard
@@ -64,13 +108,9 @@ def multi_similarity_loss(
 
     Equals PML's ``MultiSimilarityLoss(alpha, beta, base)`` with ``MultiSimilarityMiner(epsilon)``.
     """
-    checks.check_positive(alpha=alpha, beta=beta)
-    checks.check_non_negative(epsilon=epsilon)
-    checks.check_finite(base=base)
-    checks.check_choice("mining", mining, (True, False))
     return _label_loss(
-        "multi_similarity_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset,
-        alpha=alpha, beta=beta, base=base, epsilon=epsilon, mining=bool(mining), reduction=reduction,
+        "multi_similarity_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset, reduction,
+        alpha=alpha, beta=beta, base=base, epsilon=epsilon, mining=mining,
     )  # fmt: skip
 
 
@@ -92,12 +132,9 @@ def triplet_margin_loss(
     ``mining="batch_hard"``: each anchor's farthest positive and closest negative (PML's BatchHardMiner +
     TripletMarginLoss); ``mining="all"``: every valid triplet. ``soft=True`` replaces the hinge by softplus.
     """
-    checks.check_non_negative(margin=margin)
-    checks.check_choice("mining", mining, ("batch_hard", "all"))
-    checks.check_choice("soft", soft, (True, False))
     return _label_loss(
-        "triplet_margin_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset,
-        margin=margin, mining=mining, soft=bool(soft), reduction=reduction,
+        "triplet_margin_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset, reduction,
+        margin=margin, mining=mining, soft=soft,
     )  # fmt: skip
 
 
@@ -114,10 +151,9 @@ def contrastive_loss(
     backend="auto",
 ):
     """Contrastive loss on L2 distances of the normalised rows (PML's ContrastiveLoss)."""
-    checks.check_non_negative(pos_margin=pos_margin, neg_margin=neg_margin)
     return _label_loss(
-        "contrastive_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset,
-        pos_margin=pos_margin, neg_margin=neg_margin, reduction=reduction,
+        "contrastive_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset, reduction,
+        pos_margin=pos_margin, neg_margin=neg_margin,
     )  # fmt: skip
 
 
@@ -134,10 +170,8 @@ def circle_loss(
     backend="auto",
 ):
     """Circle loss (Sun et al. 2020) on cosine similarity (PML's CircleLoss)."""
-    checks.check_non_negative(m=m)
-    checks.check_positive(gamma=gamma)
     return _label_loss(
-        "circle_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset, m=m, gamma=gamma, reduction=reduction,
+        "circle_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset, reduction, m=m, gamma=gamma,
     )  # fmt: skip
 
 
@@ -153,9 +187,9 @@ def ntxent_loss(
     backend="auto",
 ):
     """Label-aware NT-Xent / InfoNCE on cosine similarity (PML's NTXentLoss); mean over positive pairs."""
-    checks.check_positive(temperature=temperature)
     return _label_loss(
-        "ntxent_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset, temperature=temperature, reduction=reduction,
+        "ntxent_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset, reduction,
+        temperature=temperature,
     )  # fmt: skip
 
 
@@ -171,9 +205,9 @@ def supcon_loss(
     backend="auto",
 ):
     """Supervised contrastive loss (Khosla et al. 2020) on cosine similarity (PML's SupConLoss)."""
-    checks.check_positive(temperature=temperature)
     return _label_loss(
-        "supcon_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset, temperature=temperature, reduction=reduction,
+        "supcon_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset, reduction,
+        temperature=temperature,
     )  # fmt: skip
 
 

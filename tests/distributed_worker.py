@@ -55,16 +55,25 @@ def _backward_weight(loss, weights):
     return (loss * weights).sum() if loss.dim() else loss * GRAD_OUTPUT
 
 
+def label_strategies(backend, options):
+    """The strategies a label-loss case runs with: the ring takes the C++ engine, not the all-triplets variant."""
+    ring = backend == "cpp" and options.get("mining") != "all"
+    return pairloss.distributed.STRATEGIES if ring else ("gather",)
+
+
 def run_cases(world, rank, backend):
     embeddings, labels, image, text, weights = global_batch(world)
     x, y, local_weights = _local(embeddings, world, rank), _local(labels, world, rank), _local(weights, world, rank)
     results = {}
     for loss_name, options in LABEL_CASES:
-        for reduction in REDUCTIONS:
-            leaf = x.clone().requires_grad_(True)
-            loss = getattr(pairloss.distributed, loss_name)(leaf, y, reduction=reduction, backend=backend, **options)
-            (grad,) = torch.autograd.grad(_backward_weight(loss, local_weights), leaf)
-            results[(loss_name, repr(options), reduction)] = (loss.detach(), grad)
+        for strategy in label_strategies(backend, options):
+            for reduction in REDUCTIONS:
+                leaf = x.clone().requires_grad_(True)
+                loss = getattr(pairloss.distributed, loss_name)(
+                    leaf, y, reduction=reduction, backend=backend, strategy=strategy, **options
+                )
+                (grad,) = torch.autograd.grad(_backward_weight(loss, local_weights), leaf)
+                results[(loss_name, repr(options), strategy, reduction)] = (loss.detach(), grad)
     image_local, text_local = _local(image, world, rank), _local(text, world, rank)
     for strategy in pairloss.distributed.STRATEGIES:
         for reduction in REDUCTIONS:

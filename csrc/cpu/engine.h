@@ -35,6 +35,18 @@ struct Problem {
   bool self;
   const T* x_sq = nullptr;
   const T* y_sq = nullptr;
+  // Global index of column 0, passed to the epilogue (a block of a larger reference set; the pair kinds use the
+  // block's own indices).
+  int64_t col_offset = 0;
+};
+
+// Per-row state continued over successive reference blocks (the distributed ring): a forward call given one
+// runs a single sweep over its block, starting from and writing back these rows. Without `accs` it is the
+// statistics sweep; with them the loss sweep, under the (complete) statistics.
+template <typename Loss>
+struct CarriedRows {
+  typename Loss::Stats* stats;
+  typename Loss::Acc* accs;
 };
 
 template <typename T>
@@ -65,17 +77,22 @@ inline T squared_distance(const Problem<T>& p, int64_t i, int64_t j, T s) {
 
 inline int64_t blocks(int64_t n) { return (n + kTile - 1) / kTile; }
 
-// Runs the forward sweeps and writes one RowResult per anchor. `active` (blocks(rows) × blocks(cols)) marks the
-// tiles where pass 2 found a pair with a gradient. The row blocks are split into one contiguous part per thread;
+// Runs the forward sweeps and writes one RowResult per anchor (or, with `carried`, one sweep continuing the
+// carried rows, without results). `active` (blocks(rows) × blocks(cols)) marks the tiles where pass 2 found a
+// pair with a gradient. The row blocks are split into one contiguous part per thread;
 // a loss with the column hook (epilogue.h) also folds pass 2's pairs into its part's column accumulators, merged
 // and finished once every row is done (O(threads · cols) extra memory).
 template <typename T, typename Loss, typename Kinds>
-void forward(const Problem<T>& p, const Loss& loss, const Kinds& kinds, RowResult<T>* results, uint8_t* active) {
+void forward(const Problem<T>& p, const Loss& loss, const Kinds& kinds, RowResult<T>* results, uint8_t* active,
+             const CarriedRows<Loss>* carried = nullptr) {
   using Stats = typename Loss::Stats;
   using Acc = typename Loss::Acc;
   const int64_t row_blocks = blocks(p.rows), col_blocks = blocks(p.cols);
-  const bool stripe = loss.stats_pass() && loss.loss_pass() && kTile * col_blocks * kTile <= kStripeElements;
+  const bool stats_sweep = loss.stats_pass() && (carried == nullptr || carried->accs == nullptr);
+  const bool loss_sweep = loss.loss_pass() && (carried == nullptr || carried->accs != nullptr);
+  const bool stripe = stats_sweep && loss_sweep && kTile * col_blocks * kTile <= kStripeElements;
   constexpr bool kColumns = HasColumns<Loss>::value;
+  TORCH_CHECK(!kColumns || carried == nullptr, "pairloss: a loss with column statistics has no block-wise form");
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), row_blocks));
   std::vector<typename HasColumns<Loss>::ColAcc> col_parts;  // parts × cols
   if constexpr (kColumns) {
@@ -107,25 +124,35 @@ void forward(const Problem<T>& p, const Loss& loss, const Kinds& kinds, RowResul
           }
         }
       };
-      for (int64_t r = 0; r < nr; ++r) stats[r] = loss.stats_init(i0 + r);
-      if (loss.stats_pass()) {
+      const int64_t to_global = p.col_offset;  // the epilogue sees global column indices
+      for (int64_t r = 0; r < nr; ++r) stats[r] = carried ? carried->stats[i0 + r] : loss.stats_init(i0 + r);
+      if (stats_sweep) {
         sweep(false, [&](int64_t, int64_t r, int64_t i, int64_t j0, int64_t nc, const T* s, const uint8_t* k) {
           for (int64_t c = 0; c < nc; ++c) {
-            loss.stats_add(stats[r], Kind(k[c]), s[c], squared_distance<T, Loss>(p, i, j0 + c, s[c]), i, j0 + c);
+            const T sq = squared_distance<T, Loss>(p, i, j0 + c, s[c]);
+            loss.stats_add(stats[r], Kind(k[c]), s[c], sq, i, to_global + j0 + c);
           }
         });
       }
-      for (int64_t r = 0; r < nr; ++r) accs[r] = loss.acc_init(stats[r], i0 + r);
-      if (loss.loss_pass()) {
+      if (carried != nullptr && carried->accs == nullptr) {
+        for (int64_t r = 0; r < nr; ++r) carried->stats[i0 + r] = stats[r];
+        continue;
+      }
+      for (int64_t r = 0; r < nr; ++r) accs[r] = carried ? carried->accs[i0 + r] : loss.acc_init(stats[r], i0 + r);
+      if (loss_sweep) {
         sweep(stripe, [&](int64_t bj, int64_t r, int64_t i, int64_t j0, int64_t nc, const T* s, const uint8_t* k) {
           bool any = false;
           for (int64_t c = 0; c < nc; ++c) {
             const T sq = squared_distance<T, Loss>(p, i, j0 + c, s[c]);
-            any |= loss.acc_add(accs[r], stats[r], Kind(k[c]), s[c], sq, i, j0 + c);
+            any |= loss.acc_add(accs[r], stats[r], Kind(k[c]), s[c], sq, i, to_global + j0 + c);
             if constexpr (kColumns) loss.col_add(columns[j0 + c], Kind(k[c]), s[c], sq, i, j0 + c);
           }
           if (any && active != nullptr) active[bi * col_blocks + bj] = 1;
         });
+      }
+      if (carried != nullptr) {
+        for (int64_t r = 0; r < nr; ++r) carried->accs[i0 + r] = accs[r];
+        continue;
       }
       for (int64_t r = 0; r < nr; ++r) loss.finish(stats[r], accs[r], results[i0 + r]);
     }
@@ -178,7 +205,7 @@ ScalarGrads backward(const Problem<T>& p, const Loss& loss, const Kinds& kinds, 
       ScalarGrads scalars;  // summed locally: the parts share a cache line, written once at the end
       // ∂L/∂s (or ∂L/∂l) of pair (i, j) whose similarity is s; scale/bias sums taken on the way.
       auto pair_grad = [&](const auto& g, Kind k, T s, int64_t i, int64_t j) {
-        T value = loss.grad(g, k, s, squared_distance<T, Loss>(p, i, j, s), i, j);
+        T value = loss.grad(g, k, s, squared_distance<T, Loss>(p, i, j, s), i, j + p.col_offset);
         if constexpr (Loss::kLogits) {
           scalars.scale += double(value) * double(s);
           scalars.bias += double(value);

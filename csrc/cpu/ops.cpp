@@ -3,8 +3,9 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "../epilogues/configure.h"
-#include "../op_inputs.h"
+#include <type_traits>
+
+#include "../block_losses.h"
 #include "engine.h"
 
 namespace pairloss::cpu {
@@ -20,6 +21,7 @@ struct Operands {
   Operands(const PairInputs& in, bool distance) {
     const at::Tensor& y = in.refs();
     problem = {in.x.data_ptr<T>(), y.data_ptr<T>(), in.rows, in.cols, in.dim, in.self()};
+    problem.col_offset = in.col_offset;
     if (distance) {
       x_sq = (in.x * in.x).sum(1);
       y_sq = in.self() ? x_sq : (y * y).sum(1);
@@ -132,20 +134,24 @@ void forward_impl(const PairInputs& in, ForwardOutputs& out) {
   }
 }
 
-// Batch-hard triplets: two pairs per anchor carry a gradient, applied directly (O(B·D)).
+// Batch-hard triplets: two pairs per anchor carry a gradient, applied directly (O(B·D)). Columns are global
+// (saved) and only those in this call's references [col_offset, col_offset + cols) are applied.
 template <typename T>
 void triplet_hard_backward(const Problem<T>& p, const TripletHard<T>& loss, at::Tensor dx, at::Tensor dy) {
   T* dx_data = dx.data_ptr<T>();
   T* dy_data = p.self ? dx_data : dy.data_ptr<T>();
   const int64_t dim = p.dim;
-  // ∂L/∂d · ∂d/∂x_i = c · (x_i − y_j) with c = (∂L/∂d) / d, 0 where d = 0 (the oracle's sqrt convention).
+  // ∂L/∂d · ∂d/∂x_i = c · (x_i − y_j) with c = (∂L/∂d) / d, 0 where d = 0 (the oracle's sqrt convention), and
+  // 0 for a column outside the references at hand. Returns the local columns.
   auto coefficients = [&](int64_t i, int64_t& pos_j, T& pos_c, int64_t& neg_j, T& neg_c) {
     const double* saved = loss.saved + 4 * i;
     const T grad_d = loss.grad_d(i);
-    pos_j = int64_t(saved[0]), neg_j = int64_t(saved[1]);
-    pos_c = saved[2] > 0 ? grad_d / T(saved[2]) : T(0);
-    neg_c = saved[3] > 0 ? -grad_d / T(saved[3]) : T(0);
-    return grad_d != T(0);
+    pos_j = int64_t(saved[0]) - p.col_offset, neg_j = int64_t(saved[1]) - p.col_offset;
+    const bool pos_here = pos_j >= 0 && pos_j < p.cols, neg_here = neg_j >= 0 && neg_j < p.cols;
+    pos_c = pos_here && saved[2] > 0 ? grad_d / T(saved[2]) : T(0);
+    neg_c = neg_here && saved[3] > 0 ? -grad_d / T(saved[3]) : T(0);
+    pos_j = pos_here ? pos_j : 0, neg_j = neg_here ? neg_j : 0;  // a zero coefficient on a valid row
+    return pos_c != T(0) || neg_c != T(0);
   };
   at::parallel_for(0, p.rows, 256, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
@@ -284,8 +290,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_backward(
     c10::string_view loss, const at::Tensor& grad_rows, const at::Tensor& x, const c10::optional<at::Tensor>& y,
     const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
     const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
-    const at::Tensor& saved, const at::Tensor& active) {
-  const PairInputs in = check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset);
+    const at::Tensor& saved, const at::Tensor& active, int64_t col_offset) {
+  const PairInputs in = check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset, col_offset);
   check_cpu(in);
   check_backward_inputs(in, grad_rows, saved, active);
   std::tuple<at::Tensor, at::Tensor, at::Tensor> result;
@@ -295,11 +301,128 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_backward(
   return result;
 }
 
+
+// ------------------------------------------------------------------------------------------ block by block
+// The cpp_ring_* ops (block_losses.h): each anchor's Stats and Acc rows travel between calls as opaque bytes,
+// rows × sizeof(row), made by cpp_ring_begin / the first cpp_ring_accumulate and only read back by these ops
+// (with the same loss, params and dtype, which the row width partly checks).
+
+template <typename Row>
+Row* state_rows(const at::Tensor& state, const PairInputs& in, const char* what) {
+  static_assert(std::is_trivially_copyable_v<Row>, "carried rows are copied as bytes");
+  TORCH_CHECK(state.scalar_type() == at::kByte && state.dim() == 2 && state.size(0) == in.rows &&
+                  state.size(1) == int64_t(sizeof(Row)) && state.is_contiguous() && state.device().is_cpu(),
+              "pairloss ", in.info->name, ": ", what, " must be the ", in.rows, " × ", sizeof(Row),
+              " uint8 rows of this loss's previous ring call");
+  return reinterpret_cast<Row*>(state.data_ptr<uint8_t>());
+}
+
+template <typename Row>
+at::Tensor new_state(const PairInputs& in) {
+  return at::empty({in.rows, int64_t(sizeof(Row))}, in.x.options().dtype(at::kByte));
+}
+
+// Calls f(epilogue) with T the dtype of x.
+template <typename F>
+void with_block_epilogue(const PairInputs& in, F&& f) {
+  AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "pairloss_cpu_ring", [&] {
+    with_block_loss<scalar_t>(*in.info, in.params, [&](const auto& epilogue) { f(scalar_t(0), epilogue); });
+  });
+}
+
+// Every anchor's empty statistics.
+at::Tensor ring_begin(c10::string_view loss, const at::Tensor& x, const at::Tensor& labels,
+                      at::ArrayRef<double> params) {
+  const PairInputs in = check_inputs(loss, x, c10::nullopt, labels, c10::nullopt, c10::nullopt, params, -1);
+  check_cpu(in);
+  at::Tensor stats;
+  with_block_epilogue(in, [&](auto, const auto& epilogue) {
+    using Stats = typename std::decay_t<decltype(epilogue)>::Stats;
+    stats = new_state<Stats>(in);
+    Stats* rows = state_rows<Stats>(stats, in, "stats");
+    for (int64_t i = 0; i < in.rows; ++i) rows[i] = epilogue.stats_init(i);
+  });
+  return stats;
+}
+
+// The statistics continued over the block y (global columns col_offset …).
+at::Tensor ring_stats(c10::string_view loss, const at::Tensor& x, const at::Tensor& y, const at::Tensor& labels,
+                      const at::Tensor& ref_labels, at::ArrayRef<double> params, int64_t own_offset,
+                      int64_t col_offset, const at::Tensor& stats_in) {
+  const PairInputs in = check_inputs(loss, x, y, labels, ref_labels, c10::nullopt, params, own_offset, col_offset);
+  check_cpu(in);
+  at::Tensor stats = stats_in.clone();
+  with_block_epilogue(in, [&](auto zero, const auto& epilogue) {
+    using T = decltype(zero);
+    using Loss = std::decay_t<decltype(epilogue)>;
+    const CarriedRows<Loss> carried{state_rows<typename Loss::Stats>(stats, in, "stats"), nullptr};
+    forward<T>(Operands<T>(in, Loss::kDistance).problem, epilogue, label_kinds(in), nullptr, nullptr, &carried);
+  });
+  return stats;
+}
+
+// The loss accumulators continued over the block y under the complete statistics (accs absent: the first
+// block), and the block's map of tiles with a gradient.
+std::tuple<at::Tensor, at::Tensor> ring_accumulate(c10::string_view loss, const at::Tensor& x, const at::Tensor& y,
+                                                   const at::Tensor& labels, const at::Tensor& ref_labels,
+                                                   at::ArrayRef<double> params, int64_t own_offset,
+                                                   int64_t col_offset, const at::Tensor& stats,
+                                                   const c10::optional<at::Tensor>& accs_in) {
+  const PairInputs in = check_inputs(loss, x, y, labels, ref_labels, c10::nullopt, params, own_offset, col_offset);
+  check_cpu(in);
+  at::Tensor accs, active = allocate_forward(in).active;
+  with_block_epilogue(in, [&](auto zero, const auto& epilogue) {
+    using T = decltype(zero);
+    using Loss = std::decay_t<decltype(epilogue)>;
+    using Acc = typename Loss::Acc;
+    auto* stat_rows = state_rows<typename Loss::Stats>(stats, in, "stats");
+    if (accs_in.has_value()) {
+      accs = accs_in->clone();
+    } else {
+      accs = new_state<Acc>(in);
+      Acc* rows = state_rows<Acc>(accs, in, "accs");
+      for (int64_t i = 0; i < in.rows; ++i) rows[i] = epilogue.acc_init(stat_rows[i], i);
+    }
+    const CarriedRows<Loss> carried{stat_rows, state_rows<Acc>(accs, in, "accs")};
+    forward<T>(Operands<T>(in, Loss::kDistance).problem, epilogue, label_kinds(in), nullptr,
+            active.data_ptr<uint8_t>(), &carried);
+  });
+  return {accs, active};
+}
+
+// The rows, saved statistics and counters of cpp_pair_forward from the carried state (accs absent: a loss
+// without a loss sweep).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ring_finish(c10::string_view loss, const at::Tensor& x,
+                                                           const at::Tensor& labels, at::ArrayRef<double> params,
+                                                           const at::Tensor& stats,
+                                                           const c10::optional<at::Tensor>& accs) {
+  const PairInputs in = check_inputs(loss, x, c10::nullopt, labels, c10::nullopt, c10::nullopt, params, -1);
+  check_cpu(in);
+  ForwardOutputs out = allocate_forward(in);
+  with_block_epilogue(in, [&](auto zero, const auto& epilogue) {
+    using T = decltype(zero);
+    using Loss = std::decay_t<decltype(epilogue)>;
+    auto* stat_rows = state_rows<typename Loss::Stats>(stats, in, "stats");
+    auto* acc_rows = accs.has_value() ? state_rows<typename Loss::Acc>(*accs, in, "accs") : nullptr;
+    std::vector<RowResult<T>> results(in.rows);
+    for (int64_t i = 0; i < in.rows; ++i) {
+      const auto acc = acc_rows != nullptr ? acc_rows[i] : epilogue.acc_init(stat_rows[i], i);
+      epilogue.finish(stat_rows[i], acc, results[i]);
+    }
+    store(results, out);
+  });
+  return {out.rows, out.saved, out.counts};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pairloss, CPU, m) {
   m.impl("cpp_pair_forward", &pair_forward);
   m.impl("cpp_pair_backward", &pair_backward);
+  m.impl("cpp_ring_begin", &ring_begin);
+  m.impl("cpp_ring_stats", &ring_stats);
+  m.impl("cpp_ring_accumulate", &ring_accumulate);
+  m.impl("cpp_ring_finish", &ring_finish);
 }
 
 }  // namespace pairloss::cpu

@@ -190,9 +190,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_backward(
     c10::string_view name, const at::Tensor& grad_rows, const at::Tensor& x, const c10::optional<at::Tensor>& y,
     const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
     const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
-    const at::Tensor& saved_in, const at::Tensor& active_in) {
+    const at::Tensor& saved_in, const at::Tensor& active_in, int64_t col_offset) {
   const PairInputs in = check_inputs(name, x, y, labels, ref_labels, scalars, params, own_offset);
   check_cuda(in);
+  TORCH_CHECK(col_offset == 0, "pairloss ", name, ": the CUDA kernels take the whole reference set (col_offset 0)");
   check_backward_inputs(in, grad_rows, saved_in, active_in);
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor weight = grad_rows.to(at::kFloat).contiguous();

@@ -78,7 +78,9 @@ def _register(active_tile):
         )
 
     @torch.library.register_fake("pairloss::cpp_pair_backward")
-    def _backward_fake(loss, grad_rows, x, y, labels, ref_labels, scalars, params, own_offset, saved, active):
+    def _backward_fake(
+        loss, grad_rows, x, y, labels, ref_labels, scalars, params, own_offset, saved, active, col_offset=0
+    ):
         dy = x.new_empty(0) if y is None else torch.empty_like(y, memory_format=torch.contiguous_format)
         dscalars = x.new_empty(0 if scalars is None else scalars.numel())
         return torch.empty_like(x, memory_format=torch.contiguous_format), dy, dscalars

@@ -1,5 +1,6 @@
 """The "cpp" backend's loss functions: same names and arguments as pairloss.reference. Each runs one engine op
-(per-anchor loss components and batch counters, no B×M tensor) and applies the loss's reduction."""
+(per-anchor loss components and batch counters, no B×M tensor) and applies the loss's reduction; the label
+losses' reductions are also applied to the ring's rows (``LABEL_LOSSES``)."""
 
 import math
 
@@ -9,44 +10,72 @@ from .._reduction import count_parts, nonzero_parts, ratio, reduce
 from ._ops import kernel_name, pair_forward
 
 
-def multi_similarity_loss(x, labels, y, ref_labels, *, alpha, beta, base, epsilon, mining, reduction, self_offset=None):
-    params = (alpha, beta, base, epsilon, float(mining))
-    rows = pair_forward("multi_similarity", x, y, labels, ref_labels, params=params, own_offset=self_offset)[0][:, 0]
+def _multi_similarity(rows_of, *, alpha, beta, base, epsilon, mining, reduction):
+    rows = rows_of("multi_similarity", (alpha, beta, base, epsilon, float(mining)))[0][:, 0]
     return reduce(rows, reduction, lambda: count_parts(rows, rows.shape[0]))
 
 
-def triplet_margin_loss(x, labels, y, ref_labels, *, margin, mining, soft, reduction, self_offset=None):
-    name = kernel_name("triplet_margin_loss", {"mining": mining})
-    rows, counts = pair_forward(name, x, y, labels, ref_labels, params=(margin, float(soft)), own_offset=self_offset)
+def _triplet_margin(rows_of, *, margin, mining, soft, reduction):
+    rows, counts = rows_of(kernel_name("triplet_margin_loss", {"mining": mining}), (margin, float(soft)))
     rows = rows[:, 0]
     if mining == "batch_hard":  # one term per anchor (0 without a triplet)
         return reduce(rows, reduction, lambda: nonzero_parts(rows))
     return reduce(rows, reduction, lambda: count_parts(rows, counts[0]))  # counts[0]: non-zero triplets
 
 
-def contrastive_loss(x, labels, y, ref_labels, *, pos_margin, neg_margin, reduction, self_offset=None):
-    params = (pos_margin, neg_margin)
-    parts, counts = pair_forward("contrastive", x, y, labels, ref_labels, params=params, own_offset=self_offset)
+def _contrastive(rows_of, *, pos_margin, neg_margin, reduction):
+    parts, counts = rows_of("contrastive", (pos_margin, neg_margin))
     # Positive and negative terms are averaged apart, each over its non-zero terms (counts).
     return reduce(parts.sum(1), reduction, lambda: (parts.sum(0), counts))
 
 
-def circle_loss(x, labels, y, ref_labels, *, m, gamma, reduction, self_offset=None):
-    rows = pair_forward("circle", x, y, labels, ref_labels, params=(m, gamma), own_offset=self_offset)[0][:, 0]
+def _circle(rows_of, *, m, gamma, reduction):
+    rows = rows_of("circle", (m, gamma))[0][:, 0]
     return reduce(rows, reduction, lambda: nonzero_parts(rows))
 
 
-def ntxent_loss(x, labels, y, ref_labels, *, temperature, reduction, self_offset=None):
-    rows, counts = pair_forward("ntxent", x, y, labels, ref_labels, params=(temperature,), own_offset=self_offset)
+def _ntxent(rows_of, *, temperature, reduction):
+    rows, counts = rows_of("ntxent", (temperature,))
     rows = rows[:, 0]
     return reduce(rows, reduction, lambda: count_parts(rows, counts[0]))  # mean over positive pairs
 
 
-def supcon_loss(x, labels, y, ref_labels, *, temperature, reduction, self_offset=None):
-    rows, counts = pair_forward("supcon", x, y, labels, ref_labels, params=(temperature,), own_offset=self_offset)
+def _supcon(rows_of, *, temperature, reduction):
+    rows, counts = rows_of("supcon", (temperature,))
     # PML: a batch without any positive pair or without any negative pair has loss 0.
     rows = rows[:, 0] * ((counts[0] > 0) & (counts[1] > 0))
     return reduce(rows, reduction, lambda: nonzero_parts(rows))
+
+
+# Each label loss from ``rows_of(kernel, params) -> (per-anchor rows, batch counters)`` of the engine: over one
+# reference set here, or over references arriving block by block (pairloss.distributed's ring).
+LABEL_LOSSES = {
+    "multi_similarity_loss": _multi_similarity,
+    "triplet_margin_loss": _triplet_margin,
+    "contrastive_loss": _contrastive,
+    "circle_loss": _circle,
+    "ntxent_loss": _ntxent,
+    "supcon_loss": _supcon,
+}
+
+
+def _on_references(loss_name):
+    def loss(x, labels, y, ref_labels, *, self_offset=None, **options):
+        def rows_of(kernel, params):
+            return pair_forward(kernel, x, y, labels, ref_labels, params=params, own_offset=self_offset)
+
+        return LABEL_LOSSES[loss_name](rows_of, **options)
+
+    loss.__name__ = loss.__qualname__ = loss_name
+    return loss
+
+
+multi_similarity_loss = _on_references("multi_similarity_loss")
+triplet_margin_loss = _on_references("triplet_margin_loss")
+contrastive_loss = _on_references("contrastive_loss")
+circle_loss = _on_references("circle_loss")
+ntxent_loss = _on_references("ntxent_loss")
+supcon_loss = _on_references("supcon_loss")
 
 
 def clip_loss(image, text, logit_scale, *, reduction):

@@ -1,5 +1,6 @@
 """Exact global-batch losses on torch.distributed: the pairloss losses with ``group=None, strategy="gather"``
-(all label losses, CLIP, SigLIP) or ``strategy="ring"`` (CLIP and SigLIP; see ``_ring``).
+(all label losses, CLIP, SigLIP) or ``strategy="ring"`` (the same, on the C++ engine's CPU kernels for the
+label losses, except the all-triplets variant; see ``_ring``).
 
 Each rank passes its local rows (local batch sizes may differ); labels are global, so positives may sit on
 other ranks. The value each rank returns is W × its rows' share of the loss of the concatenated batch: their
@@ -13,7 +14,7 @@ import functools
 import inspect
 
 from .. import functional
-from ._losses import RING_LOSSES, STRATEGIES, clip_loss, label_loss, siglip_loss
+from ._losses import STRATEGIES, clip_loss, label_loss, siglip_loss
 
 
 def _distributed(public_function):
@@ -43,7 +44,6 @@ ntxent_loss = _distributed(functional.ntxent_loss)
 supcon_loss = _distributed(functional.supcon_loss)
 
 __all__ = [
-    "RING_LOSSES",
     "STRATEGIES",
     "circle_loss",
     "clip_loss",

@@ -3,8 +3,9 @@
 "gather": each rank passes its local rows; the references are every rank's rows, all-gathered once
 (differentiable: their gradients are summed back onto their owners in the backward). The fused engines compute
 the local anchors against the global references, leaving each anchor's own copy out through ``self_offset`` (the
-rank's offset in the global batch), so nothing B×N is built and the result is exact. "ring" (CLIP, SigLIP):
-``_ring_two_tower``.
+rank's offset in the global batch), so nothing B×N is built and the result is exact. "ring": every rank's block
+of rows visits each rank in turn, never more than two blocks held at once (``_ring_labels`` for the label losses,
+``_ring_two_tower`` for CLIP and SigLIP).
 
 Value and gradient convention (DDP's): each rank returns W × (its anchors' share of the global loss), so the mean
 over ranks is the loss of the concatenated batch and DDP's gradient averaging yields the exact global gradient;
@@ -21,10 +22,10 @@ from .. import functional
 from .._reduction import mean_of_parts
 from ..backends import resolve
 from ._gather import gather_rows, rank_sizes
+from ._ring_labels import check_ring, ring_label_loss
 from ._ring_two_tower import RingClip, RingSigLip
 
 STRATEGIES = ("gather", "ring")
-RING_LOSSES = ("clip_loss", "siglip_loss")
 
 
 def _world(group, strategy):
@@ -50,19 +51,20 @@ def label_loss(public_function, embeddings, labels, *, group=None, strategy="gat
     """``public_function`` (a pairloss label loss) on the global batch; see the module docstring."""
     checks.check_label_loss_inputs(embeddings, labels, None, None)  # locally, before any collective
     checks.check_reduction(reduction)
-    if strategy == "ring":
-        raise ValueError(
-            f"strategy='ring' is implemented for {' and '.join(RING_LOSSES)} only: the label losses' mining needs "
-            "row statistics over the whole global batch (use strategy='gather')"
-        )
+    checks.check_choice("strategy", strategy, STRATEGIES)
+    # A ring call the engine cannot run is refused at once, whatever the world size.
+    ring_options = check_ring(public_function, embeddings, labels, options) if strategy == "ring" else None
     world, _ = _world(group, strategy)
     if world == 1:
         return public_function(embeddings, labels, reduction=reduction, **options)
-    (refs, ref_labels), offset, _ = _global_rows([embeddings, labels.to(torch.int64)], group)
-    local = public_function(
-        embeddings, labels, refs, ref_labels, self_offset=offset,
-        reduction="parts" if reduction == "mean" else reduction, **options,
-    )  # fmt: skip
+    local_reduction = "parts" if reduction == "mean" else reduction
+    if strategy == "ring":
+        local = ring_label_loss(public_function.__name__, embeddings, labels, local_reduction, group, ring_options)
+    else:
+        (refs, ref_labels), offset, _ = _global_rows([embeddings, labels.to(torch.int64)], group)
+        local = public_function(
+            embeddings, labels, refs, ref_labels, self_offset=offset, reduction=local_reduction, **options
+        )
     if reduction == "none":
         return local
     if reduction == "sum":

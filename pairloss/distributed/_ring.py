@@ -15,7 +15,7 @@ def _exchange(tensors, shapes, group):
         return group_rank if group is None else dist.get_global_rank(group, group_rank)
 
     send_to, receive_from = global_rank((rank + 1) % world), global_rank((rank - 1) % world)
-    received = [tensors[0].new_empty(shape) for shape in shapes]
+    received = [t.new_empty(shape) for t, shape in zip(tensors, shapes)]
     operations = [dist.P2POp(dist.isend, t.contiguous(), send_to, group) for t in tensors]
     operations += [dist.P2POp(dist.irecv, t, receive_from, group) for t in received]
     return received, dist.batch_isend_irecv(operations)
@@ -25,8 +25,9 @@ def ring(local, sizes, group, visit):
     """Call ``visit(owner, blocks)`` on every rank's ``local`` tensors (rows first, row counts ``sizes``), this
     rank's own first, receiving the next blocks while ``visit`` computes.
 
-    ``visit`` returns None, or one gradient per block: those travel with the blocks, and ``ring`` returns the sum
-    over all ranks of the gradients of this rank's own tensors (None without gradients).
+    ``visit`` returns None, or gradients of the leading blocks (one per block up to some k): those travel with the
+    blocks, and ``ring`` returns the sum over all ranks of the gradients of this rank's own first k tensors (None
+    without gradients).
     """
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     blocks, totals = local, None
