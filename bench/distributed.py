@@ -1,4 +1,4 @@
-"""python -m bench.distributed [--loss multi_similarity|clip|siglip] [--strategies gather ring] [--rows B]
+"""python -m bench.distributed [--loss multi_similarity|ntxent|…|clip|siglip] [--strategies gather ring] [--rows B]
 [--dim D] [--worlds 1 2 3 4] [--backends cpp reference] [--out FILE]
 
 Per-rank time and peak extra memory of one forward + backward of a pairloss.distributed loss on gloo process
@@ -22,6 +22,8 @@ import pairloss
 from .measure import PeakMemory, time_call
 from .report import environment
 
+LABEL_LOSSES = ("multi_similarity", "triplet_margin", "contrastive", "circle", "ntxent", "supcon")
+
 
 def _rank_main(args):
     dist.init_process_group("gloo", init_method=f"file://{args.init}", world_size=args.world, rank=args.rank)
@@ -43,7 +45,7 @@ def _rank_main(args):
                 elif args.loss == "siglip":
                     loss = pairloss.distributed.siglip_loss(leaf, texts, scale, bias, **options)
                 else:
-                    loss = pairloss.distributed.multi_similarity_loss(leaf, labels, **options)
+                    loss = getattr(pairloss.distributed, f"{args.loss}_loss")(leaf, labels, **options)
                 loss.backward()
 
             dist.barrier()
@@ -80,7 +82,7 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, default=2048, help="local rows per rank")
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--worlds", type=int, nargs="+", default=[1, 2, 3, 4])
-    parser.add_argument("--loss", choices=["multi_similarity", "clip", "siglip"], default="multi_similarity")
+    parser.add_argument("--loss", choices=[*LABEL_LOSSES, "clip", "siglip"], default="multi_similarity")
     parser.add_argument("--strategies", nargs="+", default=["gather"], choices=["gather", "ring"])
     parser.add_argument("--backends", nargs="+", default=["cpp", "reference"])
     parser.add_argument("--repeats", type=int, default=3)

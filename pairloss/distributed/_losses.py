@@ -53,13 +53,13 @@ def label_loss(public_function, embeddings, labels, *, group=None, strategy="gat
     checks.check_reduction(reduction)
     checks.check_choice("strategy", strategy, STRATEGIES)
     # A ring call the engine cannot run is refused at once, whatever the world size.
-    ring_options = check_ring(public_function, embeddings, labels, options) if strategy == "ring" else None
+    ring_call = check_ring(public_function, embeddings, labels, options) if strategy == "ring" else None
     world, _ = _world(group, strategy)
     if world == 1:
         return public_function(embeddings, labels, reduction=reduction, **options)
     local_reduction = "parts" if reduction == "mean" else reduction
     if strategy == "ring":
-        local = ring_label_loss(public_function.__name__, embeddings, labels, local_reduction, group, ring_options)
+        local = ring_label_loss(public_function.__name__, embeddings, labels, local_reduction, group, ring_call)
     else:
         (refs, ref_labels), offset, _ = _global_rows([embeddings, labels.to(torch.int64)], group)
         local = public_function(

@@ -1,86 +1,18 @@
-"""The label losses with the ring strategy (see ``_ring``), on the C++ engine's block-by-block ops.
-
-Every rank's (rows, labels) block visits each rank; the engine continues each local anchor's statistics and
-accumulators over the blocks (``csrc/block_losses.h``), so the rows equal those of the whole global batch. A loss
-with mining thresholds or a softmax denominator sweeps the ring twice (statistics, then the loss under the
-complete statistics). The backward passes the blocks around once more, recomputes each block's tiles from the
-saved per-row statistics, and returns each block's gradient accumulator to its owner. Saved between forward and
-backward: the local rows and labels, O(b) per-row statistics and one tile map per block (a byte per 128 × 128
-pairs), whatever the world size.
-"""
+"""The label losses with the ring strategy (see ``_ring``): every rank's block of rows and labels visits each
+rank, and an engine computes the local anchors' rows over the blocks exactly as over the global batch: the C++
+engine's block-by-block ops on CPU tensors (``_ring_cpp``), the Triton engine elsewhere (``_ring_triton``)."""
 
 import inspect
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
-from .. import functional
-from ..backends import BackendUnavailableError
-from ..cpp_engine._ops import load, unavailable_reason
-from ..cpp_engine.losses import LABEL_LOSSES
+from .. import cpp_engine, functional
+from ..backends import BackendUnavailableError, unavailable_reason
 from ._gather import rank_sizes
-from ._ring import ring
+from ._ring_cpp import RingRows
 
-_RING_BACKENDS = ("auto", "cpp")
-
-
-class RingRows(torch.autograd.Function):
-    """``cpp_pair_forward``'s (rows, counts) of the local anchors against every rank's rows (own pairs left out)."""
-
-    @staticmethod
-    def forward(ctx, x, labels, kernel, params, sizes, group):
-        ops = torch.ops.pairloss
-        rank = dist.get_rank(group)
-        offsets = [sum(sizes[:owner]) for owner in range(len(sizes))]
-
-        def block(owner, blocks):  # the engine's arguments for the block of `owner` (global columns from its offset)
-            return (kernel, x, blocks[0], labels, blocks[1], params, 0 if owner == rank else -1, offsets[owner])
-
-        statistics_sweep, loss_sweep = ops.cpp_ring_sweeps(kernel, params)
-        stats, accs, active = [ops.cpp_ring_begin(kernel, x, labels, params)], [None], {}
-        if statistics_sweep:
-
-            def add_statistics(owner, blocks):
-                stats[0] = ops.cpp_ring_stats(*block(owner, blocks), stats[0])
-
-            ring([x, labels], sizes, group, add_statistics)
-        if loss_sweep:
-
-            def accumulate(owner, blocks):
-                accs[0], active[owner] = ops.cpp_ring_accumulate(*block(owner, blocks), stats[0], accs[0])
-
-            ring([x, labels], sizes, group, accumulate)
-        rows, saved, counts = ops.cpp_ring_finish(kernel, x, labels, params, stats[0], accs[0])
-        ctx.save_for_backward(x, labels, saved)
-        ctx.kernel, ctx.params, ctx.offsets, ctx.active = kernel, params, offsets, active
-        ctx.sizes, ctx.group = sizes, group
-        ctx.mark_non_differentiable(counts)
-        return rows, counts
-
-    @staticmethod
-    def backward(ctx, grad_rows, _grad_counts):
-        x, labels, saved = ctx.saved_tensors
-        rank = dist.get_rank(ctx.group)
-        grad_rows = grad_rows.to(x.dtype).contiguous()
-        d_x = torch.zeros_like(x)
-        tile = load()[0].active_tile
-
-        def visit(owner, blocks):
-            references, reference_labels = blocks
-            # A loss without a loss sweep (batch-hard triplets) has no tile map: its backward reads none.
-            active = ctx.active.get(owner)
-            if active is None:
-                active = x.new_ones((-(-x.shape[0] // tile), -(-references.shape[0] // tile)), dtype=torch.uint8)
-            d_anchors, d_references, _ = torch.ops.pairloss.cpp_pair_backward(
-                ctx.kernel, grad_rows, x, references, labels, reference_labels, None, ctx.params,
-                0 if owner == rank else -1, saved, active, ctx.offsets[owner],
-            )  # fmt: skip
-            d_x.add_(d_anchors)
-            return [d_references]
-
-        (d_own,) = ring([x, labels], ctx.sizes, ctx.group, visit)
-        return d_x + d_own, None, None, None, None, None
+_RING_BACKENDS = ("auto", "cpp", "triton")
 
 
 def _options(public_function, embeddings, labels, options):
@@ -92,8 +24,27 @@ def _options(public_function, embeddings, labels, options):
     return functional.LABEL_OPTIONS[public_function.__name__](**hyper), bound.arguments["backend"]
 
 
+def _ring_engine(name, backend, device_type):
+    """The engine ("cpp" or "triton") of a ring call, or BackendUnavailableError saying why there is none."""
+    if backend not in _RING_BACKENDS:
+        raise ValueError(
+            f"strategy='ring' computes the label losses with a fused engine: backend must be one of "
+            f"{', '.join(map(repr, _RING_BACKENDS))}, got {backend!r} (strategy='gather' takes every backend)"
+        )
+    engine = backend if backend != "auto" else ("cpp" if device_type == "cpu" else "triton")
+    reason = unavailable_reason(engine, device_type)
+    if reason is None and engine == "cpp" and device_type != "cpu":
+        reason = "the C++ engine's block-by-block kernels are CPU kernels (the Triton engine runs the ring there)"
+    if reason is not None:
+        raise BackendUnavailableError(
+            f"strategy='ring' for {name} is unavailable on {device_type} tensors: {reason} "
+            "(strategy='gather' works with every backend)"
+        )
+    return engine
+
+
 def check_ring(public_function, embeddings, labels, options):
-    """The hyper-parameters (defaults filled in, checked) of a ring call; raises where the ring cannot run it."""
+    """(engine, hyper-parameters with their defaults, checked) of a ring call; raises where it cannot run."""
     name = public_function.__name__
     options, backend = _options(public_function, embeddings, labels, options)
     if name == "triplet_margin_loss" and options["mining"] == "all":
@@ -101,34 +52,30 @@ def check_ring(public_function, embeddings, labels, options):
             "triplet_margin_loss(mining='all') has no ring form: each anchor's triplets pair positives and "
             "negatives of different ranks (use strategy='gather', or mining='batch_hard')"
         )
-    if backend not in _RING_BACKENDS:
-        raise ValueError(
-            f"strategy='ring' computes the label losses with the C++ engine's block-by-block kernels: backend must "
-            f"be 'auto' or 'cpp', got {backend!r} (strategy='gather' takes every backend)"
-        )
-    reason = unavailable_reason(embeddings.device.type)
-    if reason is None and embeddings.device.type != "cpu":
-        reason = "its block-by-block kernels are CPU kernels"
-    if reason is not None:
-        raise BackendUnavailableError(
-            f"strategy='ring' for {name} is unavailable on {embeddings.device.type} tensors: {reason} "
-            "(strategy='gather' works there)"
-        )
-    return options
+    return _ring_engine(name, backend, embeddings.device.type), options
 
 
-def ring_label_loss(name, embeddings, labels, reduction, group, options):
+def ring_label_loss(name, embeddings, labels, reduction, group, ring_call):
     """The local rows' part of the label loss ``name`` on the global batch with the ring, reduced as
-    ``reduction`` ("parts" for a mean; the caller turns parts into the global mean); ``options`` from
+    ``reduction`` ("parts" for a mean; the caller turns parts into the global mean); ``ring_call`` from
     ``check_ring``."""
+    engine, options = ring_call
     sizes = rank_sizes(embeddings.shape[0], embeddings.device, group)
     x = F.normalize(embeddings, dim=1)
     global_labels = labels.to(torch.int64)
+    if engine == "cpp":
 
-    def rows_of(kernel, params):
-        return RingRows.apply(x, global_labels, kernel, [float(p) for p in params], sizes, group)
+        def rows_of(kernel, params):
+            return RingRows.apply(x, global_labels, kernel, [float(p) for p in params], sizes, group)
 
-    local = LABEL_LOSSES[name](rows_of, reduction=reduction, **options)
+        local = cpp_engine.losses.LABEL_LOSSES[name](rows_of, reduction=reduction, **options)
+    else:
+        # Imported here: triton is an optional dependency, and _ring_engine has checked that it is usable.
+        from ..triton_engine.losses import LABEL_LOSSES
+        from ._ring_triton import RingReferences
+
+        references = RingReferences(x, global_labels, sizes, group)
+        local = LABEL_LOSSES[name](references, reduction=reduction, **options)
     guard = functional._nonfinite_guard(embeddings)
     if reduction == "parts":
         return local[0] + guard, local[1]

@@ -69,10 +69,11 @@ ENGINE_PASSES = sorted(
 )
 
 
-def _run(loss, x, y, *, stats_pass=False, row_labels=None, col_labels=None, positives=None, row_vec=None,
-         col_vec=None, stats=None, scale=None, bias=None, mask=LABELS, self_pairs=False, own_offset=0,
-         params=()):  # fmt: skip
-    """One engine pass; returns its (4, B) fp32 per-row outputs. Unused inputs get small placeholders."""
+def pair_rows_inputs(loss, x, y, *, stats_pass=False, row_labels=None, col_labels=None, positives=None,
+                     row_vec=None, col_vec=None, stats=None, scale=None, bias=None, mask=LABELS, self_pairs=False,
+                     own_offset=0, params=()):  # fmt: skip
+    """The arguments of one ``pairloss::pair_rows`` call; unused inputs get small placeholders. ``pair_grad``
+    takes the same ones, less ``stats_pass``, with the forward's outputs (``grad_inputs``)."""
     if stats_pass:
         x, y = x.detach(), y.detach()
         scale = None if scale is None else scale.detach()
@@ -80,7 +81,7 @@ def _run(loss, x, y, *, stats_pass=False, row_labels=None, col_labels=None, posi
         col_vec = None if col_vec is None else col_vec.detach()
     rows, cols = x.shape[0], y.shape[0]
     no_labels = x.new_zeros((1,), dtype=torch.int64)
-    values, _ = _ops.pair_rows(
+    return (
         x,
         y,
         no_labels if row_labels is None else row_labels.to(torch.int64).contiguous(),
@@ -98,7 +99,20 @@ def _run(loss, x, y, *, stats_pass=False, row_labels=None, col_labels=None, posi
         own_offset % cols,  # in [0, M): an int32 kernel argument whatever the caller's offset
         [float(p) for p in params] + [0.0] * (4 - len(params)),
     )
-    return values
+
+
+def grad_inputs(inputs, values, coefs, tile_bits):
+    """``pairloss::pair_grad``'s arguments for the ``pair_rows`` call of ``inputs`` that gave ``values`` and
+    ``tile_bits``, with the upstream gradient ``coefs`` of ``values``."""
+    x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias = inputs[:10]
+    loss, _, mask, self_pairs, own_offset, params = inputs[10:]
+    return (x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias, tile_bits,
+            loss, mask, self_pairs, own_offset, params)  # fmt: skip
+
+
+def _run(loss, x, y, **options):
+    """One engine pass; returns its (4, B) fp32 per-row outputs."""
+    return _ops.pair_rows(*pair_rows_inputs(loss, x, y, **options))[0]
 
 
 def _label_pairs(labels, y, ref_labels, self_offset):
@@ -137,92 +151,135 @@ def _l2_rows(a, b):
     return distance_from_gram(norms_sum - 2.0 * (a * b).sum(1), norms_sum, a.dtype)
 
 
-def multi_similarity_loss(x, labels, y, ref_labels, *, self_offset=None, alpha, beta, base, epsilon, mining,
-                          reduction):  # fmt: skip
-    pairs = _label_pairs(labels, y, ref_labels, self_offset)
-    refs = x if y is None else y
+class References:
+    """The engine passes of a label loss over one set of references ``y`` (the anchors themselves when None)."""
+
+    def __init__(self, x, labels, y, ref_labels, self_offset):
+        self.x, self._y = x, y
+        self._refs = x if y is None else y
+        self._pairs = _label_pairs(labels, y, ref_labels, self_offset)
+
+    def run(self, loss, *, distances=False, **options):
+        """The (4, B) outputs of one pass; ``distances``: the per-row/column vectors are squared norms."""
+        if distances:
+            options["row_vec"], options["col_vec"] = _squared_norms(self.x, self._y)
+        return _run(loss, self.x, self._refs, **self._pairs, **options)
+
+    def rows(self, columns):
+        """The reference rows at these columns (differentiable)."""
+        return self._refs[columns]
+
+    def pair_count(self):
+        """The number of (anchor, reference) pairs that are not left out."""
+        return self.x.shape[0] * (self._refs.shape[0] - int(self._pairs["self_pairs"]))
+
+
+def _multi_similarity(refs, *, alpha, beta, base, epsilon, mining, reduction):
+    x = refs.x
     params = (alpha, beta, base, epsilon)
     if mining:
-        stats = _run(MULTI_SIMILARITY, x, refs, stats_pass=True, params=params, **pairs)
+        stats = refs.run(MULTI_SIMILARITY, stats_pass=True, params=params)
     else:
         # Thresholds that keep every pair: s − ε < +inf and s + ε > −inf.
         stats = torch.tensor([INF, -INF, 0.0, 0.0], device=x.device)[:, None].expand(4, x.shape[0]).contiguous()
-    values = _run(MULTI_SIMILARITY, x, refs, stats=stats, params=params, **pairs)
+    values = refs.run(MULTI_SIMILARITY, stats=stats, params=params)
     rows = values[0] / alpha + values[1] / beta
     return _reduce(rows, reduction, lambda: count_parts(rows, rows.shape[0]), x.dtype)
 
 
-def triplet_margin_loss(x, labels, y, ref_labels, *, self_offset=None, margin, mining, soft, reduction):
-    refs = x if y is None else y
-    pairs = _label_pairs(labels, y, ref_labels, self_offset)
-    x_norms, ref_norms = _squared_norms(x, y)
+def _triplet_margin(refs, *, margin, mining, soft, reduction):
+    x = refs.x
     if mining == "all":
-        values = _run(TRIPLET_ALL, x, refs, row_vec=x_norms, col_vec=ref_norms, params=(margin, float(soft)), **pairs)
+        values = refs.run(TRIPLET_ALL, distances=True, params=(margin, float(soft)))
         rows = values[0]
         # The mean is over the non-zero triplet terms (PML's AvgNonZeroReducer over triplets, not anchors).
         return _reduce(rows, reduction, lambda: count_parts(rows, _total(values[1])), x.dtype)
-    stats = _run(TRIPLET_HARDEST, x, refs, stats_pass=True, row_vec=x_norms, col_vec=ref_norms, **pairs)
+    stats = refs.run(TRIPLET_HARDEST, stats_pass=True, distances=True)
     has_triplet = (stats[0] > -INF) & (stats[2] < INF)
     # The kernel only picks the hardest columns; the distances there are recomputed with autograd (O(B·D)),
     # so the gradient reaches exactly one positive and one negative per anchor, as in PML.
-    far_pos = _l2_rows(x, refs[stats[1].long()])
-    near_neg = _l2_rows(x, refs[stats[3].long()])
+    far_pos = _l2_rows(x, refs.rows(stats[1].long()))
+    near_neg = _l2_rows(x, refs.rows(stats[3].long()))
     hinge = F.softplus if soft else F.relu
     rows = torch.where(has_triplet, hinge(far_pos - near_neg + margin), 0.0)
     return _reduce(rows, reduction, lambda: nonzero_parts(rows), x.dtype)
 
 
-def contrastive_loss(x, labels, y, ref_labels, *, self_offset=None, pos_margin, neg_margin, reduction):
-    x_norms, ref_norms = _squared_norms(x, y)
-    values = _run(CONTRASTIVE, x, x if y is None else y, row_vec=x_norms, col_vec=ref_norms,
-                  params=(pos_margin, neg_margin), **_label_pairs(labels, y, ref_labels, self_offset))  # fmt: skip
+def _contrastive(refs, *, pos_margin, neg_margin, reduction):
+    values = refs.run(CONTRASTIVE, distances=True, params=(pos_margin, neg_margin))
     rows = values[0] + values[1]
 
     def parts():
         # PML averages each kind over its own non-zero pairs, then adds the two averages.
         return torch.stack([values[0].sum(), values[1].sum()]), torch.cat([_total(values[2]), _total(values[3])])
 
-    return _reduce(rows, reduction, parts, x.dtype)
+    return _reduce(rows, reduction, parts, refs.x.dtype)
 
 
-def circle_loss(x, labels, y, ref_labels, *, self_offset=None, m, gamma, reduction):
-    pairs = _label_pairs(labels, y, ref_labels, self_offset)
-    values = _run(CIRCLE, x, x if y is None else y, params=(m, gamma), **pairs)
+def _circle(refs, *, m, gamma, reduction):
+    values = refs.run(CIRCLE, params=(m, gamma))
     has_both = (values[2] > 0) & (values[3] > 0)
     rows = torch.where(has_both, F.softplus(values[0] + values[1]), 0.0)
-    return _reduce(rows, reduction, lambda: nonzero_parts(rows), x.dtype)
+    return _reduce(rows, reduction, lambda: nonzero_parts(rows), refs.x.dtype)
 
 
-def _ntxent_rows(x, refs, params, **pairs):
+def _ntxent_values(run, params):
     """(Σ over each row's positives of the pair loss, number of positives) of label-aware InfoNCE."""
-    stats = _run(NTXENT, x, refs, stats_pass=True, params=params, **pairs)
-    values = _run(NTXENT, x, refs, stats=stats, params=params, **pairs)
+    stats = run(NTXENT, stats_pass=True, params=params)
+    values = run(NTXENT, stats=stats, params=params)
     return values[0], values[1].detach()
 
 
-def ntxent_loss(x, labels, y, ref_labels, *, self_offset=None, temperature, reduction):
-    pairs = _label_pairs(labels, y, ref_labels, self_offset)
-    rows, positives = _ntxent_rows(x, x if y is None else y, (temperature,), **pairs)
-    return _reduce(rows, reduction, lambda: count_parts(rows, _total(positives)), x.dtype)
+def _ntxent(refs, *, temperature, reduction):
+    rows, positives = _ntxent_values(refs.run, (temperature,))
+    return _reduce(rows, reduction, lambda: count_parts(rows, _total(positives)), refs.x.dtype)
 
 
 def decoupled_softmax_loss(queries, keys, positives, *, temperature):
-    rows, counts = _ntxent_rows(queries, keys, (temperature,), positives=positives, mask=INDEX)
+    def run(loss, **options):
+        return _run(loss, queries, keys, positives=positives, mask=INDEX, **options)
+
+    rows, counts = _ntxent_values(run, (temperature,))
     return ratio(rows.sum(), counts.sum()).to(queries.dtype)
 
 
-def supcon_loss(x, labels, y, ref_labels, *, self_offset=None, temperature, reduction):
-    refs = x if y is None else y
-    pairs = _label_pairs(labels, y, ref_labels, self_offset)
-    values = _run(SUPCON, x, refs, params=(temperature,), **pairs)
+def _supcon(refs, *, temperature, reduction):
+    values = refs.run(SUPCON, params=(temperature,))
     log_denominator, positive_logits, positives = values[0], values[1], values[2].detach()
     rows = torch.where(positives > 0, log_denominator - positive_logits / positives.clamp_min(1), 0.0)
     # PML returns 0 for a batch with no positive pair or no negative pair at all (e.g. a single class). Every
     # pair that is not left out is one or the other, so the negatives are those pairs less the positives.
-    pair_count = x.shape[0] * (refs.shape[0] - int(pairs["self_pairs"]))
     positive_count = positives.to(torch.int64).sum()
-    rows = torch.where((positive_count > 0) & (positive_count < pair_count), rows, rows * 0)
-    return _reduce(rows, reduction, lambda: nonzero_parts(rows), x.dtype)
+    rows = torch.where((positive_count > 0) & (positive_count < refs.pair_count()), rows, rows * 0)
+    return _reduce(rows, reduction, lambda: nonzero_parts(rows), refs.x.dtype)
+
+
+# Each label loss from its engine passes over ``References`` here, or over every rank's block of references
+# (pairloss.distributed's ring, with the same methods).
+LABEL_LOSSES = {
+    "multi_similarity_loss": _multi_similarity,
+    "triplet_margin_loss": _triplet_margin,
+    "contrastive_loss": _contrastive,
+    "circle_loss": _circle,
+    "ntxent_loss": _ntxent,
+    "supcon_loss": _supcon,
+}
+
+
+def _on_references(loss_name):
+    def loss(x, labels, y, ref_labels, *, self_offset=None, **options):
+        return LABEL_LOSSES[loss_name](References(x, labels, y, ref_labels, self_offset), **options)
+
+    loss.__name__ = loss.__qualname__ = loss_name
+    return loss
+
+
+multi_similarity_loss = _on_references("multi_similarity_loss")
+triplet_margin_loss = _on_references("triplet_margin_loss")
+contrastive_loss = _on_references("contrastive_loss")
+circle_loss = _on_references("circle_loss")
+ntxent_loss = _on_references("ntxent_loss")
+supcon_loss = _on_references("supcon_loss")
 
 
 def clip_loss(image, text, logit_scale, *, reduction):
