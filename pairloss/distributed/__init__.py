@@ -1,6 +1,6 @@
 """Exact global-batch losses on torch.distributed: the pairloss losses with ``group=None, strategy="gather"``
-(all label losses, CLIP, SigLIP) or ``strategy="ring"`` (the same, on the C++ engine's CPU kernels for the
-label losses, except the all-triplets variant; see ``_ring``).
+(all label losses, CLIP, SigLIP) or ``strategy="ring"`` (the same except the all-triplets variant, the label
+losses on the C++ engine for CPU tensors and on Triton elsewhere; see ``_ring``).
 
 Each rank passes its local rows (local batch sizes may differ); labels are global, so positives may sit on
 other ranks. The value each rank returns is W × its rows' share of the loss of the concatenated batch: their

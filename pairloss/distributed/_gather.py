@@ -12,6 +12,11 @@ def rank_sizes(rows, device, group):
     return [int(size) for size in torch.cat(sizes).tolist()]
 
 
+def rank_offsets(sizes):
+    """Each rank's first row in the global batch, from ``rank_sizes``."""
+    return [sum(sizes[:rank]) for rank in range(len(sizes))]
+
+
 def _all_gather_padded(tensor, sizes, group):
     """Concatenate every rank's ``tensor`` (rows may differ: padded to the largest for the collective)."""
     padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))

@@ -21,7 +21,7 @@ from .. import _checks as checks
 from .. import functional
 from .._reduction import mean_of_parts
 from ..backends import resolve
-from ._gather import gather_rows, rank_sizes
+from ._gather import gather_rows, rank_offsets, rank_sizes
 from ._ring_labels import check_ring, ring_label_loss
 from ._ring_two_tower import RingClip, RingSigLip
 
@@ -38,7 +38,7 @@ def _world(group, strategy):
 def _global_rows(tensors, group):
     """Gather each of ``tensors`` (local rows) from every rank; also returns this rank's offset and the total."""
     sizes = rank_sizes(tensors[0].shape[0], tensors[0].device, group)
-    offset = sum(sizes[: dist.get_rank(group)])
+    offset = rank_offsets(sizes)[dist.get_rank(group)]
     return [gather_rows(t, sizes, group) for t in tensors], offset, sum(sizes)
 
 

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from ..cpp_engine._ops import load
+from ._gather import rank_offsets
 from ._ring import ring
 
 
@@ -23,7 +24,7 @@ class RingRows(torch.autograd.Function):
     def forward(ctx, x, labels, kernel, params, sizes, group):
         ops = torch.ops.pairloss
         rank = dist.get_rank(group)
-        offsets = [sum(sizes[:owner]) for owner in range(len(sizes))]
+        offsets = rank_offsets(sizes)
 
         def block(owner, blocks):  # the engine's arguments for the block of `owner` (global columns from its offset)
             return (kernel, x, blocks[0], labels, blocks[1], params, 0 if owner == rank else -1, offsets[owner])

@@ -13,6 +13,7 @@ import torch.distributed as dist
 from ..triton_engine import _ops
 from ..triton_engine._ids import CIRCLE, CONTRASTIVE, MULTI_SIMILARITY, NTXENT, SUPCON, TRIPLET_HARDEST
 from ..triton_engine.losses import grad_inputs, pair_rows_inputs
+from ._gather import rank_offsets
 from ._ring import ring
 
 
@@ -66,7 +67,7 @@ class RingReferences:
     def __init__(self, x, labels, sizes, group):
         self.x, self._labels, self._sizes, self._group = x, labels, sizes, group
         self._rank = dist.get_rank(group)
-        self._offsets = [sum(sizes[:owner]) for owner in range(len(sizes))]
+        self._offsets = rank_offsets(sizes)
 
     def run(self, loss, *, distances=False, stats_pass=False, stats=None, params=()):
         row_vec = (self.x * self.x).sum(1) if distances else None
@@ -102,13 +103,10 @@ class RingReferences:
                 values = values.double()
                 values[1::2] += self._offsets[owner]
             for slot, flag in lse_slots:
-                has_pairs = block[0].shape[0] > int(owner == self._rank)
-                empty = (
-                    values[flag] == 0
-                    if flag is not None
-                    else torch.full_like(values[slot], not has_pairs, dtype=torch.bool)
-                )
-                values[slot] = values[slot].masked_fill(empty, -torch.inf)
+                if flag is not None:
+                    values[slot] = values[slot].masked_fill(values[flag] == 0, -torch.inf)
+                elif block[0].shape[0] == int(owner == self._rank):  # every pair of the block is left out
+                    values[slot] = -torch.inf
             merged[0] = values if merged[0] is None else MERGES[loss, stats_pass](merged[0], values)
 
         ring([self.x, self._labels], self._sizes, self._group, visit)
