@@ -1,5 +1,5 @@
 // Scalar helpers shared by the CPU engine and the CUDA kernels: pair kinds, an online log-sum-exp, and
-// softplus/sigmoid written exactly as PyTorch evaluates them (so fp64 results match the reference oracles).
+// softplus/sigmoid without thresholds (exact to rounding in fp64, as the reference oracles' torch.logaddexp).
 #pragma once
 
 #include <cmath>
@@ -67,26 +67,19 @@ PL_HD T distance_grad_to_sim(T grad_d, T sq) {
   return sq > T(0) ? -grad_d / pl_sqrt(sq) : T(0);
 }
 
-// F.softplus (beta = 1, threshold = 20) and its backward.
+// softplus(x) = log(1 + e^x) = −logsigmoid(−x) as max(x, 0) + log1p(e^{−|x|}): no threshold (F.softplus returns
+// x above 20, off by up to 2e-9), and its derivative sigmoid(x).
 template <typename T>
 PL_HD T softplus(T x) {
-  return x > T(20) ? x : pl_log1p(pl_exp(x));
-}
-template <typename T>
-PL_HD T softplus_grad(T x) {
-  if (x > T(20)) return T(1);
-  const T z = pl_exp(x);
-  return z / (z + T(1));
-}
-
-// −logsigmoid(−x) = log(1 + e^x) without a threshold, as F.logsigmoid, and its derivative sigmoid(x).
-template <typename T>
-PL_HD T log1p_exp(T x) {
   return (x > T(0) ? x : T(0)) + pl_log1p(pl_exp(-(x > T(0) ? x : -x)));
 }
 template <typename T>
 PL_HD T sigmoid(T x) {
   return x >= T(0) ? T(1) / (T(1) + pl_exp(-x)) : pl_exp(x) / (T(1) + pl_exp(x));
+}
+template <typename T>
+PL_HD T softplus_grad(T x) {
+  return sigmoid(x);
 }
 
 // Streaming log Σ e^z. Preset `max` to a known upper bound of the terms and the rescaling branch is never

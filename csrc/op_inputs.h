@@ -3,12 +3,15 @@
 // cpp_pair_forward(loss, x, y?, labels?, ref_labels?, scalars?, params, own_offset) -> (rows, saved, counts, active)
 //   own_offset −1, or row i's own column in y is (own_offset + i) mod len(y): left out by the label losses (the
 //          anchors' copies in a memory bank or a gathered batch), the positive of SigLIP
-//   rows   B × 2 (x's dtype): per-anchor loss components (column 1 is only used by contrastive: negatives)
+//   rows   B × 2 (x's accumulation dtype: fp32 for fp16/bf16/fp32 x, fp64 for fp64 x): per-anchor loss
+//          components (column 1 is only used by contrastive: negatives)
 //   saved  B × 4 float64: per-anchor statistics for the backward
 //   counts 2 int64: batch counters the reduction needs (pairs, non-zero terms)
 //   active ceil(B/kActiveTile) × ceil(M/kActiveTile) uint8: tiles holding a pair with a gradient
 // cpp_pair_backward(loss, grad_rows, x, y?, labels?, ref_labels?, scalars?, params, own_offset, saved, active)
-//   -> (dx, dy, dscalars); dy and dscalars are empty when y / scalars are absent.
+//   -> (dx, dy, dscalars); dx, dy in x's dtype, dscalars in the accumulation dtype; dy and dscalars are empty
+//   when y / scalars are absent.
+// Scalars (logit scale, bias) are read in the accumulation dtype, never rounded to fp16/bf16.
 //   col_offset (default 0): global index of y's first row when y is one block of the references (the ring), as
 //          the forward's saved column indices are global
 // cpp_ring_* (CPU): the label losses over references that arrive block by block (pairloss.distributed's ring),
@@ -30,6 +33,9 @@
 #include "kinds.h"
 
 namespace pairloss {
+
+// The dtype the engines accumulate x's Gram form and compute everything else in (pairloss/_numerics.py).
+inline at::ScalarType accumulation_type(at::ScalarType dtype) { return at::promote_types(dtype, at::kFloat); }
 
 enum class LossId {
   kMultiSimilarity,
@@ -148,7 +154,7 @@ inline PairInputs check_inputs(c10::string_view loss, const at::Tensor& x, const
                 ": scalars must hold ", in.info->scalars, " values (logit scale, bias)");
     TORCH_CHECK(scalars->device() == x.device(), "pairloss ", name, ": scalars are on ", scalars->device(),
                 " but x on ", x.device());
-    in.scalars = scalars->to(x.scalar_type()).reshape({-1}).contiguous();
+    in.scalars = scalars->to(accumulation_type(x.scalar_type())).reshape({-1}).contiguous();
   }
   const bool two_towers = in.info->id == LossId::kClip || in.info->id == LossId::kSigLip ||
                           in.info->id == LossId::kMannWhitney || in.info->id == LossId::kDecoupledSoftmax;
@@ -188,7 +194,8 @@ struct ForwardOutputs {
 inline ForwardOutputs allocate_forward(const PairInputs& in) {
   const auto options = in.x.options();
   const auto blocks = [](int64_t n) { return (n + kActiveTile - 1) / kActiveTile; };
-  return {at::zeros({in.rows, 2}, options), at::zeros({in.rows, 4}, options.dtype(at::kDouble)),
+  return {at::zeros({in.rows, 2}, options.dtype(accumulation_type(in.x.scalar_type()))),
+          at::zeros({in.rows, 4}, options.dtype(at::kDouble)),
           at::zeros({2}, options.dtype(at::kLong)),
           at::zeros({blocks(in.rows), blocks(in.cols)}, options.dtype(at::kByte))};
 }

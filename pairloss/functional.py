@@ -2,25 +2,42 @@
 backend, and compute. Every backend receives the same already-checked, already-normalised tensors."""
 
 import torch
-import torch.nn.functional as F
 
 from . import _checks as checks
+from ._numerics import accumulation_dtype, unit_rows
+from ._precision import in_dtype, operand_dtype, without_autocast
 from .backends import resolve
 
 
 def _nonfinite_guard(*tensors):
-    """0 when every entry is finite, NaN otherwise (no host sync).
+    """0 when every entry is finite, NaN otherwise (fp32 or wider, no host sync).
 
     Mining compares similarities, and a comparison with NaN is false: a NaN row would silently drop out of
-    the mined sets and leave a finite loss. Adding this term makes any NaN/inf input show in the loss.
+    the mined sets and leave a finite loss. Adding this term makes any NaN/inf input show in the loss. The sums
+    are fp32 (at least): an fp16 sum of finite entries can overflow to inf.
     """
-    return sum(t.sum() * 0 for t in tensors if t is not None)
+    return sum(t.sum(dtype=accumulation_dtype(t.dtype)) * 0 for t in tensors if t is not None)
+
+
+def _with_guard(loss, *tensors):
+    """``loss`` (or the sums of its parts) plus the non-finite guard of ``tensors``, in the loss's dtype."""
+    if isinstance(loss, tuple):
+        sums, counts = loss
+        return sums + _nonfinite_guard(*tensors).to(sums.dtype), counts
+    return loss + _nonfinite_guard(*tensors).to(loss.dtype)
+
+
+def _finish(loss, *tensors):
+    """A backend's ``loss`` in the dtype of the first of ``tensors`` (the parts of a mean stay wide), guarded."""
+    return _with_guard(in_dtype(loss, tensors[0].dtype), *tensors)
 
 
 def _as_scalar_tensor(value, like):
+    """A logit scale or bias as a 0-d tensor; a Python number becomes an fp32 (or fp64) tensor, never fp16/bf16
+    (engines compute with scalars in fp32 whatever the features' dtype)."""
     if isinstance(value, torch.Tensor):
         return value.reshape(())
-    return torch.tensor(float(value), dtype=like.dtype, device=like.device)
+    return torch.tensor(float(value), dtype=accumulation_dtype(like.dtype), device=like.device)
 
 
 def _multi_similarity_options(alpha, beta, base, epsilon, mining):
@@ -71,15 +88,13 @@ def _label_loss(name, backend, embeddings, labels, ref_emb, ref_labels, self_off
     checks.check_backend(backend)
     checks.check_reduction(reduction, checks.LABEL_REDUCTIONS)
     options["reduction"] = reduction
-    function = resolve(backend, embeddings.device, name, options)
-    x = F.normalize(embeddings, dim=1)
-    y = None if ref_emb is None else F.normalize(ref_emb, dim=1)
+    function = resolve(backend, embeddings.device, name, options, embeddings.dtype)
+    operands = operand_dtype(function, embeddings)
+    with without_autocast(embeddings.device.type):
+        x = unit_rows(embeddings, operands)
+        y = None if ref_emb is None else unit_rows(ref_emb, operands)
     loss = function(x, labels, y, ref_labels, self_offset=self_offset, **options)
-    guard = _nonfinite_guard(embeddings, ref_emb)
-    if reduction == "parts":
-        sums, counts = loss
-        return sums + guard, counts
-    return loss + guard
+    return _finish(loss, embeddings, ref_emb)
 
 
 def multi_similarity_loss(
@@ -220,10 +235,10 @@ def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", b
     checks.check_clip_inputs(image_features, text_features, logit_scale)
     checks.check_reduction(reduction)
     checks.check_backend(backend)
-    function = resolve(backend, image_features.device, "clip_loss")
+    function = resolve(backend, image_features.device, "clip_loss", dtype=image_features.dtype)
     scale = _as_scalar_tensor(logit_scale, image_features)
     loss = function(image_features, text_features, scale, reduction=reduction)
-    return loss + _nonfinite_guard(image_features, text_features)
+    return _finish(loss, image_features, text_features)
 
 
 def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, positive_offset=None, backend="auto"):
@@ -234,11 +249,11 @@ def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, posit
     """
     checks.check_siglip_inputs(image_features, text_features, logit_scale, logit_bias, positive_offset)
     checks.check_backend(backend)
-    function = resolve(backend, image_features.device, "siglip_loss")
+    function = resolve(backend, image_features.device, "siglip_loss", dtype=image_features.dtype)
     scale = _as_scalar_tensor(logit_scale, image_features)
     bias = _as_scalar_tensor(logit_bias, image_features)
     loss = function(image_features, text_features, scale, bias, positive_offset=positive_offset)
-    return loss + _nonfinite_guard(image_features, text_features)
+    return _finish(loss, image_features, text_features)
 
 
 def decoupled_softmax_loss(queries, keys, positives, *, temperature=0.05, backend="auto"):
@@ -259,9 +274,12 @@ def decoupled_softmax_loss(queries, keys, positives, *, temperature=0.05, backen
         raise ValueError(f"positives must be −1 (padding) or an index below len(keys)={keys.shape[0]}")
     checks.check_positive(temperature=temperature)
     checks.check_backend(backend)
-    function = resolve(backend, queries.device, "decoupled_softmax_loss")
-    loss = function(F.normalize(queries, dim=1), F.normalize(keys, dim=1), positives, temperature=temperature)
-    return loss + _nonfinite_guard(queries, keys)
+    function = resolve(backend, queries.device, "decoupled_softmax_loss", dtype=queries.dtype)
+    operands = operand_dtype(function, queries)
+    with without_autocast(queries.device.type):
+        queries_unit, keys_unit = unit_rows(queries, operands), unit_rows(keys, operands)
+    loss = function(queries_unit, keys_unit, positives, temperature=temperature)
+    return _finish(loss, queries, keys)
 
 
 def uniformity_loss(embeddings, *, t=2.0, backend="auto"):
@@ -271,8 +289,8 @@ def uniformity_loss(embeddings, *, t=2.0, backend="auto"):
         raise ValueError("embeddings needs at least 2 rows: uniformity is a mean over distinct pairs")
     checks.check_positive(t=t)
     checks.check_backend(backend)
-    function = resolve(backend, embeddings.device, "uniformity_loss")
-    return function(embeddings, t=t) + _nonfinite_guard(embeddings)
+    function = resolve(backend, embeddings.device, "uniformity_loss", dtype=embeddings.dtype)
+    return _finish(function(embeddings, t=t), embeddings)
 
 
 def mw_loss(queries, docs, *, temperature=1.0, backend="auto"):
@@ -286,6 +304,9 @@ def mw_loss(queries, docs, *, temperature=1.0, backend="auto"):
     checks.check_same_device(queries=queries, docs=docs)
     checks.check_positive(temperature=temperature)
     checks.check_backend(backend)
-    function = resolve(backend, queries.device, "mw_loss")
-    loss = function(F.normalize(queries, dim=1), F.normalize(docs, dim=1), temperature=temperature)
-    return loss + _nonfinite_guard(queries, docs)
+    function = resolve(backend, queries.device, "mw_loss", dtype=queries.dtype)
+    operands = operand_dtype(function, queries)
+    with without_autocast(queries.device.type):
+        queries_unit, docs_unit = unit_rows(queries, operands), unit_rows(docs, operands)
+    loss = function(queries_unit, docs_unit, temperature=temperature)
+    return _finish(loss, queries, docs)

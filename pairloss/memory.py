@@ -35,8 +35,11 @@ class CrossBatchMemory(torch.nn.Module):
         self.register_buffer("label_memory", torch.zeros(memory_size, dtype=torch.int64))
         self.reset_queue()
 
+    @torch.no_grad()
     def reset_queue(self):
-        """Empty the memory (the buffers keep their storage)."""
+        """Empty the memory: the buffers are zeroed, as PML does (they keep their storage, device and dtype)."""
+        self.embedding_memory.zero_()
+        self.label_memory.zero_()
         self.queue_idx = 0  # where the next row goes
         self.has_been_filled = False
 

@@ -13,15 +13,18 @@ A case is a dict of the loss's tensor arguments by name (``embeddings``, ``label
 options (``reduction``, ``margin``, …) and an optional ``flags`` set describing the batch (e.g. "duplicates").
 """
 
+import inspect
 import math
 import zlib
 from dataclasses import dataclass
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import pairloss
-from pairloss import backends
+from pairloss import backends, reference
+from pairloss._precision import operand_dtype
 
 from .tolerances import LOW_PRECISION, assert_close, assert_within_torch_error
 
@@ -35,6 +38,8 @@ LABEL_LOSSES = (
 )
 OTHER_LOSSES = ("clip_loss", "siglip_loss", "decoupled_softmax_loss", "uniformity_loss", "mw_loss")
 ALL_LOSSES = LABEL_LOSSES + OTHER_LOSSES
+# The low-precision rule's slack: this many ulps of the dtype at the result's magnitude (its own rounding).
+LOW_ULPS = 4
 # Losses on L2 distances: d = 0 (duplicate rows) is a kink of the square root, so gradients there are only
 # required to be finite; the reference computes d from the Gram matrix, which puts coincident rows at
 # d ≈ sqrt(eps) instead of 0, so their loss is compared with an absolute slack of that size (triplet) or not at
@@ -320,6 +325,56 @@ def other_case(loss_name, scenario, dtype=torch.float32, device="cpu", seed=0):
     return {"queries": queries, "keys": keys, "positives": positives.to(device), "flags": flags}
 
 
+def _clustered_rows(generator, labels, classes, dim, spread=0.1):
+    """Unit rows (float64) in ``classes`` clusters: same-class rows 0.1–0.6 apart, other classes 0.45–1.0 apart
+    (D = 32), so that hinges, mining thresholds and hardest pairs all see pairs close to each other."""
+    base = F.normalize(torch.randn(dim, generator=generator, dtype=torch.float64), dim=0)
+    centers = F.normalize(base + spread * torch.randn(classes, dim, generator=generator, dtype=torch.float64), dim=1)
+    return _near(generator, centers[labels])
+
+
+def _near(generator, rows):
+    """Unit rows 0.05–0.3 away from ``rows`` (each with its own noise level)."""
+    sigma = 0.015 + 0.055 * torch.rand(rows.shape[0], 1, generator=generator, dtype=torch.float64)
+    return F.normalize(rows + sigma * torch.randn(rows.shape, generator=generator, dtype=torch.float64), dim=1)
+
+
+def clustered_case(loss_name, dtype, device="cpu", seed=0, rows=96, dim=32):
+    """A realistic low-precision batch for ``loss_name``: clustered unit rows (positives 0.1–0.6 apart, hard
+    negatives close by) in ``dtype``; two towers pair each row with a row 0.05–0.3 away; logit scale and bias are
+    fp32 tensors, as a model's parameters are under autocast."""
+    generator = _generator("clustered", loss_name, seed)
+    classes = max(2, rows // 8)
+    labels = torch.arange(rows) % classes
+    anchors = _clustered_rows(generator, labels, classes, dim)
+
+    def rounded(tensor):
+        return tensor.to(device, dtype)
+
+    if loss_name in LABEL_LOSSES:
+        return {"embeddings": rounded(anchors), "labels": labels.to(device), "flags": set()}
+    if loss_name in ("clip_loss", "siglip_loss"):
+        scale = torch.tensor(14.3, device=device)
+        case = {"image_features": rounded(anchors), "text_features": rounded(_near(generator, anchors)),
+                "logit_scale": scale, "flags": set()}  # fmt: skip
+        if loss_name == "siglip_loss":
+            case["logit_bias"] = torch.tensor(-4.0, device=device)
+        return case
+    if loss_name == "mw_loss":
+        return {"queries": rounded(anchors), "docs": rounded(_near(generator, anchors)), "flags": set()}
+    if loss_name == "uniformity_loss":
+        return {"embeddings": rounded(anchors), "flags": set()}
+    # decoupled softmax: key j is a perturbed copy of row j; query i's positives are the keys of its class.
+    same_class = (labels[:, None] == labels[None, :]).nonzero()
+    positives = torch.full((rows, rows // classes + 1), -1, dtype=torch.int64)
+    slots = torch.zeros(rows, dtype=torch.int64)
+    for query, key in same_class.tolist():
+        positives[query, slots[query]] = key
+        slots[query] += 1
+    return {"queries": rounded(anchors), "keys": rounded(_near(generator, anchors)), "positives": positives.to(device),
+            "flags": set()}  # fmt: skip
+
+
 def make_case(loss_name, scenario, option=0, dtype=torch.float32, device="cpu", seed=0):
     """The case dict (tensors, options, flags) for ``check_against_reference``."""
     if loss_name in LABEL_LOSSES:
@@ -359,38 +414,93 @@ def _leaves(loss_name, tensors, dtype=None):
     return leaves
 
 
-def _weights(loss, seed=0):
-    """grad_output ≠ 1: 0.37 for a scalar loss, a fixed random (signed) vector for per-anchor losses."""
+def _weights(loss, rounded_to):
+    """grad_output ≠ 1: 0.37 for a scalar loss, a fixed random (signed) vector for per-anchor losses; rounded to
+    the dtype ``rounded_to`` of the case's inputs, so that a fp64 truth gets the very same values."""
     if loss.dim() == 0:
-        return torch.tensor(0.37, dtype=loss.dtype, device=loss.device)
-    generator = torch.Generator().manual_seed(1234 + seed)
-    return torch.randn(loss.shape, generator=generator, dtype=torch.float64).to(loss.device, loss.dtype)
+        values = torch.tensor(0.37, dtype=torch.float64)
+    else:
+        values = torch.randn(loss.shape, generator=torch.Generator().manual_seed(1234), dtype=torch.float64)
+    return values.to(rounded_to).to(loss.device, loss.dtype)
+
+
+def _grads(loss_name, leaves, loss, case_dtype):
+    """Gradients ({name: grad}) of ``loss`` w.r.t. the differentiable ``leaves``, for the grad_output of
+    ``_weights``."""
+    differentiable = {n: v for n, v in leaves.items() if isinstance(v, torch.Tensor) and v.requires_grad}
+    grads = {}
+    if differentiable and loss.requires_grad:
+        weights = _weights(loss, case_dtype)
+        values = torch.autograd.grad((loss * weights).sum(), list(differentiable.values()), allow_unused=True)
+        for (name, leaf), grad in zip(differentiable.items(), values):
+            grads[name] = torch.zeros_like(leaf) if grad is None else grad
+    return grads
+
+
+def _case_dtype(tensors):
+    return next(v.dtype for v in tensors.values() if isinstance(v, torch.Tensor) and v.is_floating_point())
 
 
 def run_loss(loss_name, backend, tensors, options, dtype=None):
     """Loss and gradients ({name: grad}) for one backend, with the fixed grad_output of ``_weights``."""
     leaves = _leaves(loss_name, tensors, dtype)
     function = getattr(pairloss, loss_name)
-    args = [leaves[name] for name in SPECS[loss_name].tensors]
-    loss = function(*args, backend=backend, **options)
-    differentiable = {n: v for n, v in leaves.items() if isinstance(v, torch.Tensor) and v.requires_grad}
-    grads = {}
-    if differentiable and loss.requires_grad:
-        weights = _weights(loss)
-        values = torch.autograd.grad((loss * weights).sum(), list(differentiable.values()), allow_unused=True)
-        for (name, leaf), grad in zip(differentiable.items(), values):
-            grads[name] = torch.zeros_like(leaf) if grad is None else grad
-    return loss.detach(), grads
+    loss = function(*[leaves[name] for name in SPECS[loss_name].tensors], backend=backend, **options)
+    return loss.detach(), _grads(loss_name, leaves, loss, _case_dtype(tensors))
+
+
+# The arguments the public functions normalise to unit rows (cosine similarity).
+NORMALISED = {
+    **{name: ("embeddings", "ref_emb") for name in LABEL_LOSSES},
+    "decoupled_softmax_loss": ("queries", "keys"),
+    "mw_loss": ("queries", "docs"),
+}
+
+
+def run_oracle(loss_name, tensors, options, dtype=None, operands=None):
+    """Loss and gradients of the dense formula (``reference.ORACLES``) evaluated in ``dtype`` (default: the
+    inputs' own), the rows normalised with ``F.normalize`` in that dtype as a user would write it.
+
+    ``operands``: the normalised rows are rounded to this dtype (straight through for the gradient) before the
+    formula sees them, as an engine that takes ``operands`` rows does: in float64, the truth on that engine's
+    operands."""
+    leaves = _leaves(loss_name, tensors, dtype)
+    defaults = inspect.signature(getattr(pairloss, loss_name)).parameters
+    options = {
+        **{n: p.default for n, p in defaults.items() if p.kind == p.KEYWORD_ONLY and n != "backend"},
+        **options,
+    }
+
+    def argument(name):
+        value = leaves[name]
+        if value is None or name not in NORMALISED.get(loss_name, ()):
+            return value
+        unit = F.normalize(value, dim=1)
+        return unit if operands is None else unit.to(operands).to(unit.dtype)
+
+    loss = reference.ORACLES[loss_name](*[argument(n) for n in SPECS[loss_name].tensors], **options)
+    return loss.detach(), _grads(loss_name, leaves, loss, _case_dtype(tensors))
+
+
+def _operand_dtype(loss_name, backend, tensors, options):
+    """The dtype of the normalised rows ``backend`` computes ``loss_name`` from (``pairloss._precision``)."""
+    first = tensors[SPECS[loss_name].tensors[0]]
+    function = backends.resolve(backend, first.device, loss_name, options, first.dtype)
+    return operand_dtype(function, first)
 
 
 def check_against_reference(loss_name, backend, **case):
     """Loss and gradients of ``backend`` against the "reference" backend on one case (dict of ``make_case``).
 
     fp64/fp32: both backends run in the case's dtype and are compared with the tolerance table. fp16/bf16: the
-    backend's error against the fp64 reference on the same rounded inputs must stay within twice the error of
-    the reference run in that dtype (plus atol). Gradients w.r.t. every floating tensor argument (embeddings,
-    ref_emb, logit_scale, logit_bias, …) are checked with grad_output ≠ 1. For distance losses on batches with
-    duplicate rows (d = 0, a kink of the distance), the gradients are only required to be finite.
+    backend's error against the fp64 truth must stay within twice the error of plain PyTorch in that dtype
+    (``run_oracle``) plus a few ulps. The truth is the dense formula in float64 on the backend's own operands:
+    the rows normalised and rounded to the dtype the backend takes them in (fp32 for the CPU engines, the
+    inputs' dtype for tensor-core engines), so that the rule measures what the engine adds; the rounding of the
+    normalised rows is correct rounding, no worse than plain PyTorch's own normalisation in that dtype
+    (tests/test_precision.py). Gradients w.r.t. every floating tensor argument (embeddings, ref_emb,
+    logit_scale, logit_bias, …) are checked with grad_output ≠ 1. For distance losses on batches with duplicate
+    rows (d = 0, a kink of the distance), the gradients are only required to be finite.
     """
     tensors, options, flags = split_case(loss_name, case)
     dtype = next(v.dtype for v in tensors.values() if isinstance(v, torch.Tensor) and v.is_floating_point())
@@ -409,14 +519,15 @@ def check_against_reference(loss_name, backend, **case):
 
     kink = loss_name in DISTANCE_LOSSES and "duplicates" in flags
     if dtype in LOW_PRECISION:
-        same_dtype_loss, same_dtype_grads = run_loss(loss_name, "reference", tensors, options)
-        truth_loss, truth_grads = run_loss(loss_name, "reference", tensors, options, dtype=torch.float64)
+        same_dtype_loss, same_dtype_grads = run_oracle(loss_name, tensors, options)
+        operands = _operand_dtype(loss_name, backend, tensors, options)
+        truth_loss, truth_grads = run_oracle(loss_name, tensors, options, torch.float64, operands)
         if not (kink and loss_name == "contrastive_loss"):
-            assert_within_torch_error(loss, same_dtype_loss, truth_loss, dtype, "loss", msg=f"{label} loss")
+            assert_within_torch_error(loss, same_dtype_loss, truth_loss, dtype, msg=f"{label} loss", ulps=LOW_ULPS)
         if not kink:
             for name, grad in grads.items():
                 assert_within_torch_error(
-                    grad, same_dtype_grads[name], truth_grads[name], dtype, "grad", msg=f"{label} d/d{name}"
+                    grad, same_dtype_grads[name], truth_grads[name], dtype, msg=f"{label} d/d{name}", ulps=LOW_ULPS
                 )
         return loss, grads
 

@@ -98,6 +98,29 @@ def run_cases(world, rank, backend):
     return results
 
 
+HALF_CASES = [("multi_similarity_loss", {}), ("triplet_margin_loss", {"margin": 0.3}), ("supcon_loss", {})]
+
+
+def run_half_cases(world, rank, backend):
+    """The global-batch losses on bf16 local rows (mean reduction; CLIP with an fp32 logit scale)."""
+    embeddings, labels, image, text, _ = global_batch(world)
+    x, y = _local(embeddings, world, rank).bfloat16(), _local(labels, world, rank)
+    results = {}
+    for loss_name, options in HALF_CASES:
+        for strategy in label_strategies(backend, options):
+            leaf = x.clone().requires_grad_(True)
+            loss = getattr(pairloss.distributed, loss_name)(leaf, y, backend=backend, strategy=strategy, **options)
+            (grad,) = torch.autograd.grad(loss * GRAD_OUTPUT, leaf)
+            results[(loss_name, strategy)] = (loss.detach(), grad)
+    towers = [_local(image, world, rank).bfloat16(), _local(text, world, rank).bfloat16()]
+    for strategy in pairloss.distributed.STRATEGIES:
+        leaves = [tower.clone().requires_grad_(True) for tower in towers]
+        scale = torch.tensor(12.0, requires_grad=True)
+        loss = pairloss.distributed.clip_loss(*leaves, scale, backend=backend, strategy=strategy)
+        results[("clip_loss", strategy)] = (loss.detach(), *torch.autograd.grad(loss * GRAD_OUTPUT, [*leaves, scale]))
+    return results
+
+
 def make_model(seed=1):
     torch.manual_seed(seed)
     return torch.nn.Linear(DIM, 3, dtype=torch.float64)
@@ -122,6 +145,7 @@ def main(init_file, world, rank, out_path, backends):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", world_size=world, rank=rank)
     try:
         results = {backend: run_cases(world, rank, backend) for backend in backends.split(",")}
+        results["bf16"] = {b: run_half_cases(world, rank, b) for b in backends.split(",") if b in TWO_TOWER_BACKENDS}
         results["ddp"] = train_ddp(world, rank)
         torch.save(results, out_path)
         dist.barrier()

@@ -1,5 +1,6 @@
 """The backend registry: availability, explicit requests, PAIRLOSS_BACKEND, and what "auto" picks."""
 
+import os
 import re
 import types
 
@@ -32,6 +33,13 @@ def test_reference_is_always_available():
     assert "reference" in pairloss.available_backends()
     assert "reference" in pairloss.available_backends("cpu")
     assert backends.unavailable_reason("reference", "cpu") is None
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="CI only: a user's install may go on without the C++ engine")
+def test_ci_has_the_cpp_and_triton_engines():
+    """Under CI a missing engine must fail the run, not turn its tests into skips."""
+    assert backends.unavailable_reason("cpp", "cpu") is None
+    assert backends.unavailable_reason("triton", "cpu") is None
 
 
 def test_available_backends_agree_with_unavailable_reason():
@@ -144,7 +152,7 @@ def test_auto_skips_a_backend_whose_hook_refuses_the_loss(monkeypatch):
     # auto must fall back, an explicit request must say why.
     refusing = types.SimpleNamespace(
         unavailable_reason=lambda device_type: None,
-        loss_unavailable_reason=lambda loss_name, device_type, options: "no kernel for that here",
+        loss_unavailable_reason=lambda loss_name, device_type, options, dtype: "no kernel for that here",
         circle_loss=lambda *args, **kwargs: pytest.fail("auto called a backend that refused the loss"),
     )
     monkeypatch.setitem(backends._loaded, "cpp", (refusing, None))
@@ -161,3 +169,7 @@ def test_cpp_cuda_coverage_is_reported_per_loss_and_option():
     assert cpp_engine.loss_unavailable_reason("triplet_margin_loss", "cuda", {"mining": "batch_hard"}) is None
     assert "triplet_all" in cpp_engine.loss_unavailable_reason("triplet_margin_loss", "cuda", {"mining": "all"})
     assert cpp_engine.loss_unavailable_reason("circle_loss", "cpu", {}) is None
+    assert "float64" in cpp_engine.loss_unavailable_reason("ntxent_loss", "cuda", {}, torch.float64)
+    assert cpp_engine.loss_unavailable_reason("ntxent_loss", "cuda", {}, torch.bfloat16) is None
+    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+        assert cpp_engine.loss_unavailable_reason("circle_loss", "cpu", {}, dtype) is None

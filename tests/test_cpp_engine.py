@@ -238,6 +238,26 @@ def test_opcheck(loss):
     torch.library.opcheck(OPS.cpp_pair_forward.default, args)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("loss", ["multi_similarity", "triplet_hard", "clip"])
+def test_opcheck_half_inputs(loss, dtype):
+    """fp16/bf16 rows are computed in fp32 by the CPU engine: rows and dscalars come back fp32 (as the fakes say),
+    dX and dY in the inputs' dtype."""
+    name, x, y, labels, ref_labels, scalars, params = _op_args(loss, refs=None if loss == "clip" else 6)
+    x, y = (t.detach().to(dtype).requires_grad_() for t in (x, y))
+    scalars = None if scalars is None else scalars.float().requires_grad_()
+    args = (name, x, y, labels, ref_labels, scalars, params)
+    torch.library.opcheck(OPS.cpp_pair_forward.default, args)
+    rows, saved, _, active = OPS.cpp_pair_forward(*args)
+    assert rows.dtype == torch.float32
+    scalars = None if scalars is None else scalars.detach()
+    backward_args = (name, torch.ones_like(rows), x.detach(), y.detach(), labels, ref_labels, scalars, params, -1,
+                     saved, active)  # fmt: skip
+    torch.library.opcheck(OPS.cpp_pair_backward.default, backward_args)
+    dx, dy, dscalars = OPS.cpp_pair_backward(*backward_args)
+    assert dx.dtype == dy.dtype == dtype and dscalars.dtype == torch.float32
+
+
 def test_opcheck_with_references():
     torch.library.opcheck(OPS.cpp_pair_forward.default, _op_args("multi_similarity", rows=7, refs=11))
     rows, saved, _, active = OPS.cpp_pair_forward(*_op_args("ntxent", rows=7, refs=11))
@@ -291,6 +311,26 @@ def test_torch_compile_fullgraph(loss_name):
     torch.testing.assert_close(grad, expected_grad)
 
 
+def test_torch_compile_fullgraph_under_bf16_autocast():
+    """A bf16 autocast training step (linear embedder + loss) in one graph: the loss turns autocast off inside and
+    hands its CPU engine fp32 unit rows."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(12, 8)
+    data, labels = torch.randn(40, 12), torch.arange(40) % 5
+
+    def step(inputs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return pairloss.supcon_loss(model(inputs), labels, backend="cpp")
+
+    loss = torch.compile(step, fullgraph=True, backend="aot_eager")(data)
+    (grad,) = torch.autograd.grad(loss, model.weight)
+    expected = step(data)
+    (expected_grad,) = torch.autograd.grad(expected, model.weight)
+    assert loss.dtype == torch.bfloat16
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(grad, expected_grad)
+
+
 def test_op_errors_are_clear():
     x = torch.randn(4, 3)
     with pytest.raises(RuntimeError, match="unknown loss 'nope'"):
@@ -299,8 +339,10 @@ def test_op_errors_are_clear():
         OPS.cpp_pair_forward("multi_similarity", x, None, torch.zeros(4, dtype=torch.long), None, None, [1.0])
     with pytest.raises(RuntimeError, match="labels must have 4 rows"):
         OPS.cpp_pair_forward("ntxent", x, None, torch.zeros(3, dtype=torch.long), None, None, [0.1])
-    with pytest.raises(RuntimeError, match="float32 or float64"):
-        OPS.cpp_pair_forward("ntxent", x.half(), None, torch.zeros(4, dtype=torch.long), None, None, [0.1])
+    with pytest.raises(RuntimeError, match="takes float64, float32, float16 or bfloat16, got Float8"):
+        OPS.cpp_pair_forward(
+            "ntxent", x.to(torch.float8_e4m3fn), None, torch.zeros(4, dtype=torch.long), None, None, [0.1]
+        )
     labels = torch.zeros(4, dtype=torch.long)
     with pytest.raises(RuntimeError, match="own_offset is only for the label losses and siglip, with y given"):
         OPS.cpp_pair_forward("ntxent", x, None, labels, None, None, [0.1], 2)

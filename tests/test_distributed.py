@@ -132,6 +132,31 @@ def test_clip_and_siglip_equal_the_global_batch(ranks, backend, strategy):
     _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, "mean", f"W={world} {key}")
 
 
+@pytest.mark.parametrize("backend", TWO_TOWER_BACKENDS)
+def test_bf16_rows_give_the_global_loss(ranks, backend):
+    """bf16 local rows: each strategy returns a bf16 loss and bf16 gradients equal to the fp64 truth on the rounded
+    global batch, to bf16 precision (the engines and the collectives accumulate in fp32)."""
+    world, results = ranks
+    embeddings, labels, image, text, _ = worker.global_batch(world)
+    embeddings, image, text = (t.bfloat16().double() for t in (embeddings, image, text))
+    for key in results[0]["bf16"][backend]:
+        values = [r["bf16"][backend][key][0] for r in results]
+        rank_grads = [r["bf16"][backend][key][1:] for r in results]
+        assert all(v.dtype == torch.bfloat16 for v in values) and rank_grads[0][0].dtype == torch.bfloat16, key
+        if key[0] == "clip_loss":
+            leaves = [image.clone().requires_grad_(True), text.clone().requires_grad_(True)]
+            scale = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)
+            loss = pairloss.clip_loss(*leaves, scale, backend="reference")
+            expected_grads = torch.autograd.grad(loss * worker.GRAD_OUTPUT, [*leaves, scale])
+        else:
+            options = dict(worker.HALF_CASES)[key[0]]
+            leaf = embeddings.clone().requires_grad_(True)
+            loss = getattr(pairloss, key[0])(leaf, labels, backend="reference", **options)
+            expected_grads = torch.autograd.grad(loss * worker.GRAD_OUTPUT, [leaf])
+        msg = f"W={world} bf16 {key}"
+        _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, "mean", msg, torch.bfloat16)
+
+
 def test_ddp_training_matches_single_process(ranks):
     world, results = ranks
     model = worker.make_model()

@@ -168,7 +168,7 @@ def _circle_frozen(labels, ref_labels, m, gamma, reduction, x0, ref0):
         lse = torch.logsumexp(logit_p.masked_fill(~has_both[:, None], 0), 1) + torch.logsumexp(
             logit_n.masked_fill(~has_both[:, None], 0), 1
         )
-        rows = torch.where(has_both, F.softplus(lse), 0.0)
+        rows = torch.where(has_both, torch.logaddexp(lse, torch.zeros_like(lse)), 0.0)  # softplus, no threshold
         if reduction == "none":
             return rows
         return rows.sum() if reduction == "sum" else rows[has_both].mean()

@@ -155,3 +155,21 @@ def test_argument_errors():
         pairloss.ntxent_loss(torch.randn(3, DIM), labels[:3], torch.randn(5, DIM), labels[:1].expand(5), self_offset=-1)
     with pytest.raises(ValueError, match="no ref_emb was given"):
         pairloss.ntxent_loss(torch.randn(3, DIM), labels[:3], self_offset=0)
+
+
+def test_reset_queue_zeroes_the_buffers_as_pml():
+    """PML's reset_queue replaces the buffers by zeros: no stale rows stay in the state_dict."""
+    loss_name, options = CONFIGS["ntxent"]
+    memory = pairloss.CrossBatchMemory(functools.partial(getattr(pairloss, loss_name), **options), DIM, 12)
+    pml = pml_losses.CrossBatchMemory(_pml_loss(loss_name, options)[0], DIM, memory_size=12)
+    for embeddings, labels in _batches(2, 8, 3):
+        memory(embeddings, labels)
+        pml(embeddings, labels)
+    memory.reset_queue()
+    pml.reset_queue()
+    assert (memory.queue_idx, memory.has_been_filled) == (pml.queue_idx, pml.has_been_filled) == (0, False)
+    assert torch.equal(memory.embedding_memory, pml.embedding_memory.to(memory.embedding_memory.dtype))
+    assert torch.equal(memory.label_memory, pml.label_memory) and not memory.label_memory.any()
+    assert not memory.state_dict()["embedding_memory"].any()
+    embeddings, labels = next(_batches(1, 8, 3, seed=5))
+    torch.testing.assert_close(_step(memory, embeddings, labels)[0], _step(pml, embeddings, labels)[0].double())

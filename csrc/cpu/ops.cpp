@@ -269,18 +269,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const PairInputs& i
   return {dx, dy, dscalars};
 }
 
-void check_cpu(const PairInputs& in) {
+// The CPU engine computes in float32 or float64: fp16/bf16 operands are converted to float32 (their
+// accumulation dtype) here, an O(B·D) copy; the backward converts its gradients back.
+PairInputs cpu_inputs(PairInputs in) {
   TORCH_CHECK(in.x.device().is_cpu(), "pairloss ", in.info->name, ": the CPU kernel got a ", in.x.device(), " tensor");
-  TORCH_CHECK(in.x.scalar_type() == at::kFloat || in.x.scalar_type() == at::kDouble, "pairloss ", in.info->name,
-              ": the CPU engine computes in float32 or float64, got ", in.x.scalar_type());
+  const auto dtype = in.x.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
+              "pairloss ", in.info->name, ": the CPU engine takes float64, float32, float16 or bfloat16, got ", dtype);
+  in.x = in.x.to(accumulation_type(dtype));
+  if (in.y.defined()) in.y = in.y.to(accumulation_type(dtype));
+  return in;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pair_forward(
     c10::string_view loss, const at::Tensor& x, const c10::optional<at::Tensor>& y,
     const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
     const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset) {
-  const PairInputs in = check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset);
-  check_cpu(in);
+  const PairInputs in = cpu_inputs(check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset));
   ForwardOutputs out = allocate_forward(in);
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "pairloss_cpu_forward", [&] { forward_impl<scalar_t>(in, out); });
   return {out.rows, out.saved, out.counts, out.active};
@@ -291,14 +296,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_backward(
     const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
     const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
     const at::Tensor& saved, const at::Tensor& active, int64_t col_offset) {
-  const PairInputs in = check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset, col_offset);
-  check_cpu(in);
+  const PairInputs in =
+      cpu_inputs(check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset, col_offset));
   check_backward_inputs(in, grad_rows, saved, active);
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> result;
+  at::Tensor dx, dy, dscalars;
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "pairloss_cpu_backward", [&] {
-    result = backward_impl<scalar_t>(in, grad_rows, saved.contiguous(), active.contiguous());
+    std::tie(dx, dy, dscalars) = backward_impl<scalar_t>(in, grad_rows, saved.contiguous(), active.contiguous());
   });
-  return result;
+  return {dx.to(x.scalar_type()), dy.to(x.scalar_type()), dscalars};
 }
 
 
@@ -333,8 +338,8 @@ void with_block_epilogue(const PairInputs& in, F&& f) {
 // Every anchor's empty statistics.
 at::Tensor ring_begin(c10::string_view loss, const at::Tensor& x, const at::Tensor& labels,
                       at::ArrayRef<double> params) {
-  const PairInputs in = check_inputs(loss, x, c10::nullopt, labels, c10::nullopt, c10::nullopt, params, -1);
-  check_cpu(in);
+  const PairInputs in =
+      cpu_inputs(check_inputs(loss, x, c10::nullopt, labels, c10::nullopt, c10::nullopt, params, -1));
   at::Tensor stats;
   with_block_epilogue(in, [&](auto, const auto& epilogue) {
     using Stats = typename std::decay_t<decltype(epilogue)>::Stats;
@@ -349,8 +354,8 @@ at::Tensor ring_begin(c10::string_view loss, const at::Tensor& x, const at::Tens
 at::Tensor ring_stats(c10::string_view loss, const at::Tensor& x, const at::Tensor& y, const at::Tensor& labels,
                       const at::Tensor& ref_labels, at::ArrayRef<double> params, int64_t own_offset,
                       int64_t col_offset, const at::Tensor& stats_in) {
-  const PairInputs in = check_inputs(loss, x, y, labels, ref_labels, c10::nullopt, params, own_offset, col_offset);
-  check_cpu(in);
+  const PairInputs in =
+      cpu_inputs(check_inputs(loss, x, y, labels, ref_labels, c10::nullopt, params, own_offset, col_offset));
   at::Tensor stats = stats_in.clone();
   with_block_epilogue(in, [&](auto zero, const auto& epilogue) {
     using T = decltype(zero);
@@ -368,8 +373,8 @@ std::tuple<at::Tensor, at::Tensor> ring_accumulate(c10::string_view loss, const 
                                                    at::ArrayRef<double> params, int64_t own_offset,
                                                    int64_t col_offset, const at::Tensor& stats,
                                                    const c10::optional<at::Tensor>& accs_in) {
-  const PairInputs in = check_inputs(loss, x, y, labels, ref_labels, c10::nullopt, params, own_offset, col_offset);
-  check_cpu(in);
+  const PairInputs in =
+      cpu_inputs(check_inputs(loss, x, y, labels, ref_labels, c10::nullopt, params, own_offset, col_offset));
   at::Tensor accs, active = allocate_forward(in).active;
   with_block_epilogue(in, [&](auto zero, const auto& epilogue) {
     using T = decltype(zero);
@@ -396,8 +401,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ring_finish(c10::string_view loss
                                                            const at::Tensor& labels, at::ArrayRef<double> params,
                                                            const at::Tensor& stats,
                                                            const c10::optional<at::Tensor>& accs) {
-  const PairInputs in = check_inputs(loss, x, c10::nullopt, labels, c10::nullopt, c10::nullopt, params, -1);
-  check_cpu(in);
+  const PairInputs in =
+      cpu_inputs(check_inputs(loss, x, c10::nullopt, labels, c10::nullopt, c10::nullopt, params, -1));
   ForwardOutputs out = allocate_forward(in);
   with_block_epilogue(in, [&](auto zero, const auto& epilogue) {
     using T = decltype(zero);

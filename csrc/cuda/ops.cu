@@ -118,7 +118,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pair_forward(
   check_cuda(in);
   const c10::cuda::CUDAGuard guard(x.device());
   ForwardOutputs out = allocate_forward(in);
-  at::Tensor rows = at::zeros({in.rows, 2}, x.options().dtype(at::kFloat));
+  at::Tensor& rows = out.rows;  // fp32, the accumulation dtype of every dtype the kernels take
   at::Tensor row_counts = at::zeros({in.rows, 2}, x.options().dtype(at::kLong));
   uint8_t* active = out.active.data_ptr<uint8_t>();
   const int64_t active_cols = out.active.size(1);
@@ -162,7 +162,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pair_forward(
         TORCH_CHECK(false, "pairloss ", in.info->name, ": unreachable");
     }
   });
-  out.rows.copy_(rows);
   out.counts.copy_(row_counts.sum(0));
   return {out.rows, out.saved, out.counts, out.active};
 }
@@ -245,7 +244,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_backward(
     }
   });
   const auto dtype = x.scalar_type();
-  return {dx.to(dtype), dy.to(dtype), dscalars.to(dtype)};
+  return {dx.to(dtype), dy.to(dtype), dscalars};  // dscalars: fp32, the scalars' dtype
 }
 
 }  // namespace

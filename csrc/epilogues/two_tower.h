@@ -90,7 +90,7 @@ struct SigLip : LossPassOnly<T> {
   PL_HD Acc acc_init(const Stats&, int64_t) const { return {}; }
   PL_HD bool acc_add(Acc& acc, const Stats&, Kind kind, T s, T, int64_t, int64_t) const {
     const T l = scale * s + bias;
-    acc.sum += log1p_exp(kind == kPos ? -l : l);
+    acc.sum += softplus(kind == kPos ? -l : l);
     return true;
   }
   PL_HD void acc_merge(Acc& acc, const Acc& o) const { acc.sum += o.sum; }

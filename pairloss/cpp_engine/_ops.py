@@ -5,6 +5,7 @@ import importlib
 
 import torch
 
+from .._numerics import accumulation_dtype
 from ..backends import BackendUnavailableError
 
 # Losses with CUDA kernels (csrc/cuda); the others run on the CPU only.
@@ -38,15 +39,21 @@ def kernel_name(loss_name, options):
     return loss_name.removesuffix("_loss")
 
 
-def _kernel_missing(kernel, device_type):
+# Input dtypes of the CUDA kernels (fp32 accumulation); the CPU engine takes these and float64.
+CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _kernel_missing(kernel, device_type, dtype=None):
     if device_type == "cuda" and kernel not in CUDA_LOSSES:
         return f"no CUDA kernel for {kernel} (CUDA covers {', '.join(sorted(CUDA_LOSSES))})"
+    if device_type == "cuda" and dtype is not None and dtype not in CUDA_DTYPES:
+        return f"the CUDA kernels take float32, float16 or bfloat16 inputs, not {dtype}"
     return None
 
 
-def loss_unavailable_reason(loss_name, device_type, options):
-    """The registry's per-loss hook: CUDA kernels exist for ``CUDA_LOSSES`` only."""
-    return _kernel_missing(kernel_name(loss_name, options), device_type)
+def loss_unavailable_reason(loss_name, device_type, options, dtype=None):
+    """The registry's per-loss hook: CUDA kernels exist for ``CUDA_LOSSES`` and ``CUDA_DTYPES`` only."""
+    return _kernel_missing(kernel_name(loss_name, options), device_type, dtype)
 
 
 def unavailable_reason(device_type):
@@ -71,7 +78,7 @@ def _register(active_tile):
         rows, cols = x.shape[0], (x if y is None else y).shape[0]
         tiles = (-(-rows // active_tile), -(-cols // active_tile))
         return (
-            x.new_empty(rows, 2),
+            x.new_empty(rows, 2, dtype=accumulation_dtype(x.dtype)),
             x.new_empty(rows, 4, dtype=torch.float64),
             x.new_empty(2, dtype=torch.int64),
             x.new_empty(tiles, dtype=torch.uint8),
@@ -82,7 +89,7 @@ def _register(active_tile):
         loss, grad_rows, x, y, labels, ref_labels, scalars, params, own_offset, saved, active, col_offset=0
     ):
         dy = x.new_empty(0) if y is None else torch.empty_like(y, memory_format=torch.contiguous_format)
-        dscalars = x.new_empty(0 if scalars is None else scalars.numel())
+        dscalars = x.new_empty(0 if scalars is None else scalars.numel(), dtype=accumulation_dtype(x.dtype))
         return torch.empty_like(x, memory_format=torch.contiguous_format), dy, dscalars
 
     def setup_context(ctx, inputs, output):
@@ -109,7 +116,7 @@ def pair_forward(loss, x, y=None, labels=None, ref_labels=None, scalars=None, pa
 
     ``own_offset``: row i's own column in ``y`` is (own_offset + i) mod len(y): left out by the label losses,
     SigLIP's positive."""
-    reason = unavailable_reason(x.device.type) or _kernel_missing(loss, x.device.type)
+    reason = unavailable_reason(x.device.type) or _kernel_missing(loss, x.device.type, x.dtype)
     if reason is not None:
         raise BackendUnavailableError(f"backend 'cpp' is unavailable on {x.device.type} tensors: {reason}")
     own = -1 if own_offset is None else own_offset

@@ -1,13 +1,24 @@
 """The "cpp" backend's loss functions: same names and arguments as pairloss.reference. Each runs one engine op
 (per-anchor loss components and batch counters, no B×M tensor) and applies the loss's reduction; the label
-losses' reductions are also applied to the ring's rows (``LABEL_LOSSES``)."""
+losses' reductions are also applied to the ring's rows (``LABEL_LOSSES``).
+
+The engine's rows are fp32 for fp16/bf16 inputs (the CPU engine computes them in fp32, the CUDA kernels
+accumulate in fp32); reductions stay in fp32 and the result comes back in the inputs' dtype."""
 
 import math
 
 import torch
 
+from .._numerics import accumulation_dtype, widen
+from .._precision import backend_loss
 from .._reduction import count_parts, nonzero_parts, ratio, reduce
 from ._ops import kernel_name, pair_forward
+
+
+def _operands(device_type, dtype):
+    """The CPU engine computes in fp32: it takes the normalised rows unrounded; the CUDA kernels take fp16/bf16
+    rows to their tensor cores."""
+    return accumulation_dtype(dtype) if device_type == "cpu" else dtype
 
 
 def _multi_similarity(rows_of, *, alpha, beta, base, epsilon, mining, reduction):
@@ -60,6 +71,7 @@ LABEL_LOSSES = {
 
 
 def _on_references(loss_name):
+    @backend_loss(operands=_operands)
     def loss(x, labels, y, ref_labels, *, self_offset=None, **options):
         def rows_of(kernel, params):
             return pair_forward(kernel, x, y, labels, ref_labels, params=params, own_offset=self_offset)
@@ -78,28 +90,33 @@ ntxent_loss = _on_references("ntxent_loss")
 supcon_loss = _on_references("supcon_loss")
 
 
+@backend_loss
 def clip_loss(image, text, logit_scale, *, reduction):
-    scalars = logit_scale.reshape(1).to(image.dtype)
+    scalars = widen(logit_scale.reshape(1))
     rows = pair_forward("clip", image, text, scalars=scalars)[0][:, 0]
     return reduce(rows, reduction, lambda: count_parts(rows, rows.shape[0]))
 
 
+@backend_loss
 def siglip_loss(image, text, logit_scale, logit_bias, *, positive_offset=None):
-    scalars = torch.stack([logit_scale.reshape(()), logit_bias.reshape(())]).to(image.dtype)
+    scalars = widen(torch.stack([logit_scale.reshape(()), logit_bias.reshape(()).to(logit_scale.dtype)]))
     rows = pair_forward("siglip", image, text, scalars=scalars, own_offset=positive_offset)[0][:, 0]
     return rows.sum() / image.shape[0]
 
 
+@backend_loss(operands=_operands)
 def decoupled_softmax_loss(queries, keys, positives, *, temperature):
     rows, counts = pair_forward("decoupled_softmax", queries, keys, positives, params=(temperature,))
     return ratio(rows[:, 0].sum(), counts[0])  # mean over the distinct (query, positive) pairs
 
 
+@backend_loss
 def uniformity_loss(x, *, t):
     rows = pair_forward("uniformity", x, params=(t,))[0][:, 0]  # each row's LSE of −t·|x_i − x_j|²
     pairs = x.shape[0] * (x.shape[0] - 1)
     return torch.logsumexp(rows, 0) - math.log(pairs)
 
 
+@backend_loss(operands=_operands)
 def mw_loss(queries, docs, *, temperature):
     return pair_forward("mw", queries, docs, params=(temperature,))[0][:, 0].mean()

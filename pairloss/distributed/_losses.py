@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from .. import _checks as checks
 from .. import functional
+from .._numerics import row_dots, widen
 from .._reduction import mean_of_parts
 from ..backends import resolve
 from ._gather import gather_rows, rank_offsets, rank_sizes
@@ -66,12 +67,12 @@ def label_loss(public_function, embeddings, labels, *, group=None, strategy="gat
             embeddings, labels, refs, ref_labels, self_offset=offset, reduction=local_reduction, **options
         )
     if reduction == "none":
-        return local
+        return local.to(embeddings.dtype)
     if reduction == "sum":
-        return local * world
+        return (local * world).to(embeddings.dtype)
     sums, counts = local
     dist.all_reduce(counts, group=group)  # the global number of terms each part averages over
-    return mean_of_parts(sums, counts) * world
+    return (mean_of_parts(sums, counts) * world).to(embeddings.dtype)
 
 
 def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", backend="auto", group=None,
@@ -84,12 +85,12 @@ def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", b
     if world == 1:
         return functional.clip_loss(image_features, text_features, logit_scale, reduction=reduction, backend=backend)
     scale = functional._as_scalar_tensor(logit_scale, image_features)
-    ntxent = resolve(backend, image_features.device, "ntxent_loss")
+    ntxent = resolve(backend, image_features.device, "ntxent_loss", dtype=image_features.dtype)
     if strategy == "ring":
         sizes = rank_sizes(image_features.shape[0], image_features.device, group)
         total = sum(sizes)
         half_lse = RingClip.apply(image_features, text_features, scale, sizes, group, ntxent)
-        rows = half_lse - scale * (image_features * text_features).sum(1)
+        rows = half_lse - scale * row_dots(image_features, text_features)
     else:
         (images, texts), offset, total = _global_rows([image_features, text_features], group)
         # Each direction's cross-entropy is label-aware InfoNCE with the global row index as the label (one
@@ -102,10 +103,11 @@ def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", b
             return ntxent(scale * anchors, local_ids, references, global_ids, temperature=1.0, reduction="none")
 
         rows = (cross_entropy(image_features, texts) + cross_entropy(text_features, images)) / 2
-    rows = rows + functional._nonfinite_guard(image_features, text_features)
+    rows = functional._with_guard(widen(rows), image_features, text_features)
     if reduction == "none":
-        return rows
-    return rows.sum() * world if reduction == "sum" else _scale_to_global(rows.sum(), world, total)
+        return rows.to(image_features.dtype)
+    loss = rows.sum() * world if reduction == "sum" else _scale_to_global(rows.sum(), world, total)
+    return loss.to(image_features.dtype)
 
 
 def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, backend="auto", group=None,
@@ -120,7 +122,7 @@ def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, backe
     bias = functional._as_scalar_tensor(logit_bias, image_features)
     if strategy == "ring":
         sizes = rank_sizes(image_features.shape[0], image_features.device, group)
-        siglip = resolve(backend, image_features.device, "siglip_loss")
+        siglip = resolve(backend, image_features.device, "siglip_loss", dtype=image_features.dtype)
         local_sum, total = (
             RingSigLip.apply(image_features, text_features, scale, bias, sizes, group, siglip),
             sum(sizes),
@@ -130,5 +132,5 @@ def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, backe
         # Σ over the local images' pairs / local rows
         local_mean = functional.siglip_loss(image_features, texts, scale, bias, positive_offset=offset, backend=backend)
         local_sum = local_mean * image_features.shape[0]
-    local_sum = local_sum + functional._nonfinite_guard(image_features, text_features)
-    return _scale_to_global(local_sum, world, total)
+    local_sum = functional._with_guard(widen(local_sum), image_features, text_features)
+    return _scale_to_global(local_sum, world, total).to(image_features.dtype)

@@ -12,6 +12,7 @@ pairs), whatever the world size.
 import torch
 import torch.distributed as dist
 
+from .._numerics import widen
 from ..cpp_engine._ops import load
 from ._gather import rank_offsets
 from ._ring import ring
@@ -54,8 +55,8 @@ class RingRows(torch.autograd.Function):
     def backward(ctx, grad_rows, _grad_counts):
         x, labels, saved = ctx.saved_tensors
         rank = dist.get_rank(ctx.group)
-        grad_rows = grad_rows.to(x.dtype).contiguous()
-        d_x = torch.zeros_like(x)
+        grad_rows = grad_rows.contiguous()
+        d_x = torch.zeros_like(widen(x))  # fp32 for fp16/bf16 rows: the blocks' gradients add up unrounded
         tile = load()[0].active_tile
 
         def visit(owner, blocks):
@@ -72,4 +73,4 @@ class RingRows(torch.autograd.Function):
             return [d_references]
 
         (d_own,) = ring([x, labels], ctx.sizes, ctx.group, visit)
-        return d_x + d_own, None, None, None, None, None
+        return (d_x + d_own).to(x.dtype), None, None, None, None, None

@@ -5,9 +5,9 @@ engine's block-by-block ops on CPU tensors (``_ring_cpp``), the Triton engine el
 import inspect
 
 import torch
-import torch.nn.functional as F
 
 from .. import cpp_engine, functional
+from .._numerics import accumulation_dtype, unit_rows
 from ..backends import BackendUnavailableError, unavailable_reason
 from ._gather import rank_sizes
 from ._ring_cpp import RingRows
@@ -61,7 +61,8 @@ def ring_label_loss(name, embeddings, labels, reduction, group, ring_call):
     ``check_ring``."""
     engine, options = ring_call
     sizes = rank_sizes(embeddings.shape[0], embeddings.device, group)
-    x = F.normalize(embeddings, dim=1)
+    # The C++ engine (CPU) computes in fp32 and takes the unit rows unrounded, as the single-process loss does.
+    x = unit_rows(embeddings, accumulation_dtype(embeddings.dtype) if engine == "cpp" else None)
     global_labels = labels.to(torch.int64)
     if engine == "cpp":
 
@@ -76,7 +77,4 @@ def ring_label_loss(name, embeddings, labels, reduction, group, ring_call):
 
         references = RingReferences(x, global_labels, sizes, group)
         local = LABEL_LOSSES[name](references, reduction=reduction, **options)
-    guard = functional._nonfinite_guard(embeddings)
-    if reduction == "parts":
-        return local[0] + guard, local[1]
-    return local + guard
+    return functional._with_guard(local, embeddings)

@@ -4,12 +4,8 @@ block; only the local rows and per-row log-sum-exps are saved for the backward, 
 import torch
 import torch.distributed as dist
 
+from .._numerics import accumulation_dtype, row_dots, widen
 from ._ring import ring
-
-
-def _accumulator(tensor):
-    """The gradient of a travelling block, kept in at least fp32."""
-    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 def row_logsumexp(ntxent, a, b):
@@ -20,7 +16,7 @@ def row_logsumexp(ntxent, a, b):
     picked = torch.arange(a.shape[0], device=a.device) % b.shape[0]
     ids = torch.arange(b.shape[0], device=a.device)
     excess = ntxent(a, picked, b, ids, temperature=1.0, reduction="none")
-    return excess + (a * b[picked]).sum(1)
+    return widen(excess) + row_dots(a, b[picked])
 
 
 class RingClip(torch.autograd.Function):
@@ -28,7 +24,7 @@ class RingClip(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, image, text, scale, sizes, group, ntxent):
-        lse = [image.new_full((image.shape[0],), float("-inf")) for _ in range(2)]
+        lse = [image.new_full((image.shape[0],), float("-inf"), dtype=accumulation_dtype(image.dtype)) for _ in "it"]
 
         def visit(owner, blocks):
             images, texts = blocks
@@ -38,12 +34,12 @@ class RingClip(torch.autograd.Function):
         ring([image, text], sizes, group, visit)
         ctx.save_for_backward(image, text, scale, *lse)
         ctx.sizes, ctx.group, ctx.ntxent = sizes, group, ntxent
-        return (lse[0] + lse[1]) / 2
+        return (lse[0] + lse[1]) / 2  # fp32 for fp16/bf16 towers: the caller casts the loss
 
     @staticmethod
     def backward(ctx, grad):
         image, text, scale, image_lse, text_lse = ctx.saved_tensors
-        local = [torch.zeros_like(_accumulator(image)), torch.zeros_like(_accumulator(text)), 0.0]
+        local = [torch.zeros_like(widen(image)), torch.zeros_like(widen(text)), 0.0]
 
         def visit(owner, blocks):
             with torch.enable_grad():
@@ -59,7 +55,7 @@ class RingClip(torch.autograd.Function):
             local[0] += grads[0]
             local[1] += grads[1]
             local[2] += grads[2]
-            return [_accumulator(grads[3]), _accumulator(grads[4])]
+            return [widen(grads[3]), widen(grads[4])]
 
         travelled = ring([image, text], ctx.sizes, ctx.group, visit)
         d_image = (local[0] + travelled[0]).to(image.dtype)
@@ -71,11 +67,11 @@ def _siglip_block(siglip, image, texts, scale, bias, own):
     """Σ over (local image, block text) pairs of −log σ(z·logit); the own block holds image i's positive (row i),
     the others none: the kernel's positive at column i mod M is turned back into a negative by adding its
     logit (softplus(l) − softplus(−l) = l)."""
-    total = siglip(image, texts, scale, bias, positive_offset=0) * image.shape[0]
+    total = widen(siglip(image, texts, scale, bias, positive_offset=0)) * image.shape[0]
     if own:
         return total
     picked = torch.arange(image.shape[0], device=image.device) % texts.shape[0]
-    return total + (scale * (image * texts[picked]).sum(1) + bias).sum()
+    return total + (scale * row_dots(image, texts[picked]) + bias).sum()
 
 
 class RingSigLip(torch.autograd.Function):
@@ -84,7 +80,7 @@ class RingSigLip(torch.autograd.Function):
     @staticmethod
     def forward(ctx, image, text, scale, bias, sizes, group, siglip):
         rank = dist.get_rank(group)
-        total = [image.new_zeros(())]
+        total = [image.new_zeros((), dtype=accumulation_dtype(image.dtype))]
 
         def visit(owner, blocks):
             total[0] = total[0] + _siglip_block(siglip, image, blocks[0], scale, bias, owner == rank)
@@ -98,7 +94,7 @@ class RingSigLip(torch.autograd.Function):
     def backward(ctx, grad):
         image, text, scale, bias = ctx.saved_tensors
         rank = dist.get_rank(ctx.group)
-        local = [torch.zeros_like(_accumulator(image)), 0.0, 0.0]
+        local = [torch.zeros_like(widen(image)), 0.0, 0.0]
 
         def visit(owner, blocks):
             with torch.enable_grad():
@@ -107,7 +103,7 @@ class RingSigLip(torch.autograd.Function):
                 grads = torch.autograd.grad(block * grad, leaves)
             for k in range(3):
                 local[k] += grads[k]
-            return [_accumulator(grads[3])]
+            return [widen(grads[3])]
 
         (d_text,) = ring([text], ctx.sizes, ctx.group, visit)
         return local[0].to(image.dtype), d_text.to(text.dtype), local[1], local[2], None, None, None

@@ -3,6 +3,7 @@
 import torch
 import torch.nn.functional as F
 
+from .._numerics import softplus
 from .._reduction import nonzero_parts, reduce
 from ._common import masked_logsumexp, pair_masks
 
@@ -14,5 +15,5 @@ def circle_loss(x, labels, y, ref_labels, *, m, gamma, reduction, self_offset=No
     pos_logits = -gamma * F.relu(1 + m - sim.detach()) * (sim - (1 - m))
     neg_logits = gamma * F.relu(sim.detach() + m) * (sim - m)
     lse = masked_logsumexp(pos_logits, pos) + masked_logsumexp(neg_logits, neg)
-    rows = torch.where(pos.any(1) & neg.any(1), F.softplus(lse), 0.0)
+    rows = torch.where(pos.any(1) & neg.any(1), softplus(lse), 0.0)
     return reduce(rows, reduction, lambda: nonzero_parts(rows))

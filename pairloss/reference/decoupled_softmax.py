@@ -2,8 +2,8 @@
 classification", ICLR 2024): each positive competes only with the query's negatives, not its other positives."""
 
 import torch
-import torch.nn.functional as F
 
+from .._numerics import softplus
 from ._common import masked_logsumexp
 
 
@@ -19,6 +19,6 @@ def decoupled_softmax_loss(queries, keys, positives, *, temperature):
     pos = positive_mask(positives, keys.shape[0])
     neg = ~pos
     neg_lse = masked_logsumexp(logits, neg)
-    pair_losses = torch.where(neg.any(1, keepdim=True), F.softplus(neg_lse[:, None] - logits), 0.0)
+    pair_losses = torch.where(neg.any(1, keepdim=True), softplus(neg_lse[:, None] - logits), 0.0)
     terms = pair_losses[pos]
     return terms.mean() if terms.numel() else terms.sum()

@@ -1,8 +1,8 @@
 """Label-aware softmax losses on cosine similarity: NT-Xent (PML's NTXentLoss) and SupCon (PML's SupConLoss)."""
 
 import torch
-import torch.nn.functional as F
 
+from .._numerics import softplus
 from .._reduction import count_parts, nonzero_parts, reduce
 from ._common import masked_logsumexp, pair_masks
 
@@ -13,7 +13,7 @@ def ntxent_loss(x, labels, y, ref_labels, *, temperature, reduction, self_offset
     pos, neg = pair_masks(labels, ref_labels, self_offset)
     neg_lse = masked_logsumexp(logits, neg)
     # −log(e^a / (e^a + e^b)) = softplus(b − a); an anchor without negatives has ratio 1, loss 0.
-    pair_losses = torch.where(neg.any(1, keepdim=True), F.softplus(neg_lse[:, None] - logits), 0.0) * pos
+    pair_losses = torch.where(neg.any(1, keepdim=True), softplus(neg_lse[:, None] - logits), 0.0) * pos
     rows = pair_losses.sum(1)
     return reduce(rows, reduction, lambda: count_parts(rows, pos.sum()))
 

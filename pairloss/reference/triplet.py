@@ -7,12 +7,13 @@ BatchHardMiner); ``mining="all"`` uses every valid (anchor, positive, negative) 
 import torch
 import torch.nn.functional as F
 
+from .._numerics import softplus
 from .._reduction import nonzero_parts, reduce
 from ._common import l2_distance, pair_masks
 
 
 def _hinge(violation, soft):
-    return F.softplus(violation) if soft else F.relu(violation)
+    return softplus(violation) if soft else F.relu(violation)
 
 
 def _batch_hard(dist, pos, neg, margin, soft):

@@ -7,6 +7,7 @@ models normalise them before the loss). MW is the pairwise AUC surrogate on cosi
 import torch
 import torch.nn.functional as F
 
+from .._numerics import softplus
 from .._reduction import count_parts, reduce
 from ._common import own_columns
 
@@ -38,6 +39,6 @@ def mw_loss(queries, docs, *, temperature):
     positive = sim[rows, rows]
     negative = torch.ones_like(sim, dtype=torch.bool)
     negative[rows, rows] = False
-    terms = F.softplus(sim - positive[:, None]) * negative
+    terms = softplus(sim - positive[:, None]) * negative
     per_query = terms.sum(1) / max(docs.shape[0] - 1, 1)
     return per_query.mean()

@@ -61,8 +61,13 @@ def deterministic():
 
 
 def _operand(t):
-    """fp16/bf16/fp32 go to the tensor cores as they are; anything else (fp64) is computed in fp32."""
-    return t if t.dtype in (torch.float16, torch.bfloat16, torch.float32) else t.float()
+    """fp16/bf16/fp32 go to the tensor cores as they are; anything else (fp64) is computed in fp32.
+
+    Under the interpreter bf16 goes in as fp32: its ``tl.dot`` misreads bf16 operands (garbage, seen with triton
+    3.9), and fp32 operands holding bf16 values compute what the GPU's bf16 MMA does (exact products, fp32 sums)."""
+    if t.dtype in (torch.float16, torch.float32) or (t.dtype == torch.bfloat16 and not INTERPRETED):
+        return t
+    return t.float()
 
 
 def _constexprs(x, device, tf32, **selectors):

@@ -4,7 +4,9 @@ Each loss runs its STATS pass if it has one (on detached inputs: thresholds, ext
 not differentiated, or are differentiated through the LOSS pass's outputs), then its LOSS pass, and reduces the
 O(B) per-row outputs in PyTorch exactly as the reference does, through ``pairloss._reduction`` (the "mean" is
 computed from the loss's parts), without host synchronisation (so that the losses compile with
-``torch.compile(fullgraph=True)``). fp64 inputs are computed in fp32.
+``torch.compile(fullgraph=True)``). fp16/bf16 rows go to the tensor cores as they are; every side term (squared
+norms, matching logits, positive scores, recomputed distances) and reduction is fp32 (``pairloss._numerics``), and
+the result comes back in the inputs' dtype. fp64 inputs are computed in fp32.
 
 The label losses' ``self_offset``: with references ``y`` given, anchor i's own copy sits at row
 (self_offset + i) % len(y) (a memory bank, a gathered batch) and that pair is left out, as the diagonal is when
@@ -17,7 +19,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .._numerics import distance_from_gram
+from .._numerics import distance_from_gram, row_dots, softplus, squared_norms
+from .._precision import backend_loss
 from .._reduction import count_parts, nonzero_parts, ratio, reduce
 from . import _ops
 from ._ids import (
@@ -126,18 +129,9 @@ def _label_pairs(labels, y, ref_labels, self_offset):
 
 
 def _squared_norms(x, y):
-    """Squared row norms of X and of Y (the same tensor when Y is X, so that both gradients reach it)."""
-    x_norms = (x * x).sum(1)
-    return x_norms, x_norms if y is None else (y * y).sum(1)
-
-
-def _reduce(rows, reduction, parts, dtype):
-    """``_reduction.reduce`` of the per-row losses; the result (the sums for "parts") in the inputs' dtype."""
-    reduced = reduce(rows, reduction, parts)
-    if reduction == "parts":
-        sums, counts = reduced
-        return sums.to(dtype), counts
-    return reduced.to(dtype)
+    """fp32 squared row norms of X and of Y (the same tensor when Y is X, so that both gradients reach it)."""
+    x_norms = squared_norms(x)
+    return x_norms, x_norms if y is None else squared_norms(y)
 
 
 def _total(per_row_counts):
@@ -146,9 +140,9 @@ def _total(per_row_counts):
 
 
 def _l2_rows(a, b):
-    """Row-wise L2 distance through the Gram formula, as the reference's distance matrix computes it."""
-    norms_sum = (a * a).sum(1) + (b * b).sum(1)
-    return distance_from_gram(norms_sum - 2.0 * (a * b).sum(1), norms_sum, a.dtype)
+    """Row-wise L2 distance through the Gram formula in fp32 (at least), as the kernels' tiles compute it."""
+    norms_sum = squared_norms(a) + squared_norms(b)
+    return distance_from_gram(norms_sum - 2.0 * row_dots(a, b), norms_sum, a.dtype)
 
 
 class References:
@@ -184,7 +178,7 @@ def _multi_similarity(refs, *, alpha, beta, base, epsilon, mining, reduction):
         stats = torch.tensor([INF, -INF, 0.0, 0.0], device=x.device)[:, None].expand(4, x.shape[0]).contiguous()
     values = refs.run(MULTI_SIMILARITY, stats=stats, params=params)
     rows = values[0] / alpha + values[1] / beta
-    return _reduce(rows, reduction, lambda: count_parts(rows, rows.shape[0]), x.dtype)
+    return reduce(rows, reduction, lambda: count_parts(rows, rows.shape[0]))
 
 
 def _triplet_margin(refs, *, margin, mining, soft, reduction):
@@ -193,16 +187,16 @@ def _triplet_margin(refs, *, margin, mining, soft, reduction):
         values = refs.run(TRIPLET_ALL, distances=True, params=(margin, float(soft)))
         rows = values[0]
         # The mean is over the non-zero triplet terms (PML's AvgNonZeroReducer over triplets, not anchors).
-        return _reduce(rows, reduction, lambda: count_parts(rows, _total(values[1])), x.dtype)
+        return reduce(rows, reduction, lambda: count_parts(rows, _total(values[1])))
     stats = refs.run(TRIPLET_HARDEST, stats_pass=True, distances=True)
     has_triplet = (stats[0] > -INF) & (stats[2] < INF)
     # The kernel only picks the hardest columns; the distances there are recomputed with autograd (O(B·D)),
     # so the gradient reaches exactly one positive and one negative per anchor, as in PML.
     far_pos = _l2_rows(x, refs.rows(stats[1].long()))
     near_neg = _l2_rows(x, refs.rows(stats[3].long()))
-    hinge = F.softplus if soft else F.relu
+    hinge = softplus if soft else F.relu
     rows = torch.where(has_triplet, hinge(far_pos - near_neg + margin), 0.0)
-    return _reduce(rows, reduction, lambda: nonzero_parts(rows), x.dtype)
+    return reduce(rows, reduction, lambda: nonzero_parts(rows))
 
 
 def _contrastive(refs, *, pos_margin, neg_margin, reduction):
@@ -213,14 +207,14 @@ def _contrastive(refs, *, pos_margin, neg_margin, reduction):
         # PML averages each kind over its own non-zero pairs, then adds the two averages.
         return torch.stack([values[0].sum(), values[1].sum()]), torch.cat([_total(values[2]), _total(values[3])])
 
-    return _reduce(rows, reduction, parts, refs.x.dtype)
+    return reduce(rows, reduction, parts)
 
 
 def _circle(refs, *, m, gamma, reduction):
     values = refs.run(CIRCLE, params=(m, gamma))
     has_both = (values[2] > 0) & (values[3] > 0)
-    rows = torch.where(has_both, F.softplus(values[0] + values[1]), 0.0)
-    return _reduce(rows, reduction, lambda: nonzero_parts(rows), refs.x.dtype)
+    rows = torch.where(has_both, softplus(values[0] + values[1]), 0.0)
+    return reduce(rows, reduction, lambda: nonzero_parts(rows))
 
 
 def _ntxent_values(run, params):
@@ -232,15 +226,16 @@ def _ntxent_values(run, params):
 
 def _ntxent(refs, *, temperature, reduction):
     rows, positives = _ntxent_values(refs.run, (temperature,))
-    return _reduce(rows, reduction, lambda: count_parts(rows, _total(positives)), refs.x.dtype)
+    return reduce(rows, reduction, lambda: count_parts(rows, _total(positives)))
 
 
+@backend_loss
 def decoupled_softmax_loss(queries, keys, positives, *, temperature):
     def run(loss, **options):
         return _run(loss, queries, keys, positives=positives, mask=INDEX, **options)
 
     rows, counts = _ntxent_values(run, (temperature,))
-    return ratio(rows.sum(), counts.sum()).to(queries.dtype)
+    return ratio(rows.sum(), counts.sum())
 
 
 def _supcon(refs, *, temperature, reduction):
@@ -251,7 +246,7 @@ def _supcon(refs, *, temperature, reduction):
     # pair that is not left out is one or the other, so the negatives are those pairs less the positives.
     positive_count = positives.to(torch.int64).sum()
     rows = torch.where((positive_count > 0) & (positive_count < refs.pair_count()), rows, rows * 0)
-    return _reduce(rows, reduction, lambda: nonzero_parts(rows), refs.x.dtype)
+    return reduce(rows, reduction, lambda: nonzero_parts(rows))
 
 
 # Each label loss from its engine passes over ``References`` here, or over every rank's block of references
@@ -267,6 +262,7 @@ LABEL_LOSSES = {
 
 
 def _on_references(loss_name):
+    @backend_loss
     def loss(x, labels, y, ref_labels, *, self_offset=None, **options):
         return LABEL_LOSSES[loss_name](References(x, labels, y, ref_labels, self_offset), **options)
 
@@ -282,32 +278,36 @@ ntxent_loss = _on_references("ntxent_loss")
 supcon_loss = _on_references("supcon_loss")
 
 
+@backend_loss
 def clip_loss(image, text, logit_scale, *, reduction):
     # The column log-sum-exps are the row ones of the transposed problem (a STATS pass); the LOSS pass returns
     # them beside the row ones and differentiates both from each recomputed tile (one backward, not one per side).
     text_lse = _run(CLIP, text, image, stats_pass=True, scale=logit_scale, mask=DIAGONAL)[0]
     values = _run(CLIP, image, text, row_vec=text_lse, col_vec=text_lse, scale=logit_scale, mask=DIAGONAL)
     image_lse, text_lse = values[0], values[1]
-    matching = logit_scale * (image * text).sum(1)
+    matching = logit_scale * row_dots(image, text)
     rows = (image_lse + text_lse) / 2 - matching
-    return _reduce(rows, reduction, lambda: count_parts(rows, rows.shape[0]), image.dtype)
+    return reduce(rows, reduction, lambda: count_parts(rows, rows.shape[0]))
 
 
+@backend_loss
 def siglip_loss(image, text, logit_scale, logit_bias, *, positive_offset=None):
     """Image row i's positive is text row (positive_offset + i) % len(text) (i when None: square towers)."""
     own_offset = 0 if positive_offset is None else positive_offset
     rows = _run(SIGLIP, image, text, scale=logit_scale, bias=logit_bias, mask=DIAGONAL, own_offset=own_offset)[0]
-    return (rows.sum() / image.shape[0]).to(image.dtype)
+    return rows.sum() / image.shape[0]
 
 
+@backend_loss
 def mw_loss(queries, docs, *, temperature):
-    positive_scores = (queries * docs[: queries.shape[0]]).sum(1)
+    positive_scores = row_dots(queries, docs[: queries.shape[0]])
     rows = _run(MW, queries, docs, row_vec=positive_scores, mask=DIAGONAL, params=(temperature,))[0]
-    return (rows / max(docs.shape[0] - 1, 1)).mean().to(queries.dtype)
+    return (rows / max(docs.shape[0] - 1, 1)).mean()
 
 
+@backend_loss
 def uniformity_loss(x, *, t):
-    norms = (x * x).sum(1)
+    norms = squared_norms(x)
     row_lse = _run(UNIFORMITY, x, x, row_vec=norms, col_vec=norms, mask=DIAGONAL, params=(t,))[0]
     pairs = x.shape[0] * (x.shape[0] - 1)
-    return (torch.logsumexp(row_lse, 0) - math.log(pairs)).to(x.dtype)
+    return torch.logsumexp(row_lse, 0) - math.log(pairs)
