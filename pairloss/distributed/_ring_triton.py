@@ -10,6 +10,7 @@ gradient of exactly that block's pairs, sent back to the block's owner with it.
 import torch
 import torch.distributed as dist
 
+from .._numerics import squared_norms
 from ..triton_engine import _ops
 from ..triton_engine._ids import CIRCLE, CONTRASTIVE, MULTI_SIMILARITY, NTXENT, SUPCON, TRIPLET_HARDEST
 from ..triton_engine.losses import grad_inputs, pair_rows_inputs
@@ -70,7 +71,7 @@ class RingReferences:
         self._offsets = rank_offsets(sizes)
 
     def run(self, loss, *, distances=False, stats_pass=False, stats=None, params=()):
-        row_vec = (self.x * self.x).sum(1) if distances else None
+        row_vec = squared_norms(self.x) if distances else None
         if stats_pass:
             with torch.no_grad():
                 return self.sweep(loss, True, distances, row_vec, stats, params)[0]
@@ -87,7 +88,7 @@ class RingReferences:
         rows, labels = block
         return pair_rows_inputs(
             loss, self.x, rows, stats_pass=stats_pass, row_labels=self._labels, col_labels=labels, row_vec=row_vec,
-            col_vec=(rows * rows).sum(1) if distances else None, stats=stats, self_pairs=owner == self._rank,
+            col_vec=squared_norms(rows) if distances else None, stats=stats, self_pairs=owner == self._rank,
             params=params,
         )  # fmt: skip
 
