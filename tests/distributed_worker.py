@@ -112,6 +112,8 @@ def run_half_cases(world, rank, backend):
             loss = getattr(pairloss.distributed, loss_name)(leaf, y, backend=backend, strategy=strategy, **options)
             (grad,) = torch.autograd.grad(loss * GRAD_OUTPUT, leaf)
             results[(loss_name, strategy)] = (loss.detach(), grad)
+    if backend not in TWO_TOWER_BACKENDS:
+        return results
     towers = [_local(image, world, rank).bfloat16(), _local(text, world, rank).bfloat16()]
     for strategy in pairloss.distributed.STRATEGIES:
         leaves = [tower.clone().requires_grad_(True) for tower in towers]
@@ -145,7 +147,7 @@ def main(init_file, world, rank, out_path, backends):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", world_size=world, rank=rank)
     try:
         results = {backend: run_cases(world, rank, backend) for backend in backends.split(",")}
-        results["bf16"] = {b: run_half_cases(world, rank, b) for b in backends.split(",") if b in TWO_TOWER_BACKENDS}
+        results["bf16"] = {backend: run_half_cases(world, rank, backend) for backend in backends.split(",")}
         results["ddp"] = train_ddp(world, rank)
         torch.save(results, out_path)
         dist.barrier()

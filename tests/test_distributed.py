@@ -132,7 +132,7 @@ def test_clip_and_siglip_equal_the_global_batch(ranks, backend, strategy):
     _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, "mean", f"W={world} {key}")
 
 
-@pytest.mark.parametrize("backend", TWO_TOWER_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_bf16_rows_give_the_global_loss(ranks, backend):
     """bf16 local rows: each strategy returns a bf16 loss and bf16 gradients equal to the fp64 truth on the rounded
     global batch, to bf16 precision (the engines and the collectives accumulate in fp32)."""
