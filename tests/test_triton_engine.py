@@ -226,8 +226,80 @@ def _op_args(loss, rows=19, cols=21, dim=5, device=DEVICE):
     return (
         leaf(x), leaf(y), labels, ref_labels, torch.zeros(rows, 0, dtype=torch.int64, device=device),
         row_vec, col_vec, torch.zeros(4, rows, device=device), scale, bias,
-        ids[0].value, False, ids[1].value, ids[2], 7, params,
+        ids[0].value, False, ids[1].value, ids[2], 7, params, False,
     )  # fmt: skip
+
+
+def test_every_launch_is_the_kernel_itself_with_the_one_launch_config(monkeypatch):
+    """No autotuner between the launchers and the kernels: an autotuner reruns a kernel while it benchmarks and
+    resets its outputs, and on the deterministic backward's column launch it zeroed the dX the row launch had
+    written. Forward and backward launch with the same LAUNCH_CONFIG."""
+    from pairloss.triton_engine import _launch
+
+    launches = []
+
+    class Recorder:
+        def __init__(self, name, kernel):
+            self.name, self.kernel = name, kernel
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launches.append((self.name, kwargs.get("OWN_ROWS"), kwargs["num_warps"], kwargs["num_stages"]))
+                return self.kernel[grid](*args, **kwargs)
+
+            return launch
+
+    for name in ("pair_rows_kernel", "pair_grad_kernel"):
+        monkeypatch.setattr(_launch, name, Recorder(name, getattr(_launch, name)))
+    monkeypatch.setenv("PAIRLOSS_DETERMINISTIC", "1")
+    x, labels = _towers(20, 20, 6, device=DEVICE)[0].requires_grad_(), torch.arange(20, device=DEVICE) % 4
+    pairloss.multi_similarity_loss(x, labels, backend="triton").backward()
+    config = tuple(_launch.LAUNCH_CONFIG)
+    assert launches == [
+        ("pair_rows_kernel", None, *config),  # the miner's STATS pass
+        ("pair_rows_kernel", None, *config),  # the LOSS pass
+        ("pair_grad_kernel", True, *config),  # dX, row owners
+        ("pair_grad_kernel", False, *config),  # dY, column owners
+    ]
+
+
+@pytest.mark.parametrize("operands", ["bf16", "fp16", "fp32", "tf32"])
+def test_forward_and_backward_launch_plans_compute_the_same_similarity(operands):
+    """The CUDA launch plans (built here without a GPU) of every engine pass: the backward recomputes S with the
+    forward's tile sizes and precision, so that mining decisions and tile bytes see the same S."""
+    from pairloss.triton_engine import _compile_check, losses
+
+    same_s = ("BLOCK_M", "BLOCK_N", "BLOCK_D", "PRECISION")
+    for engine_pass in losses.ENGINE_PASSES:
+        if engine_pass.stats_pass:
+            continue
+        variant = _compile_check.Variant(engine_pass, operands, "odd", (8, 3), 90)
+        (_, _, _, _, forward), *backward = _compile_check.launches(variant)
+        assert len(backward) == 3, variant  # atomic, and the deterministic pair
+        for _, _, _, _, constexprs in backward:
+            assert {k: constexprs[k] for k in same_s} == {k: forward[k] for k in same_s}, variant
+
+
+def test_backward_keeps_the_forwards_tf32_decision(monkeypatch):
+    """The precision is decided once by the forward and saved with it: flipping allow_tf32 before backward()
+    does not change the backward's."""
+    from pairloss.triton_engine import _launch
+
+    decisions = []
+    original = _launch.grad_launches
+
+    def spy(*args, **kwargs):
+        decisions.append(args[-1])  # tf32, the argument before the keyword atomic
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_launch, "grad_launches", spy)
+    x, labels = _towers(20, 20, 6, device=DEVICE)[0].requires_grad_(), torch.arange(20, device=DEVICE) % 4
+    for flag in (True, False):  # what torch.backends.cuda.matmul.allow_tf32 says, before and after the forward
+        monkeypatch.setattr(_launch, "tf32_allowed", lambda flag=flag: flag)
+        loss = pairloss.supcon_loss(x, labels, backend="triton")
+        monkeypatch.setattr(_launch, "tf32_allowed", lambda flag=flag: not flag)
+        loss.backward()
+    assert decisions == [True, False]
 
 
 @pytest.mark.parametrize("loss", ["contrastive", "siglip"])

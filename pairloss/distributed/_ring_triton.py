@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 
 from .._numerics import squared_norms
-from ..triton_engine import _ops
+from ..triton_engine import _launch, _ops
 from ..triton_engine._ids import CIRCLE, CONTRASTIVE, MULTI_SIMILARITY, NTXENT, SUPCON, TRIPLET_HARDEST
 from ..triton_engine.losses import grad_inputs, pair_rows_inputs
 from ._gather import rank_offsets
@@ -69,6 +69,7 @@ class RingReferences:
         self.x, self._labels, self._sizes, self._group = x, labels, sizes, group
         self._rank = dist.get_rank(group)
         self._offsets = rank_offsets(sizes)
+        self._tf32 = _launch.tf32_allowed()  # one precision decision for every block and pass of the call
 
     def run(self, loss, *, distances=False, stats_pass=False, stats=None, params=()):
         row_vec = squared_norms(self.x) if distances else None
@@ -87,7 +88,7 @@ class RingReferences:
         """``pair_rows``'s arguments for the local anchors against the block of rank ``owner``."""
         rows, labels = block
         return pair_rows_inputs(
-            loss, self.x, rows, stats_pass=stats_pass, row_labels=self._labels, col_labels=labels, row_vec=row_vec,
+            loss, self.x, rows, tf32=self._tf32, stats_pass=stats_pass, row_labels=self._labels, col_labels=labels, row_vec=row_vec,
             col_vec=squared_norms(rows) if distances else None, stats=stats, self_pairs=owner == self._rank,
             params=params,
         )  # fmt: skip

@@ -8,11 +8,11 @@ arrays. Needs ``TRITON_INTERPRET`` unset (under it ``@triton.jit`` gives interpr
     python -m pairloss.triton_engine._compile_check --arch 90 --arch 80 [--all] [--jobs 2]
 
 A variant is an engine pass of ``losses.ENGINE_PASSES`` (its forward kernel and, for a LOSS pass, the three
-backward kernels: atomic, and the deterministic pair), the operand dtype, the operand layout and the autotune
-config. The launch arguments come from the launchers themselves (``_launch.rows_launch``/``grad_launches``), so
+backward kernels: atomic, and the deterministic pair), the operand dtype, the operand layout and the launch
+config (``_launch.LAUNCH_CONFIG``, the one every kernel is launched with). The launch arguments come from the launchers themselves (``_launch.rows_launch``/``grad_launches``), so
 the signature is the one the JIT would specialise. By default every pass is compiled with bf16 operands in the
-aligned layout, plus a few passes with the other dtypes and layouts (``EXTRAS``), each under one autotune config
-(spread over the variants); ``--all`` compiles the full product. Exits 1 if any kernel fails to compile.
+aligned layout, plus a few passes with the other dtypes and layouts (``EXTRAS``); ``--all`` compiles the full
+product. Exits 1 if any kernel fails to compile.
 """
 
 import argparse
@@ -82,17 +82,14 @@ class Variant(NamedTuple):
 
 def variants(archs, everything):
     """The variants to compile: the full product, or (default) the primary operands and layout for every pass
-    plus the extras, each under one autotune config, taken in turn."""
+    plus the extras."""
     chosen = [
         (engine_pass, operands, layout)
         for engine_pass in ENGINE_PASSES
         for operands, layout in itertools.product(OPERANDS, LAYOUTS)
         if everything or (operands, layout) == PRIMARY or (operands, layout) in EXTRAS.get(engine_pass, ())
     ]
-    configs = _launch.AUTOTUNE_CONFIGS
-    if everything:
-        return [Variant(*c, config, arch) for arch in archs for c in chosen for config in configs]
-    return [Variant(*c, configs[i % len(configs)], arch) for arch in archs for i, c in enumerate(chosen)]
+    return [Variant(*c, tuple(_launch.LAUNCH_CONFIG), arch) for arch in archs for c in chosen]
 
 
 def _operand(rows, features, dtype, aligned, transposed):
@@ -188,7 +185,7 @@ def check(variant):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", type=int, action="append", help="compute capability ×10, e.g. 90 (default), 80")
-    parser.add_argument("--all", action="store_true", help="every pass × operand kind × layout × autotune config")
+    parser.add_argument("--all", action="store_true", help="every pass × operand kind × layout")
     parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="compiler processes")
     parser.add_argument("--match", default="", help="only the variants whose description contains this")
     parser.add_argument("--list", action="store_true", help="list the variants and exit")

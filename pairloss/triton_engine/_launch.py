@@ -1,17 +1,19 @@
 """Launchers: tile sizes, dtypes, strides, grids and output allocation around the two kernels.
 
-Tile sizes are fixed per device (not autotuned) because the forward's per-tile "has gradient" bytes are read
-by the backward, and the mining decisions recomputed there must see bitwise the same S as the forward: both
-need the same BLOCK_M/N/D. On CUDA the autotuner only picks warps and pipeline stages.
+Forward and backward must see bitwise the same S: the forward's per-tile "has gradient" bytes are read by the
+backward, and the mining decisions recomputed there compare the recomputed S with the forward's thresholds. So
+every S-producing choice is made once and shared: tile sizes are fixed per device, the launch configuration
+(warps, pipeline stages) is one constant for every kernel, never autotuned apart, and the TF32 decision is taken
+by the forward and handed to the backward with its saved inputs (``tf32`` of the ops), never re-read.
 
 ``PAIRLOSS_DETERMINISTIC=1`` (read at every backward), or ``torch.use_deterministic_algorithms(True)``, selects
 the atomic-free backward: a row-parallel dX kernel and a column-parallel dY kernel, each recomputing S.
 """
 
 import os
+from typing import NamedTuple
 
 import torch
-import triton
 from triton.runtime.interpreter import InterpretedFunction
 
 from ._ids import LOSS_PASS, ROW_SLOTS, STATS_PASS, TRIPLET_ALL
@@ -20,23 +22,17 @@ from ._kernels import pair_grad_kernel, pair_rows_kernel
 INTERPRETED = isinstance(pair_rows_kernel, InterpretedFunction)
 
 
-# (num_warps, num_stages) the autotuner chooses from on CUDA.
-AUTOTUNE_CONFIGS = [(warps, stages) for warps in (4, 8) for stages in (2, 3)]
+class LaunchConfig(NamedTuple):
+    num_warps: int
+    num_stages: int
 
 
-def _autotuned(kernel, key, reset_to_zero=()):
-    if INTERPRETED:
-        return kernel
-    configs = [triton.Config({}, num_warps=warps, num_stages=stages) for warps, stages in AUTOTUNE_CONFIGS]
-    return triton.autotune(configs=configs, key=key, reset_to_zero=list(reset_to_zero))(kernel)
-
-
-_pair_rows = _autotuned(pair_rows_kernel, key=["D", "LOSS", "PASS", "MASK"])
-_pair_grad = _autotuned(
-    pair_grad_kernel,
-    key=["D", "LOSS", "MASK", "OWN_ROWS", "ATOMIC"],
-    reset_to_zero=["dx_ptr", "dy_ptr", "col_grad_ptr"],
-)
+# The one launch configuration of every kernel. Not autotuned: a forward and a backward tuned apart may compute S
+# differently, and Triton's autotuner reruns a kernel while it benchmarks, resetting its outputs, which zeroed the
+# dX that the deterministic backward's row launch had written before its column launch was tuned. 8 warps and 3
+# stages spill least in the sm_90 compile check (3 of 96 kernels, odd layouts only; 4/3: 33, 4/2: 31, 8/2: 6).
+# A GPU session tunes this constant, for forward and backward together.
+LAUNCH_CONFIG = LaunchConfig(num_warps=8, num_stages=3)
 
 
 def tile_sizes(device, loss):
@@ -83,7 +79,8 @@ def _constexprs(x, device, tf32, **selectors):
     return {"PRECISION": precision, "BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_D": block_d, **selectors}
 
 
-def _tf32_allowed():
+def tf32_allowed():
+    """The TF32 decision of a forward (fp32 operands on CUDA): read once per loss call and passed on."""
     return torch.backends.cuda.matmul.allow_tf32
 
 
@@ -108,12 +105,12 @@ def rows_launch(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats
 
 
 def pair_rows(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
-              self_pairs, own_offset, params):  # fmt: skip
+              self_pairs, own_offset, params, tf32):  # fmt: skip
     outputs, (grid, args, constexprs) = rows_launch(
         x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
-        self_pairs, own_offset, params, x.device, _tf32_allowed(),
+        self_pairs, own_offset, params, x.device, tf32,
     )  # fmt: skip
-    _pair_rows[grid](*args, **constexprs)
+    pair_rows_kernel[grid](*args, **constexprs, **LAUNCH_CONFIG._asdict())
     return outputs
 
 
@@ -147,11 +144,12 @@ def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
 
 
 def pair_grad(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias,
-              tile_bits, loss, mask, self_pairs, own_offset, params):  # fmt: skip
+              tile_bits, loss, mask, self_pairs, own_offset, params, tf32):  # fmt: skip
+    """The backward of the ``pair_rows`` call with these inputs; ``tf32`` is that forward's decision."""
     outputs, launches = grad_launches(
         x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias, tile_bits,
-        loss, mask, self_pairs, own_offset, params, x.device, _tf32_allowed(), atomic=not deterministic(),
+        loss, mask, self_pairs, own_offset, params, x.device, tf32, atomic=not deterministic(),
     )  # fmt: skip
     for grid, args, constexprs in launches:
-        _pair_grad[grid](*args, **constexprs)
+        pair_grad_kernel[grid](*args, **constexprs, **LAUNCH_CONFIG._asdict())
     return outputs

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from .._numerics import distance_from_gram, row_dots, softplus, squared_norms
 from .._precision import backend_loss
 from .._reduction import count_parts, nonzero_parts, ratio, reduce
-from . import _ops
+from . import _launch, _ops
 from ._ids import (
     CIRCLE,
     CLIP,
@@ -72,11 +72,13 @@ ENGINE_PASSES = sorted(
 )
 
 
-def pair_rows_inputs(loss, x, y, *, stats_pass=False, row_labels=None, col_labels=None, positives=None,
+def pair_rows_inputs(loss, x, y, *, tf32, stats_pass=False, row_labels=None, col_labels=None, positives=None,
                      row_vec=None, col_vec=None, stats=None, scale=None, bias=None, mask=LABELS, self_pairs=False,
                      own_offset=0, params=()):  # fmt: skip
     """The arguments of one ``pairloss::pair_rows`` call; unused inputs get small placeholders. ``pair_grad``
-    takes the same ones, less ``stats_pass``, with the forward's outputs (``grad_inputs``)."""
+    takes the same ones, less ``stats_pass``, with the forward's outputs (``grad_inputs``). ``tf32``: the loss
+    call's one precision decision (``_launch.tf32_allowed()``, read once), shared by all its passes so that they
+    compute the same S."""
     if stats_pass:
         x, y = x.detach(), y.detach()
         scale = None if scale is None else scale.detach()
@@ -101,6 +103,7 @@ def pair_rows_inputs(loss, x, y, *, stats_pass=False, row_labels=None, col_label
         self_pairs,
         own_offset % cols,  # in [0, M): an int32 kernel argument whatever the caller's offset
         [float(p) for p in params] + [0.0] * (4 - len(params)),
+        bool(tf32),
     )
 
 
@@ -108,9 +111,9 @@ def grad_inputs(inputs, values, coefs, tile_bits):
     """``pairloss::pair_grad``'s arguments for the ``pair_rows`` call of ``inputs`` that gave ``values`` and
     ``tile_bits``, with the upstream gradient ``coefs`` of ``values``."""
     x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias = inputs[:10]
-    loss, _, mask, self_pairs, own_offset, params = inputs[10:]
+    loss, _, mask, self_pairs, own_offset, params, tf32 = inputs[10:]
     return (x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias, tile_bits,
-            loss, mask, self_pairs, own_offset, params)  # fmt: skip
+            loss, mask, self_pairs, own_offset, params, tf32)  # fmt: skip
 
 
 def _run(loss, x, y, **options):
@@ -152,12 +155,13 @@ class References:
         self.x, self._y = x, y
         self._refs = x if y is None else y
         self._pairs = _label_pairs(labels, y, ref_labels, self_offset)
+        self._tf32 = _launch.tf32_allowed()
 
     def run(self, loss, *, distances=False, **options):
         """The (4, B) outputs of one pass; ``distances``: the per-row/column vectors are squared norms."""
         if distances:
             options["row_vec"], options["col_vec"] = _squared_norms(self.x, self._y)
-        return _run(loss, self.x, self._refs, **self._pairs, **options)
+        return _run(loss, self.x, self._refs, tf32=self._tf32, **self._pairs, **options)
 
     def rows(self, columns):
         """The reference rows at these columns (differentiable)."""
@@ -231,8 +235,10 @@ def _ntxent(refs, *, temperature, reduction):
 
 @backend_loss
 def decoupled_softmax_loss(queries, keys, positives, *, temperature):
+    tf32 = _launch.tf32_allowed()
+
     def run(loss, **options):
-        return _run(loss, queries, keys, positives=positives, mask=INDEX, **options)
+        return _run(loss, queries, keys, tf32=tf32, positives=positives, mask=INDEX, **options)
 
     rows, counts = _ntxent_values(run, (temperature,))
     return ratio(rows.sum(), counts.sum())
@@ -282,8 +288,9 @@ supcon_loss = _on_references("supcon_loss")
 def clip_loss(image, text, logit_scale, *, reduction):
     # The column log-sum-exps are the row ones of the transposed problem (a STATS pass); the LOSS pass returns
     # them beside the row ones and differentiates both from each recomputed tile (one backward, not one per side).
-    text_lse = _run(CLIP, text, image, stats_pass=True, scale=logit_scale, mask=DIAGONAL)[0]
-    values = _run(CLIP, image, text, row_vec=text_lse, col_vec=text_lse, scale=logit_scale, mask=DIAGONAL)
+    tf32 = _launch.tf32_allowed()
+    text_lse = _run(CLIP, text, image, tf32=tf32, stats_pass=True, scale=logit_scale, mask=DIAGONAL)[0]
+    values = _run(CLIP, image, text, tf32=tf32, row_vec=text_lse, col_vec=text_lse, scale=logit_scale, mask=DIAGONAL)
     image_lse, text_lse = values[0], values[1]
     matching = logit_scale * row_dots(image, text)
     rows = (image_lse + text_lse) / 2 - matching
@@ -294,20 +301,23 @@ def clip_loss(image, text, logit_scale, *, reduction):
 def siglip_loss(image, text, logit_scale, logit_bias, *, positive_offset=None):
     """Image row i's positive is text row (positive_offset + i) % len(text) (i when None: square towers)."""
     own_offset = 0 if positive_offset is None else positive_offset
-    rows = _run(SIGLIP, image, text, scale=logit_scale, bias=logit_bias, mask=DIAGONAL, own_offset=own_offset)[0]
+    rows = _run(SIGLIP, image, text, tf32=_launch.tf32_allowed(), scale=logit_scale, bias=logit_bias, mask=DIAGONAL,
+                own_offset=own_offset)[0]  # fmt: skip
     return rows.sum() / image.shape[0]
 
 
 @backend_loss
 def mw_loss(queries, docs, *, temperature):
     positive_scores = row_dots(queries, docs[: queries.shape[0]])
-    rows = _run(MW, queries, docs, row_vec=positive_scores, mask=DIAGONAL, params=(temperature,))[0]
+    tf32 = _launch.tf32_allowed()
+    rows = _run(MW, queries, docs, tf32=tf32, row_vec=positive_scores, mask=DIAGONAL, params=(temperature,))[0]
     return (rows / max(docs.shape[0] - 1, 1)).mean()
 
 
 @backend_loss
 def uniformity_loss(x, *, t):
     norms = squared_norms(x)
-    row_lse = _run(UNIFORMITY, x, x, row_vec=norms, col_vec=norms, mask=DIAGONAL, params=(t,))[0]
+    row_lse = _run(UNIFORMITY, x, x, tf32=_launch.tf32_allowed(), row_vec=norms, col_vec=norms, mask=DIAGONAL,
+                   params=(t,))[0]  # fmt: skip
     pairs = x.shape[0] * (x.shape[0] - 1)
     return torch.logsumexp(row_lse, 0) - math.log(pairs)
