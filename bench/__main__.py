@@ -51,7 +51,7 @@ def build_config(args):
         impls=args.backend or [],
         repeats=args.repeats or repeats,
         warmup=args.warmup,
-        case_seconds=case_seconds,
+        case_seconds=args.case_seconds or case_seconds,
         memory_fraction=0.6,
         oracle_max_rows=8192 if gpu else 2048,
     )
@@ -70,6 +70,9 @@ def parse_args(argv):
     parser.add_argument("--batch", nargs="+", type=int, help="batch sizes B (default: doubling from 1024)")
     parser.add_argument("--repeats", type=int, help="timed repeats per measurement")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls before each timing")
+    parser.add_argument(
+        "--case-seconds", type=float, help="skip a size whose timings are predicted to take longer than this"
+    )
     parser.add_argument("--out", default="bench/results", help="directory for the JSON rows and PNG plots")
     parser.add_argument("--name", help="file name stem of the results (default: mode, device and host)")
     return parser.parse_args(argv)

@@ -27,11 +27,24 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+def _do_bench(function, repeats, warmup):
+    """``triton.testing.do_bench``'s samples (ms) of ``function()`` on CUDA: the L2 cache flushed before each."""
+    from triton.testing import do_bench
+
+    return do_bench(function, warmup=warmup, rep=max(repeats, 1), return_mode="all")
+
+
 def time_call(function, device, repeats, warmup=1, setup=None):
     """Median and spread (min, max) in milliseconds of ``function()``, after ``warmup`` untimed calls.
 
-    ``setup`` runs untimed before each call (e.g. the forward pass whose backward is being timed).
+    ``setup`` runs untimed before each call (e.g. the forward pass whose backward is being timed). On CUDA without
+    a setup, ``triton.testing.do_bench`` times it (L2 flushed between runs; ``repeats`` and ``warmup`` are then its
+    time budgets in ms, at least that many runs of a call that takes a millisecond or more).
     """
+    if device.type == "cuda" and setup is None:
+        samples = _do_bench(function, repeats * 10, warmup * 10)
+        return {"median_ms": statistics.median(samples), "min_ms": min(samples), "max_ms": max(samples),
+                "n": len(samples)}  # fmt: skip
     samples = []
     for index in range(warmup + repeats):
         state = setup() if setup is not None else None

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# One-shot GPU check for a freshly lent H100/H200 that has CUDA, torch and triton but no internet:
+#   bash bench/gpu_check.sh OUTDIR
+# 1. builds the C++/CUDA extension in place (for this GPU's architecture; a failed build fails the check),
+# 2. runs the GPU tests (pytest -m cuda: every engine against the oracles in fp32/fp16/bf16, opcheck,
+#    torch.compile) and the sm_90 compile check of every Triton kernel variant,
+# 3. benchmarks the GPU engines (bf16, D = 128 and 512, B = 4k..64k) and, at B = 4k and 16k, the peers that
+#    are installed (pytorch-metric-learning, torch.compile of the dense formula, Inf-CL for CLIP).
+# Each stage has its own time limit: the whole check ends within 10 minutes whatever happens (the limits add
+# up to 610 s), sooner when the build is quick. OUTDIR receives
+# device.txt, build.log, pytest-cuda.log, compile-check.log, the benchmark JSON and PNG files, bench.log and
+# summary.txt. Peers' wheels (pure-Python ones: pytorch-metric-learning, inf-cl) can travel in a folder named by
+# PAIRLOSS_WHEELS; they are installed into a scratch folder, not into the machine's Python.
+set -uo pipefail
+mkdir -p "${1:?usage: bash bench/gpu_check.sh OUTDIR}"
+OUT="$(cd "$1" && pwd)"
+cd "$(dirname "$0")/.." || exit 1
+PY="${PYTHON:-python3}"
+START=$(date +%s)
+STATUS=0
+
+note() { echo "[gpu_check +$(($(date +%s) - START))s] $*" | tee -a "$OUT/summary.txt"; }
+stage() {  # stage NAME SECONDS LOG COMMAND...: run with a time limit, record its exit status
+  local name="$1" limit="$2" log="$3"
+  shift 3
+  note "$name: start (limit ${limit}s)"
+  timeout "$limit" "$@" >"$log" 2>&1
+  local rc=$?
+  note "$name: exit $rc$([ $rc -eq 124 ] && echo ' (time limit)')"
+  [ $rc -eq 0 ] || STATUS=1
+  return $rc
+}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  "$PY" -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "triton",
+    triton.__version__, torch.cuda.get_device_name(), torch.cuda.get_device_properties(0).multi_processor_count,
+    "SMs")'
+} >"$OUT/device.txt" 2>&1
+note "device: $(tail -1 "$OUT/device.txt")"
+
+if [ -n "${PAIRLOSS_WHEELS:-}" ]; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/pairloss-peers "$PAIRLOSS_WHEELS"/*.whl \
+    >"$OUT/wheels.log" 2>&1 && export PYTHONPATH="/tmp/pairloss-peers${PYTHONPATH:+:$PYTHONPATH}"
+  note "peer wheels: $(find "$PAIRLOSS_WHEELS" -name '*.whl' -printf '%f ')"
+fi
+
+# CI=1: a failed extension build is an error here, not a quietly missing backend.
+if ! stage build 180 "$OUT/build.log" env CI=1 MAX_JOBS="$(nproc)" "$PY" setup.py build_ext --inplace; then
+  note "the extension did not build: the tests and benchmarks below run without the cpp backend"
+fi
+"$PY" -c 'import pairloss; print("backends on cuda:", pairloss.available_backends("cuda"))' 2>&1 | tee -a "$OUT/summary.txt"
+
+stage tests 210 "$OUT/pytest-cuda.log" "$PY" -m pytest -m cuda -q -rfEs -p no:cacheprovider tests
+note "tests: $(tail -1 "$OUT/pytest-cuda.log")"
+stage compile-check 60 "$OUT/compile-check.log" "$PY" -m pairloss.triton_engine._compile_check --arch 90 \
+  --jobs "$(nproc)"
+note "compile check: $(tail -1 "$OUT/compile-check.log")"
+
+# The engines over the whole sweep, then the peers where they fit (dense peers grow with B²).
+stage bench-engines 100 "$OUT/bench-engines.log" "$PY" -m bench --device cuda --dtype bfloat16 --dim 128 512 \
+  --batch 4096 16384 65536 --loss multi_similarity supcon triplet clip siglip --backend triton cpp \
+  --repeats 5 --case-seconds 8 --out "$OUT" --name gpu-engines
+stage bench-peers 60 "$OUT/bench-peers.log" "$PY" -m bench --device cuda --dtype bfloat16 --dim 128 \
+  --batch 4096 16384 --loss multi_similarity supcon clip --backend triton pml torch.compile-dense inf-cl \
+  --repeats 5 --case-seconds 8 --out "$OUT" --name gpu-peers
+grep -h "faster than" "$OUT"/bench-*.log | tee -a "$OUT/summary.txt"
+note "done, status $STATUS"
+exit $STATUS
