@@ -44,6 +44,16 @@ def test_clustered_batch_within_torch_error(loss_name, option, backend, dtype):
     check_against_reference(loss_name, backend, **case)
 
 
+@pytest.mark.skipif(backends.unavailable_reason("triton", "cpu") is not None, reason="needs Triton's interpreter")
+@pytest.mark.parametrize("dtype", list(HALF.values()), ids=list(HALF))
+@pytest.mark.parametrize("loss_name", ALL_LOSSES)
+def test_clustered_batch_with_the_gpu_tiles(monkeypatch, loss_name, dtype):
+    """The Triton engine with the CUDA launch plan (PAIRLOSS_TRITON_TILES=cuda: 64-wide tiles) on 150 rows of
+    D = 100, under the same rule."""
+    monkeypatch.setenv("PAIRLOSS_TRITON_TILES", "cuda")
+    check_against_reference(loss_name, "triton", **clustered_case(loss_name, dtype, rows=150, dim=100))
+
+
 @pytest.mark.parametrize("dtype", list(HALF.values()), ids=list(HALF))
 def test_normalised_rows_are_correctly_rounded(dtype):
     """The rows a tensor-core engine gets: normalised in fp32, then rounded once to the dtype (within half an ulp

@@ -14,6 +14,8 @@ from pairloss import backends
 
 from .backend_cases import (
     LABEL_LOSSES,
+    OTHER_LOSSES,
+    SPECS,
     all_case_ids,
     check_against_reference,
     make_case,
@@ -87,6 +89,35 @@ def test_label_losses_across_tiles(loss_name, rows, refs, dim):
     else:
         options = {"mining": "all"} if loss_name == "triplet_margin_loss" else {"reduction": "none"}
     check_within_fp32_error(loss_name, **_label_case(rows, refs, dim, classes=5, **options))
+
+
+@pytest.mark.skipif(CPU_REASON is not None, reason="runs the GPU's tiles under the interpreter")
+@pytest.mark.parametrize("dim", [100, 300])
+@pytest.mark.parametrize("loss_name", LABEL_LOSSES + OTHER_LOSSES)
+def test_cuda_tile_sizes_under_the_interpreter(monkeypatch, loss_name, dim):
+    """PAIRLOSS_TRITON_TILES=cuda: the interpreter runs the CUDA launch plan (64-wide tiles, 16-row all-triplets
+    tiles, fp32's 16-wide feature chunks) on batches crossing several tiles, with partial ones at each edge."""
+    from pairloss.triton_engine import _ids, _launch
+
+    monkeypatch.setenv("PAIRLOSS_TRITON_TILES", "cuda")
+    assert _launch.tile_sizes("cpu", _ids.MULTI_SIMILARITY.value) == (64, 64, 64)
+    if loss_name in LABEL_LOSSES:
+        options = {"mining": "all"} if loss_name == "triplet_margin_loss" else {"reduction": "none"}
+        rows, refs = (40, 70) if loss_name == "triplet_margin_loss" else (150, None)
+        check_within_fp32_error(loss_name, **_label_case(rows, refs, dim, classes=9, **options))
+        if loss_name != "triplet_margin_loss":
+            check_within_fp32_error(loss_name, **_label_case(70, 200, dim, classes=9))
+        return
+    case = make_case(loss_name, "odd", device=DEVICE)
+    generator = torch.Generator().manual_seed(dim)
+    for name in SPECS[loss_name].tensors:
+        value = case.get(name)
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dim() == 2:
+            rows = 130 if name in ("embeddings", "image_features", "text_features", "queries") else 150
+            case[name] = F.normalize(torch.randn(rows, dim, generator=generator), dim=1).to(DEVICE)
+    if loss_name == "decoupled_softmax_loss":
+        case["positives"] = torch.randint(-1, 150, (130, 3), generator=generator).to(DEVICE)
+    check_within_fp32_error(loss_name, **case)
 
 
 def _memory_bank_case(rows, refs, offset, dim=5, classes=4, **options):

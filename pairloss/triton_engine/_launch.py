@@ -35,11 +35,17 @@ class LaunchConfig(NamedTuple):
 LAUNCH_CONFIG = LaunchConfig(num_warps=8, num_stages=3)
 
 
+def planned_for_cuda(device):
+    """Whether launches on ``device`` take the CUDA tile sizes and code paths: on CUDA, and on the interpreter
+    when ``PAIRLOSS_TRITON_TILES=cuda`` (so that CPU tests run exactly the GPU's tiles; read at every call)."""
+    return torch.device(device).type == "cuda" or os.environ.get("PAIRLOSS_TRITON_TILES") == "cuda"
+
+
 def tile_sizes(device, loss):
-    """(BLOCK_M, BLOCK_N, BLOCK_D): small under the interpreter so that small test batches cross tiles; on CUDA
-    the all-triplets loss holds a BLOCK_M × BLOCK_N × BLOCK_N tile in registers, hence its smaller tiles
-    (at BLOCK_N = 32 ptxas spills kilobytes per thread)."""
-    if INTERPRETED or torch.device(device).type != "cuda":
+    """(BLOCK_M, BLOCK_N, BLOCK_D): small under the interpreter so that small test batches cross tiles (unless
+    ``planned_for_cuda``); on CUDA the all-triplets loss holds a BLOCK_M × BLOCK_N × BLOCK_N tile in registers,
+    hence its smaller tiles (at BLOCK_N = 32 ptxas spills kilobytes per thread)."""
+    if not planned_for_cuda(device):
         return 16, 16, 32
     if loss == TRIPLET_ALL.value:
         return 16, 16, 64
@@ -70,7 +76,7 @@ def _constexprs(x, device, tf32, **selectors):
     """The kernels' compile-time arguments: ``selectors`` (LOSS, MASK, …) plus what follows from the operands
     and the device they run on."""
     block_m, block_n, block_d = tile_sizes(device, selectors["LOSS"])
-    cuda_fp32 = x.dtype == torch.float32 and torch.device(device).type == "cuda"
+    cuda_fp32 = x.dtype == torch.float32 and planned_for_cuda(device)
     precision = "tf32" if cuda_fp32 and tf32 else "ieee"
     if cuda_fp32 and not tf32:
         # Exact fp32 runs tl.dot on FMAs: with 64-wide feature chunks ptxas spills kilobytes per thread in the
