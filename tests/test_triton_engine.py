@@ -24,7 +24,9 @@ from .backend_cases import (
 )
 from .tolerances import assert_within_torch_error
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
+tl = pytest.importorskip("triton.language")
+from pairloss.triton_engine._tiles import gradient_operand  # after the skip: triton is optional
 
 CPU_REASON = backends.unavailable_reason("triton", "cpu")
 CUDA_REASON = backends.unavailable_reason("triton", "cuda")
@@ -118,6 +120,56 @@ def test_cuda_tile_sizes_under_the_interpreter(monkeypatch, loss_name, dim):
     if loss_name == "decoupled_softmax_loss":
         case["positives"] = torch.randint(-1, 150, (130, 3), generator=generator).to(DEVICE)
     check_within_fp32_error(loss_name, **case)
+
+
+@pytest.mark.parametrize("deterministic", ["0", "1"])
+def test_fp16_gradient_products_keep_tiny_pair_gradients(monkeypatch, deterministic):
+    """The gradient MMAs take G in fp16: pair gradients of large batches (∝ 1/B² under a mean) fall below fp16's
+    range and flushed to 0. Scaled per tile by a power of two, a 2^-40 smaller upstream gradient gives exactly a
+    2^-40 smaller dX and dY (the op's fp32 outputs)."""
+    from pairloss.triton_engine import _ids, _ops, losses
+
+    monkeypatch.setenv("PAIRLOSS_DETERMINISTIC", deterministic)
+    x, y = (t.half() for t in _towers(40, 50, 16, device=DEVICE))
+    labels, ref_labels = torch.arange(40, device=DEVICE) % 5, torch.arange(50, device=DEVICE) % 5
+    inputs = losses.pair_rows_inputs(_ids.SUPCON, x, y, tf32=False, row_labels=labels, col_labels=ref_labels,
+                                     params=(0.1,))  # fmt: skip
+    values, tile_bits = _ops.pair_rows(*inputs)
+    coefs = torch.zeros(4, 40, device=DEVICE)
+    coefs[0], coefs[1] = 1.0, -0.5
+    dx, dy, _, _ = _ops.pair_grad(*losses.grad_inputs(inputs, values, coefs, tile_bits))
+    tiny_dx, tiny_dy, _, _ = _ops.pair_grad(*losses.grad_inputs(inputs, values, coefs * 2.0**-40, tile_bits))
+    assert float(dx.abs().max()) > 0.1
+    torch.testing.assert_close(tiny_dx * 2.0**40, dx, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tiny_dy * 2.0**40, dy, rtol=1e-5, atol=1e-6)
+
+
+@triton.jit
+def _gradient_product(g_ptr, y_ptr, out_ptr, N: tl.constexpr):
+    """out = G·Y for one N × N tile through ``gradient_operand``."""
+    offsets = tl.arange(0, N)[:, None] * N + tl.arange(0, N)[None, :]
+    y = tl.load(y_ptr + offsets)
+    g_op, g_unscale = gradient_operand(tl.load(g_ptr + offsets), y_ptr.dtype.element_ty)
+    tl.store(out_ptr + offsets, tl.dot(g_op, y) * g_unscale)
+
+
+@pytest.mark.skipif(CPU_REASON is not None, reason="a kernel on CPU tensors under the interpreter")
+@pytest.mark.parametrize("largest", [0.0, 1e-40, 1e-20, 3e-7, 1.0, 700.0, 1e5])
+def test_fp16_gradient_operand_at_every_magnitude(largest):
+    """G·Y with G scaled into fp16's range: finite and within fp16 rounding of the exact product, from a zero tile
+    to |G| beyond fp16's largest value; below ~1e-26 the tile keeps a finite scale and flushes to 0."""
+    generator = torch.Generator().manual_seed(0)
+    g = torch.randn(16, 16, generator=generator, dtype=torch.float64)
+    g = (g / g.abs().max() * largest).float()
+    y = torch.randn(16, 16, generator=generator).half()
+    out = torch.empty(16, 16)
+    _gradient_product[(1,)](g, y, out, N=16)
+    exact = g.double() @ y.double()
+    assert bool(torch.isfinite(out).all())
+    if largest < 1e-26:
+        assert float(out.abs().max()) <= 1e-30
+    else:
+        assert float((out.double() - exact).abs().max()) <= 4e-3 * largest * 16
 
 
 def _memory_bank_case(rows, refs, offset, dim=5, classes=4, **options):

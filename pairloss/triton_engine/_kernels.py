@@ -19,7 +19,7 @@ import triton.language as tl
 from . import _epilogues as epilogue
 from . import _triplet_all as triplet_all
 from ._ids import CLIP, LOSS_PASS, TRIPLET_ALL
-from ._tiles import any_pair, l2_distance, load_block, own_columns, pair_tile, row_slots
+from ._tiles import any_pair, gradient_operand, l2_distance, load_block, own_columns, pair_tile, row_slots
 
 
 @triton.jit
@@ -172,23 +172,27 @@ def pair_grad_kernel(
                     tl.atomic_add(col_grad_ptr + cols, tl.sum(g_vec, 0), mask=col_mask)
             else:
                 col_vec_sum += tl.sum(g_vec, 0)
+            # Lanes outside the batch may hold NaN (0/0 in an epilogue): harmless in the products (their rows are
+            # not stored), but not in the tile's largest |G| that scales fp16's.
+            g_s = tl.where(row_mask[:, None] & col_mask[None, :], g_s, 0.0)
+            g_op, g_unscale = gradient_operand(g_s, x_ptr.dtype.element_ty)
             for start in range(0, D, BLOCK_D):
                 features = start + tl.arange(0, BLOCK_D).to(tl.int64)
                 if OWN_ROWS:
                     y = load_block(y_ptr, cols, col_mask, features, D, stride_yr, stride_yd)
                     _add_block(dx_ptr, rows, row_mask, features, D,
-                               tl.dot(g_s.to(y.dtype), y, input_precision=PRECISION))  # fmt: skip
+                               tl.dot(g_op, y, input_precision=PRECISION) * g_unscale)  # fmt: skip
                     if ATOMIC:
                         x = load_block(x_ptr, rows, row_mask, features, D, stride_xr, stride_xd)
                         tl.atomic_add(
                             dy_ptr + cols[:, None] * D + features[None, :],
-                            tl.dot(tl.trans(g_s).to(x.dtype), x, input_precision=PRECISION),
+                            tl.dot(tl.trans(g_op), x, input_precision=PRECISION) * g_unscale,
                             mask=col_mask[:, None] & (features < D)[None, :],
                         )
                 else:
                     x = load_block(x_ptr, rows, row_mask, features, D, stride_xr, stride_xd)
                     _add_block(dy_ptr, cols, col_mask, features, D,
-                               tl.dot(tl.trans(g_s).to(x.dtype), x, input_precision=PRECISION))  # fmt: skip
+                               tl.dot(tl.trans(g_op), x, input_precision=PRECISION) * g_unscale)  # fmt: skip
     if OWN_ROWS:
         row_mask = rows < B
         tl.store(row_grads_ptr + rows, vec_sum, mask=row_mask)

@@ -35,6 +35,20 @@ def similarity_tile(
 
 
 @triton.jit
+def gradient_operand(g, dtype: tl.constexpr):
+    """(G as an MMA operand of ``dtype``, the factor that undoes its scaling) for the gradient products G·Y and
+    Gᵀ·X. fp16: G is scaled by the power of two that puts the tile's largest |G| in [2^14, 2^15), so that pair
+    gradients of large batches (∝ 1/B² under a mean) do not flush to zero below fp16's range, nor overflow it;
+    the power of two makes the scaling exact (its exponent stops at 100: a tile whose largest |G| is below ~1e-26
+    keeps a finite scale and flushes). bf16 and fp32 keep fp32's exponent range: unscaled."""
+    if dtype == tl.float16:
+        largest = tl.max(tl.max(tl.abs(g), 1), 0)
+        exponent = tl.minimum(14.0 - tl.floor(tl.log2(tl.maximum(largest, 1e-30))), 100.0)
+        return (g * tl.exp2(exponent)).to(dtype), tl.exp2(-exponent)
+    return g.to(dtype), 1.0
+
+
+@triton.jit
 def own_columns(rows, own_offset, M):
     """The own column of each row, (i + own_offset) mod M (int64): its positive under the DIAGONAL mask, the
     pair left out under ``SELF_PAIRS``. With Y = X and offset 0 it is the diagonal."""
