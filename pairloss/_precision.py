@@ -33,11 +33,19 @@ def accumulation_operands(device_type, dtype):
     return accumulation_dtype(dtype)
 
 
+def tensor_core_operands(device_type, dtype):
+    """The default ``operands`` hook, for engines that feed tensor cores: rows in their own dtype, except fp32 rows
+    under autocast, which go in autocast's dtype (as autocast hands a matmul its operands)."""
+    if dtype == torch.float32 and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return dtype
+
+
 def operand_dtype(function, rows):
     """The dtype in which the backend loss ``function`` takes the normalised ``rows``: its ``operands`` hook, or
-    the rows' own dtype (tensor-core operands)."""
-    hook = getattr(function, "operands", None)
-    return rows.dtype if hook is None else hook(rows.device.type, rows.dtype)
+    ``tensor_core_operands``."""
+    hook = getattr(function, "operands", None) or tensor_core_operands
+    return hook(rows.device.type, rows.dtype)
 
 
 def backend_loss(function=None, *, widen_inputs=False, operands=None):

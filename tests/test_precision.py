@@ -265,6 +265,28 @@ def _autocast_step(loss_name, autocast):
     return loss, outputs, labels, gradient
 
 
+@pytest.mark.skipif(backends.unavailable_reason("triton", "cpu") is not None, reason="needs Triton's interpreter")
+def test_fp32_rows_under_autocast_reach_the_tensor_cores_in_autocast_dtype(monkeypatch):
+    """fp32 embeddings under autocast (e.g. after a LayerNorm, which autocast keeps in fp32): the tensor-core engine
+    gets bf16 unit rows, as autocast would give a matmul; the loss keeps the inputs' dtype."""
+    from pairloss.triton_engine import _ops
+
+    seen = []
+    original = _ops.pair_rows
+
+    def spy(x, *args):
+        seen.append(x.dtype)
+        return original(x, *args)
+
+    monkeypatch.setattr(_ops, "pair_rows", spy)
+    embeddings, labels = clustered_case("supcon_loss", torch.float32, rows=24, dim=8)["embeddings"], torch.arange(24)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = pairloss.supcon_loss(embeddings, labels % 4, backend="triton")
+    assert seen == [torch.bfloat16] and loss.dtype == torch.float32
+    pairloss.supcon_loss(embeddings, labels % 4, backend="triton")
+    assert seen[-1] == torch.float32
+
+
 @pytest.mark.parametrize("loss_name", ALL_LOSSES)
 def test_bf16_autocast_training_step_on_cpu(loss_name):
     """Under ``torch.autocast("cpu", bfloat16)`` the model's outputs are bf16: every loss runs with backend="auto",
