@@ -23,7 +23,7 @@ if not torch.cuda.is_available():  # Triton runs on CPU tensors through its inte
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pairloss
-from tests.backend_cases import ALL_LOSSES, _operand_dtype, clustered_case, run_loss, run_oracle, split_case
+from tests.backend_cases import ALL_LOSSES, backend_operand_dtype, clustered_case, run_loss, run_oracle, split_case
 from tests.tolerances import max_error
 
 from .report import environment
@@ -39,7 +39,7 @@ def _errors(loss_name, backend, dtype, device, seed, rows, dim):
         "backend": run_loss(loss_name, backend, tensors, options),
         "plain": run_oracle(loss_name, tensors, options),
     }
-    operands = _operand_dtype(loss_name, backend, tensors, options)
+    operands = backend_operand_dtype(loss_name, backend, tensors, options)
     truths = {
         "operands": run_oracle(loss_name, tensors, options, torch.float64, operands),
         "inputs": run_oracle(loss_name, tensors, options, torch.float64),

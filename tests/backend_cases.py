@@ -482,7 +482,7 @@ def run_oracle(loss_name, tensors, options, dtype=None, operands=None):
     return loss.detach(), _grads(loss_name, leaves, loss, _case_dtype(tensors))
 
 
-def _operand_dtype(loss_name, backend, tensors, options):
+def backend_operand_dtype(loss_name, backend, tensors, options):
     """The dtype of the normalised rows ``backend`` computes ``loss_name`` from (``pairloss._precision``)."""
     first = tensors[SPECS[loss_name].tensors[0]]
     function = backends.resolve(backend, first.device, loss_name, options, first.dtype)
@@ -520,7 +520,7 @@ def check_against_reference(loss_name, backend, **case):
     kink = loss_name in DISTANCE_LOSSES and "duplicates" in flags
     if dtype in LOW_PRECISION:
         same_dtype_loss, same_dtype_grads = run_oracle(loss_name, tensors, options)
-        operands = _operand_dtype(loss_name, backend, tensors, options)
+        operands = backend_operand_dtype(loss_name, backend, tensors, options)
         truth_loss, truth_grads = run_oracle(loss_name, tensors, options, torch.float64, operands)
         if not (kink and loss_name == "contrastive_loss"):
             assert_within_torch_error(loss, same_dtype_loss, truth_loss, dtype, msg=f"{label} loss", ulps=LOW_ULPS)
