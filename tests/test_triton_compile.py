@@ -34,6 +34,21 @@ def test_every_launched_kernel_compiles_for_sm90():
     assert result.returncode == 0, "\n".join(failures[-60:]) + result.stderr[-3000:]
 
 
+def test_static_report_covers_every_reported_loss():
+    """``_compile_check --report B D``: the estimate compiles each loss's kernels for sm_90 and prints a bound."""
+    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pairloss.triton_engine._compile_check", "--report", "4096", "64"],
+        check=False, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = result.stdout.split("| loss | bound ms |")[1]
+    for loss_name in ("multi_similarity_loss", "supcon_loss", "clip_loss", "siglip_loss", "triplet_margin_loss"):
+        row = next(line for line in summary.splitlines() if line.startswith(f"| {loss_name} |"))
+        bound_ms, roofline_ms = (float(cell) for cell in row.split("|")[2:4])
+        assert 0 < roofline_ms <= bound_ms, row
+
+
 @pytest.mark.skipif(backends.unavailable_reason("triton", "cpu") is not None, reason="needs the interpreter")
 def test_losses_run_exactly_the_compiled_engine_passes(monkeypatch):
     """``losses.ENGINE_PASSES`` (what _compile_check compiles) is what the losses run on the shared cases."""

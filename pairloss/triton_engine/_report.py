@@ -1,0 +1,174 @@
+"""A static performance estimate of the Triton engine on an H100/H200, without a GPU (``_compile_check --report``).
+
+For each loss, the kernels one forward + backward launches at B rows (X = Y; two towers: B × B) and D features
+(bf16), each compiled for sm_90: registers, spills, shared memory, resident CTAs per SM and waves on 132 SMs, GEMM
+FLOPs, bytes, and the SFU operations (``ex2``/``lg2``/``sqrt``/``rcp`` in the PTX) per pair. A kernel's lower bound
+is the largest of its GEMM time at the bf16 peak (scaled by the share of SMs its grid can fill), its HBM time and
+its SFU time; the sum over the kernels is set against the GEMM roofline of the passes a loss cannot avoid (3 for
+X = Y: forward, recompute, one gradient product with X = Y symmetry; 4 for two towers; 1 for batch-hard triplets).
+The L2 traffic (Y streamed by every row block; the backward's per-tile read-modify-write of dX and atomics on dY)
+is listed but left out of the bound, having no measured bandwidth to divide by. An estimate from counts and peak
+rates, not a measurement: its purpose is to steer the design until a GPU measures it.
+"""
+
+import re
+from typing import NamedTuple
+
+import torch
+
+from . import _launch, _ops, losses
+from ._compile_check import compile_launch, resource_usage
+from ._kernels import pair_grad_kernel, pair_rows_kernel
+
+# H100/H200 figures (DESIGN.md §7): bf16 tensor cores, HBM, SMs, per-SM registers and shared memory, and the
+# MUFU rate (16 operations per clock per SM at ~1.83 GHz).
+PEAK_FLOPS = 790e12
+HBM_BYTES_PER_S = 4.8e12
+SMS = 132
+REGISTERS_PER_SM = 65536
+SHARED_PER_SM = 228 * 1024
+SFU_PER_S = 16 * SMS * 1.83e9
+SFU_OPS = ("ex2.approx", "lg2.approx", "sqrt.approx", "rcp.approx", "rsqrt.approx")
+ELEMENT_BYTES = 2  # bf16 operands
+
+# The losses reported, with how they are called on a small batch to record their passes.
+LABEL_LOSSES = ("multi_similarity_loss", "supcon_loss", "ntxent_loss", "contrastive_loss", "circle_loss",
+                "triplet_margin_loss")  # fmt: skip
+TWO_TOWER_LOSSES = ("clip_loss", "siglip_loss")
+
+
+class Kernel(NamedTuple):
+    """One launch of the estimate: what it is, its compiled resources and its counted work."""
+
+    name: str
+    programs: int
+    registers: int
+    spill_bytes: int
+    shared_bytes: int
+    resident: int  # CTAs per SM
+    waves: float
+    gemm_passes: int
+    hbm_bytes: float
+    l2_bytes: float
+    sfu_per_pair: float
+    bound_ms: float
+
+
+def engine_passes(loss_name):
+    """The ``pairloss::pair_rows`` calls (EnginePass) of one forward, recorded on a small batch."""
+    seen = []
+
+    def record(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
+               self_pairs, own_offset, params, tf32):  # fmt: skip
+        seen.append(losses.EnginePass(loss, stats_pass, mask, self_pairs))
+        return x.new_zeros((4, x.shape[0]), dtype=torch.float32), None
+
+    original, _ops.pair_rows = _ops.pair_rows, record
+    try:
+        x = torch.nn.functional.normalize(torch.randn(8, 4), dim=1)
+        labels = torch.arange(8) % 3
+        with torch.no_grad():
+            if loss_name in LABEL_LOSSES:
+                getattr(losses, loss_name)(x, labels, None, None, reduction="mean", **_defaults(loss_name))
+            elif loss_name == "clip_loss":
+                losses.clip_loss(x, x, torch.tensor(10.0), reduction="mean")
+            else:
+                losses.siglip_loss(x, x, torch.tensor(10.0), torch.tensor(-10.0))
+    finally:
+        _ops.pair_rows = original
+    return seen
+
+
+def _defaults(loss_name):
+    return {
+        "multi_similarity_loss": {"alpha": 2.0, "beta": 50.0, "base": 0.5, "epsilon": 0.1, "mining": True},
+        "supcon_loss": {"temperature": 0.1},
+        "ntxent_loss": {"temperature": 0.07},
+        "contrastive_loss": {"pos_margin": 0.0, "neg_margin": 1.0},
+        "circle_loss": {"m": 0.4, "gamma": 80.0},
+        "triplet_margin_loss": {"margin": 0.05, "mining": "batch_hard", "soft": False},
+    }[loss_name]
+
+
+def _plan(engine_pass, rows, dim):
+    """(kernel, name, grid, args, constexprs) of a pass's forward and, for a LOSS pass, its atomic backward, for
+    CUDA at rows × rows × dim in bf16."""
+    loss, stats_pass, mask, self_pairs = engine_pass
+    x = torch.zeros(rows, dim, dtype=torch.bfloat16)
+    labels = torch.zeros(rows, dtype=torch.int64)
+    positives = torch.zeros(rows, 2 if mask == losses.INDEX.value else 0, dtype=torch.int64)
+    inputs = (x, x, labels, labels, positives, torch.zeros(rows), torch.zeros(rows), torch.zeros(4, rows))
+    scale, bias, params = torch.ones(()), torch.zeros(()), [0.5] * 4
+    (values, tile_bits), launch = _launch.rows_launch(
+        *inputs, scale, bias, loss, stats_pass, mask, self_pairs, 0, params, "cuda", False
+    )
+    found = [(pair_rows_kernel, "forward", *launch)]
+    if not stats_pass:
+        _, grads = _launch.grad_launches(
+            *inputs, values, torch.zeros(4, rows), scale, bias, tile_bits, loss, mask, self_pairs, 0, params, "cuda",
+            False, True,
+        )  # fmt: skip
+        found += [(pair_grad_kernel, "backward", *grad) for grad in grads]
+    return found
+
+
+def _estimate(kernel, name, grid, args, constexprs, rows, dim):
+    compiled = compile_launch(kernel, args, constexprs, tuple(_launch.LAUNCH_CONFIG), 90)
+    registers, spills = resource_usage(compiled.asm["cubin"])
+    shared = compiled.metadata.shared
+    threads = _launch.LAUNCH_CONFIG.num_warps * 32
+    resident = min(REGISTERS_PER_SM // max(registers * threads, 1), SHARED_PER_SM // shared if shared else 32, 32)
+    programs = grid[0]
+    sm_share = min(1.0, programs / SMS)
+    # SFU instructions in the PTX, per element a thread holds of one BLOCK_M × BLOCK_N tile.
+    sfu = sum(len(re.findall(re.escape(op), compiled.asm["ptx"])) for op in SFU_OPS)
+    elements = constexprs["BLOCK_M"] * constexprs["BLOCK_N"] / threads
+    sfu_per_pair = sfu / elements
+    passes = 1 if name == "forward" else 3
+    pairs = rows * rows
+    flops = passes * 2.0 * pairs * dim
+    # HBM: the operands once, the per-row outputs; the backward also writes fp32 dX and dY.
+    hbm = 2 * rows * dim * ELEMENT_BYTES + (2 * rows * dim * 4 if name == "backward" else 0)
+    # L2: every row block streams Y; per tile the backward reloads X's block, read-modify-writes dX's block in fp32
+    # and adds to dY's block atomically.
+    tiles = programs * -(-rows // constexprs["BLOCK_N"])
+    l2 = programs * rows * dim * ELEMENT_BYTES
+    if name == "backward":
+        l2 += tiles * dim * (constexprs["BLOCK_M"] * (ELEMENT_BYTES + 8) + constexprs["BLOCK_N"] * 8)
+    bound_s = max(flops / (PEAK_FLOPS * sm_share), hbm / HBM_BYTES_PER_S, sfu_per_pair * pairs / (SFU_PER_S * sm_share))
+    return Kernel(name, programs, registers, spills, shared, resident, programs / (SMS * resident), passes, hbm, l2,
+                  sfu_per_pair, bound_s * 1e3)  # fmt: skip
+
+
+def report(rows, dim):
+    """Lines of the report for every reported loss at ``rows`` × ``dim``."""
+    lines = [
+        (
+            f"Static estimate (no GPU): bf16, B = M = {rows}, D = {dim}, {SMS} SMs, {PEAK_FLOPS / 1e12:.0f} "
+            f"TFLOP/s, {HBM_BYTES_PER_S / 1e12:.1f} TB/s, launch {tuple(_launch.LAUNCH_CONFIG)} (warps, stages)"
+        ),
+        (
+            "| loss | kernel | programs | regs | spill B | smem KiB | CTAs/SM | waves | GEMM-passes | L2 GB | "
+            "SFU/pair | bound ms |"
+        ),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    summary = ["", "| loss | bound ms | GEMM roofline ms | % of roofline | L2 GB |", "|---|---:|---:|---:|---:|"]
+    for loss_name in LABEL_LOSSES + TWO_TOWER_LOSSES:
+        kernels = [
+            _estimate(*launch, rows, dim)
+            for engine_pass in engine_passes(loss_name)
+            for launch in _plan(engine_pass, rows, dim)
+        ]
+        for k in kernels:
+            lines.append(
+                f"| {loss_name} | {k.name} | {k.programs} | {k.registers} | {k.spill_bytes} | "
+                f"{k.shared_bytes / 1024:.0f} | {k.resident} | {k.waves:.2f} | {k.gemm_passes} | "
+                f"{k.l2_bytes / 1e9:.1f} | {k.sfu_per_pair:.1f} | {k.bound_ms:.3g} |"
+            )
+        bound = sum(k.bound_ms for k in kernels)
+        floor_passes = 4 if loss_name in TWO_TOWER_LOSSES else 1 if loss_name == "triplet_margin_loss" else 3
+        roofline = floor_passes * 2.0 * rows * rows * dim / PEAK_FLOPS * 1e3
+        l2 = sum(k.l2_bytes for k in kernels) / 1e9
+        summary.append(f"| {loss_name} | {bound:.3g} | {roofline:.3g} | {100 * roofline / bound:.0f} | {l2:.1f} |")
+    return lines + summary
