@@ -32,6 +32,14 @@ def _finish(loss, *tensors):
     return _with_guard(in_dtype(loss, tensors[0].dtype), *tensors)
 
 
+def _unit_rows_for(function, *rows):
+    """Each of ``rows`` (None stays None) normalised in fp32 and stored in the dtype in which the backend loss
+    ``function`` takes its operands (``_precision.operand_dtype``, read off the first rows)."""
+    operands = operand_dtype(function, rows[0])
+    with without_autocast(rows[0].device.type):
+        return [None if r is None else unit_rows(r, operands) for r in rows]
+
+
 def _as_scalar_tensor(value, like):
     """A logit scale or bias as a 0-d tensor; a Python number becomes an fp32 (or fp64) tensor, never fp16/bf16
     (engines compute with scalars in fp32 whatever the features' dtype)."""
@@ -89,10 +97,7 @@ def _label_loss(name, backend, embeddings, labels, ref_emb, ref_labels, self_off
     checks.check_reduction(reduction, checks.LABEL_REDUCTIONS)
     options["reduction"] = reduction
     function = resolve(backend, embeddings.device, name, options, embeddings.dtype)
-    operands = operand_dtype(function, embeddings)
-    with without_autocast(embeddings.device.type):
-        x = unit_rows(embeddings, operands)
-        y = None if ref_emb is None else unit_rows(ref_emb, operands)
+    x, y = _unit_rows_for(function, embeddings, ref_emb)
     loss = function(x, labels, y, ref_labels, self_offset=self_offset, **options)
     return _finish(loss, embeddings, ref_emb)
 
@@ -275,9 +280,7 @@ def decoupled_softmax_loss(queries, keys, positives, *, temperature=0.05, backen
     checks.check_positive(temperature=temperature)
     checks.check_backend(backend)
     function = resolve(backend, queries.device, "decoupled_softmax_loss", dtype=queries.dtype)
-    operands = operand_dtype(function, queries)
-    with without_autocast(queries.device.type):
-        queries_unit, keys_unit = unit_rows(queries, operands), unit_rows(keys, operands)
+    queries_unit, keys_unit = _unit_rows_for(function, queries, keys)
     loss = function(queries_unit, keys_unit, positives, temperature=temperature)
     return _finish(loss, queries, keys)
 
@@ -305,8 +308,6 @@ def mw_loss(queries, docs, *, temperature=1.0, backend="auto"):
     checks.check_positive(temperature=temperature)
     checks.check_backend(backend)
     function = resolve(backend, queries.device, "mw_loss", dtype=queries.dtype)
-    operands = operand_dtype(function, queries)
-    with without_autocast(queries.device.type):
-        queries_unit, docs_unit = unit_rows(queries, operands), unit_rows(docs, operands)
+    queries_unit, docs_unit = _unit_rows_for(function, queries, docs)
     loss = function(queries_unit, docs_unit, temperature=temperature)
     return _finish(loss, queries, docs)

@@ -9,8 +9,8 @@ import math
 
 import torch
 
-from .._numerics import accumulation_dtype, widen
-from .._precision import backend_loss, tensor_core_operands
+from .._numerics import widen
+from .._precision import accumulation_operands, backend_loss, tensor_core_operands
 from .._reduction import count_parts, nonzero_parts, ratio, reduce
 from ._ops import kernel_name, pair_forward
 
@@ -18,7 +18,7 @@ from ._ops import kernel_name, pair_forward
 def _operands(device_type, dtype):
     """The CPU engine computes in fp32: it takes the normalised rows unrounded; the CUDA kernels take fp16/bf16
     rows to their tensor cores."""
-    return accumulation_dtype(dtype) if device_type == "cpu" else tensor_core_operands(device_type, dtype)
+    return (accumulation_operands if device_type == "cpu" else tensor_core_operands)(device_type, dtype)
 
 
 def _multi_similarity(rows_of, *, alpha, beta, base, epsilon, mining, reduction):

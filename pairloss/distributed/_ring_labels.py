@@ -7,7 +7,6 @@ import inspect
 import torch
 
 from .. import cpp_engine, functional
-from .._numerics import accumulation_dtype, unit_rows
 from ..backends import BackendUnavailableError, unavailable_reason
 from ._gather import rank_sizes
 from ._ring_cpp import RingRows
@@ -61,10 +60,10 @@ def ring_label_loss(name, embeddings, labels, reduction, group, ring_call):
     ``check_ring``."""
     engine, options = ring_call
     sizes = rank_sizes(embeddings.shape[0], embeddings.device, group)
-    # The C++ engine (CPU) computes in fp32 and takes the unit rows unrounded, as the single-process loss does.
-    x = unit_rows(embeddings, accumulation_dtype(embeddings.dtype) if engine == "cpp" else None)
     global_labels = labels.to(torch.int64)
     if engine == "cpp":
+        # The unit rows in the dtype the engine takes them in, as for the single-process loss.
+        (x,) = functional._unit_rows_for(getattr(cpp_engine, name), embeddings)
 
         def rows_of(kernel, params):
             return RingRows.apply(x, global_labels, kernel, [float(p) for p in params], sizes, group)
@@ -72,9 +71,11 @@ def ring_label_loss(name, embeddings, labels, reduction, group, ring_call):
         local = cpp_engine.losses.LABEL_LOSSES[name](rows_of, reduction=reduction, **options)
     else:
         # Imported here: triton is an optional dependency, and _ring_engine has checked that it is usable.
+        from .. import triton_engine
         from ..triton_engine.losses import LABEL_LOSSES
         from ._ring_triton import RingReferences
 
+        (x,) = functional._unit_rows_for(getattr(triton_engine, name), embeddings)
         references = RingReferences(x, global_labels, sizes, group)
         local = LABEL_LOSSES[name](references, reduction=reduction, **options)
     return functional._with_guard(local, embeddings)

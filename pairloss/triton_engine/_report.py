@@ -11,11 +11,13 @@ is listed but left out of the bound, having no measured bandwidth to divide by. 
 rates, not a measurement: its purpose is to steer the design until a GPU measures it.
 """
 
+import inspect
 import re
 from typing import NamedTuple
 
 import torch
 
+from .. import functional
 from . import _launch, _ops, losses
 from ._compile_check import compile_launch, resource_usage
 from ._kernels import pair_grad_kernel, pair_rows_kernel
@@ -80,14 +82,11 @@ def engine_passes(loss_name):
 
 
 def _defaults(loss_name):
-    return {
-        "multi_similarity_loss": {"alpha": 2.0, "beta": 50.0, "base": 0.5, "epsilon": 0.1, "mining": True},
-        "supcon_loss": {"temperature": 0.1},
-        "ntxent_loss": {"temperature": 0.07},
-        "contrastive_loss": {"pos_margin": 0.0, "neg_margin": 1.0},
-        "circle_loss": {"m": 0.4, "gamma": 80.0},
-        "triplet_margin_loss": {"margin": 0.05, "mining": "batch_hard", "soft": False},
-    }[loss_name]
+    """The label loss's hyper-parameters at the public function's defaults, as the engines take them."""
+    parameters = inspect.signature(getattr(functional, loss_name)).parameters
+    fixed = ("self_offset", "reduction", "backend")
+    hyper = {n: p.default for n, p in parameters.items() if p.kind == p.KEYWORD_ONLY and n not in fixed}
+    return functional.LABEL_OPTIONS[loss_name](**hyper)
 
 
 def _plan(engine_pass, rows, dim):
