@@ -5,6 +5,8 @@ TRITON_INTERPRET=1), whose tiles are 16×16 so that the small odd batches here c
 marked ``cuda`` (low precision, large batches, torch.compile) need a GPU and are skipped without one.
 """
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -122,6 +124,50 @@ def test_cuda_tile_sizes_under_the_interpreter(monkeypatch, loss_name, dim):
     check_within_fp32_error(loss_name, **case)
 
 
+def test_column_splits_fill_the_gpu_at_training_batch_sizes(monkeypatch):
+    """The CUDA plan splits each row block's columns until the grid has ~4 programs per SM (two waves at two
+    resident programs per SM): B = 1024 and 4096 no longer leave most of 132 SMs idle (1024 has 256 tiles in all:
+    one per program), and splits stop once the
+    row blocks fill the GPU alone. Every split streams at least one tile."""
+    from pairloss.triton_engine import _ids, _launch
+
+    monkeypatch.delenv("PAIRLOSS_SM_COUNT", raising=False)
+    sms = _launch.sm_count("cuda")
+    assert sms == (torch.cuda.get_device_properties(0).multi_processor_count if torch.cuda.is_available() else 132)
+    for rows in (1024, 4096, 16384, 65536):
+        row_blocks, col_blocks = _launch.tile_grid(rows, rows, "cuda", _ids.MULTI_SIMILARITY.value)
+        splits = _launch.column_splits(row_blocks, col_blocks, "cuda")
+        assert row_blocks * splits.count >= min(2 * sms, row_blocks * col_blocks), rows  # 1024: 256 tiles in all
+        assert (splits.count - 1) * splits.tiles < col_blocks <= splits.count * splits.tiles, rows
+        assert (splits.count == 1) == (row_blocks >= _launch.TARGET_PROGRAMS_PER_SM * sms), rows
+
+
+@pytest.mark.parametrize("sm_count", ["1", "1000"], ids=["unsplit", "one_tile_per_split"])
+@pytest.mark.parametrize("loss_name", LABEL_LOSSES + OTHER_LOSSES)
+def test_column_splits_merge_exactly(monkeypatch, loss_name, sm_count):
+    """The forward's split partial states (log-sum-exps, extremes, first argmaxes, sums and counts) merge into
+    what one program streaming every column computes, and the split backward adds up: with the columns unsplit,
+    and split down to one tile per program (the rest of the suite runs with the interpreter's 4 SMs)."""
+    monkeypatch.setenv("PAIRLOSS_SM_COUNT", sm_count)
+    check_against_reference(loss_name, "triton", **make_case(loss_name, "large_odd", device=DEVICE))
+
+
+@pytest.mark.parametrize("sm_count", ["1", "1000"], ids=["unsplit", "one_tile_per_split"])
+def test_hardest_pairs_tie_to_the_first_column_across_splits(monkeypatch, sm_count):
+    """Rows 40…69 copy rows 0…29: each copied anchor's hardest positive and negative tie between a column and
+    its copy three tiles later, in another split. The first column wins, as torch.argmax (the gradient goes to
+    that row only)."""
+    monkeypatch.setenv("PAIRLOSS_SM_COUNT", sm_count)
+    generator = torch.Generator().manual_seed(5)
+    rows = F.normalize(torch.randn(40, 6, generator=generator), dim=1)
+    labels = torch.arange(40) % 5
+    case = {
+        "embeddings": torch.cat([rows, rows[:30]]).to(DEVICE),
+        "labels": torch.cat([labels, labels[:30]]).to(DEVICE),
+    }
+    check_against_reference("triplet_margin_loss", "triton", **case)
+
+
 @pytest.mark.parametrize("deterministic", ["0", "1"])
 def test_fp16_gradient_products_keep_tiny_pair_gradients(monkeypatch, deterministic):
     """The gradient MMAs take G in fp16: pair gradients of large batches (∝ 1/B² under a mean) fall below fp16's
@@ -227,6 +273,7 @@ def _gradients(loss_name, case):
     "loss_name,case",
     [
         ("multi_similarity_loss", _label_case(37, 21, 9, classes=3)),
+        ("multi_similarity_loss", _label_case(37, None, 100, classes=3)),  # dX and dY blocks not in registers
         ("contrastive_loss", _label_case(37, None, 9, classes=3)),
         ("triplet_margin_loss", _label_case(19, 23, 5, classes=3, mining="all")),
         ("siglip_loss", make_case("siglip_loss", "large_odd", device=DEVICE)),
@@ -332,7 +379,7 @@ def test_every_launch_is_the_kernel_itself_with_the_one_launch_config(monkeypatc
 
             return launch
 
-    for name in ("pair_rows_kernel", "pair_grad_kernel"):
+    for name in ("pair_rows_kernel", "merge_splits_kernel", "pair_grad_kernel"):
         monkeypatch.setattr(_launch, name, Recorder(name, getattr(_launch, name)))
     monkeypatch.setenv("PAIRLOSS_DETERMINISTIC", "1")
     x, labels = _towers(20, 20, 6, device=DEVICE)[0].requires_grad_(), torch.arange(20, device=DEVICE) % 4
@@ -340,7 +387,9 @@ def test_every_launch_is_the_kernel_itself_with_the_one_launch_config(monkeypatc
     config = tuple(_launch.LAUNCH_CONFIG)
     assert launches == [
         ("pair_rows_kernel", None, *config),  # the miner's STATS pass
+        ("merge_splits_kernel", None, *config),
         ("pair_rows_kernel", None, *config),  # the LOSS pass
+        ("merge_splits_kernel", None, *config),
         ("pair_grad_kernel", True, *config),  # dX, row owners
         ("pair_grad_kernel", False, *config),  # dY, column owners
     ]
@@ -353,14 +402,34 @@ def test_forward_and_backward_launch_plans_compute_the_same_similarity(operands)
     from pairloss.triton_engine import _compile_check, losses
 
     same_s = ("BLOCK_M", "BLOCK_N", "BLOCK_D", "PRECISION")
-    for engine_pass in losses.ENGINE_PASSES:
+    for engine_pass, layout in itertools.product(losses.ENGINE_PASSES, ["odd", "wide"]):
         if engine_pass.stats_pass:
             continue
-        variant = _compile_check.Variant(engine_pass, operands, "odd", (8, 3), 90)
-        (_, _, _, _, forward), *backward = _compile_check.launches(variant)
+        variant = _compile_check.Variant(engine_pass, operands, layout, (8, 3), 90)
+        forward, merge, *backward = _compile_check.launches(variant)
+        assert merge.kernel.fn.__name__ == "merge_splits_kernel"
         assert len(backward) == 3, variant  # atomic, and the deterministic pair
-        for _, _, _, _, constexprs in backward:
-            assert {k: constexprs[k] for k in same_s} == {k: forward[k] for k in same_s}, variant
+        for launch in backward:
+            assert {k: launch.constexprs[k] for k in same_s} == {k: forward.constexprs[k] for k in same_s}, variant
+
+
+@pytest.mark.parametrize(
+    "operands,layout,owned",
+    [("bf16", "aligned", 128), ("fp16", "aligned", 128), ("bf16", "odd", 64), ("bf16", "wide", 0),
+     ("tf32", "aligned", 0), ("fp32", "aligned", 0)],
+)  # fmt: skip
+def test_cuda_backward_plan(operands, layout, owned):
+    """The CUDA plan of the multi-similarity backward: the atomic launch runs the forward's grid (row blocks ×
+    column splits), the deterministic pair runs unsplit; the owned dX/dY block stays in registers for rows of at
+    most 256 bytes (bf16 D ≤ 128), not for wider rows nor fp32 (D = 128 here)."""
+    from pairloss.triton_engine import _compile_check, _ids, losses
+
+    engine_pass = losses.EnginePass(_ids.MULTI_SIMILARITY.value, False, _ids.LABELS.value, True)
+    variant = _compile_check.Variant(engine_pass, operands, layout, (8, 3), 90)
+    forward, _, atomic, row_owners, col_owners = _compile_check.launches(variant)
+    assert atomic.grid == forward.grid and forward.grid[1] > 1
+    assert row_owners.grid[1] == col_owners.grid[1] == 1
+    assert [launch.constexprs["OWNED_D"] for launch in (atomic, row_owners, col_owners)] == [owned] * 3
 
 
 def test_backward_keeps_the_forwards_tf32_decision(monkeypatch):

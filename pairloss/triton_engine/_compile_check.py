@@ -7,11 +7,13 @@ arrays. Needs ``TRITON_INTERPRET`` unset (under it ``@triton.jit`` gives interpr
 
     python -m pairloss.triton_engine._compile_check --arch 90 --arch 80 [--all] [--jobs 2]
 
-A variant is an engine pass of ``losses.ENGINE_PASSES`` (its forward kernel and, for a LOSS pass, the three
-backward kernels: atomic, and the deterministic pair), the operand dtype, the operand layout and the launch
-config (``_launch.LAUNCH_CONFIG``, the one every kernel is launched with). The launch arguments come from the launchers themselves (``_launch.rows_launch``/``grad_launches``), so
-the signature is the one the JIT would specialise. By default every pass is compiled with bf16 operands in the
-aligned layout, plus a few passes with the other dtypes and layouts (``EXTRAS``); ``--all`` compiles the full
+A variant is an engine pass of ``losses.ENGINE_PASSES`` (its forward kernels: the tile loop and the merge of its
+column splits, and, for a LOSS pass, the three backward kernels: atomic, and the deterministic pair), the operand
+dtype, the operand layout and the launch config (``_launch.LAUNCH_CONFIG``, the one every kernel is launched
+with). The launches come from the launchers themselves (``_launch.rows_launches``/``grad_launches``), so the
+signature is the one the JIT would specialise. By default every pass is compiled with bf16 operands in the
+aligned layout (D = 128: one resident feature chunk), plus a few passes with the other dtypes and layouts
+(``EXTRAS``; "wide", D = 512, loops over feature chunks); ``--all`` compiles the full
 product. Exits 1 if any kernel fails to compile.
 """
 
@@ -36,7 +38,7 @@ from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import create_function_from_signature
 
 from . import _ids, _launch
-from ._kernels import pair_grad_kernel, pair_rows_kernel
+from ._kernels import pair_grad_kernel
 from .losses import ENGINE_PASSES, EnginePass
 
 # Operand kinds: the dtype of X and Y, and whether fp32 may use TF32 (torch.backends.cuda.matmul.allow_tf32).
@@ -44,15 +46,18 @@ OPERANDS = {"bf16": (torch.bfloat16, False), "fp16": (torch.float16, False), "fp
             "tf32": (torch.float32, True)}  # fmt: skip
 # Layouts: (rows, references, features, aligned). Aligned: contiguous, sizes and pointers multiples of 16 (the
 # JIT marks them divisible). Otherwise: odd sizes, X transposed (its row stride is 1, which the JIT makes a
-# constant) and both operands offset by one element (pointers not 16-byte aligned).
-LAYOUTS = {"aligned": (256, 256, 128, True), "odd": (37, 45, 33, False)}
+# constant) and both operands offset by one element (pointers not 16-byte aligned). Batches large enough that each
+# column split of 132 SMs streams more than one tile: a loop of one trip is a specialisation of its own (the JIT
+# makes an int equal to 1 a constant) and compiles to other code.
+LAYOUTS = {"aligned": (2048, 2048, 128, True), "odd": (1501, 1499, 33, False), "wide": (2048, 2048, 512, True)}
 PRIMARY = ("bf16", "aligned")
 # What the default run compiles beyond the primary operands and layout for every pass: every operand kind and
-# the odd layout for the plain tile loop, the odd layout for the index mask. (--all: everything.)
+# the odd and wide layouts for the plain tile loop, the odd layout for the index mask. (--all: everything.)
 EXTRAS = {
     EnginePass(_ids.MULTI_SIMILARITY.value, False, _ids.LABELS.value, True): [
         *((operands, "aligned") for operands in OPERANDS),
         ("bf16", "odd"),
+        ("bf16", "wide"),
     ],
     EnginePass(_ids.NTXENT.value, False, _ids.INDEX.value, False): [("bf16", "odd")],
 }
@@ -101,8 +106,8 @@ def _operand(rows, features, dtype, aligned, transposed):
 
 
 def launches(variant):
-    """(kernel, name, grid, args, constexprs) of each kernel the variant's forward and backward launch, with
-    zero inputs of the dtypes and shapes that ``losses._run`` passes."""
+    """The ``_launch.Launch`` of each kernel the variant's forward and backward launch, with zero inputs of the
+    dtypes and shapes that ``losses._run`` passes."""
     (loss, stats_pass, mask, self_pairs), (dtype, tf32) = variant.engine_pass, OPERANDS[variant.operands]
     rows, refs, features, aligned = LAYOUTS[variant.layout]
     x = _operand(rows, features, dtype, aligned, transposed=True)
@@ -115,37 +120,38 @@ def launches(variant):
     # The kernels do not specialise on the own-column offset: any value compiles the kernel of every value.
     scale, bias, own_offset, params = torch.ones(()), torch.zeros(()), 3, [0.5] * 4
     inputs = (x, y, row_labels, col_labels, positives, row_vec, col_vec, stats)
-    (values, tile_bits), launch = _launch.rows_launch(
+    (values, tile_bits), found = _launch.rows_launches(
         *inputs, scale, bias, loss, stats_pass, mask, self_pairs, own_offset, params, "cuda", tf32
     )
-    found = [(pair_rows_kernel, "pair_rows", *launch)]
     if not stats_pass:
         coefs = torch.zeros(4, rows)
         for atomic in (True, False):
-            _, grads = _launch.grad_launches(
+            found += _launch.grad_launches(
                 *inputs, values, coefs, scale, bias, tile_bits, loss, mask, self_pairs, own_offset, params, "cuda",
                 tf32, atomic,
-            )  # fmt: skip
-            found += [(pair_grad_kernel, "pair_grad", *grad) for grad in grads]
+            )[1]  # fmt: skip
     return found
 
 
-def _kernel_name(name, constexprs):
-    if name == "pair_rows":
+def kernel_name(launch):
+    name = launch.kernel.fn.__name__
+    if launch.kernel is not pair_grad_kernel:
         return name
-    return f"pair_grad({'rows' if constexprs['OWN_ROWS'] else 'cols'}{', atomic' if constexprs['ATOMIC'] else ''})"
+    c = launch.constexprs
+    return f"{name}({'rows' if c['OWN_ROWS'] else 'cols'}{', atomic' if c['ATOMIC'] else ''})"
 
 
-def compile_launch(kernel, args, constexprs, config, arch):
+def compile_launch(launch, config, arch):
     """Compile one launch as ``JITFunction.run`` would on a device of compute capability ``arch``."""
+    kernel = launch.kernel
     target = GPUTarget("cuda", arch, 32)
     backend = make_backend(target)
     warps, stages = config
-    kwargs = {**constexprs, "num_warps": warps, "num_stages": stages}
+    kwargs = {**launch.constexprs, "num_warps": warps, "num_stages": stages}
     # The JIT's own binder and argument packing (private, triton 3.x), so that the argument types and the
     # specialisations (ints equal to 1 become constants, divisibility by 16) are exactly those of a launch.
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
-    bound, specialization, options = binder(*args, **kwargs)
+    bound, specialization, options = binder(*launch.args, **kwargs)
     options, signature, constants, attrs = kernel._pack_args(backend, kwargs, bound, specialization, options)
     return triton.compile(ASTSource(kernel, signature, constants, attrs), target=target, options=options.__dict__)
 
@@ -166,12 +172,12 @@ def resource_usage(cubin):
 def check(variant):
     """One report line per kernel of the variant, and whether all compiled."""
     lines, ok = [], True
-    for kernel, name, _grid, args, constexprs in launches(variant):
-        label = f"{variant} {_kernel_name(name, constexprs)}"
+    for launch in launches(variant):
+        label = f"{variant} {kernel_name(launch)}"
         start = time.perf_counter()
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # triton prints the PTX of a failing ptxas run
-                compiled = compile_launch(kernel, args, constexprs, variant.config, variant.arch)
+                compiled = compile_launch(launch, variant.config, variant.arch)
         except Exception as error:  # noqa: BLE001 (any compiler error is a failed variant, reported below)
             ok = False
             lines.append(f"FAIL  {label}\n{error}")

@@ -1,9 +1,10 @@
 """Per-loss epilogues of the shared tile loop, selected at compile time by ``LOSS``.
 
-A loss is four small jitted pieces:
+A loss is five small jitted pieces:
 - ``init``: its four fp32 per-row accumulators for a pass (STATS_PASS or LOSS_PASS);
 - ``accumulate``: fold one similarity tile S into them, and say whether the tile holds a pair with a non-zero
   gradient (the backward skips the tiles without one, so this must never be 0 where the gradient is not);
+- ``merge``: combine the accumulators of two column ranges (the forward splits the columns across programs);
 - ``finish``: the accumulators → the pass's four per-row outputs (the layout is listed per loss below);
 - ``gradient``: G = ∂L/∂S for one tile, given the upstream gradient ``coefs`` of the LOSS outputs, and three
   more tiles whose sums give the gradients of the other inputs: ``g_vec`` (row sums → the per-row vector,
@@ -48,6 +49,7 @@ from ._tiles import (
     finish_logsumexp,
     l2_distance,
     masked_exp,
+    merge_logsumexp,
     online_logsumexp,
     softplus,
 )
@@ -56,13 +58,20 @@ from ._tiles import (
 
 
 @triton.jit
+def _earlier_wins(best, best_col, later_best, later_col):
+    """Running (max, its column) updated with the best of columns further right: a tie keeps the earlier column,
+    as torch.argmax."""
+    better = later_best > best
+    return tl.where(better, later_best, best), tl.where(better, later_col, best_col)
+
+
+@triton.jit
 def _first_argmax(best, best_col, values, mask, cols):
-    """Running (max, first column reaching it) over the masked entries; earlier tiles win ties, as torch.argmax."""
+    """Running (max, first column reaching it) over the masked entries of the next tile."""
     candidates = tl.where(mask, values, -INF)
     tile_best = tl.max(candidates, 1)
     tile_col = tl.min(tl.where(candidates == tile_best[:, None], cols.to(tl.float32)[None, :], INF), 1)
-    better = tile_best > best
-    return tl.where(better, tile_best, best), tl.where(better, tile_col, best_col)
+    return _earlier_wins(best, best_col, tile_best, tile_col)
 
 
 @triton.jit
@@ -97,8 +106,8 @@ def init(LOSS: tl.constexpr, PASS: tl.constexpr, BLOCK_M: tl.constexpr):
         if PASS == STATS_PASS:
             acc = (zero - INF, zero + INF, zero, zero)
         else:
-            # Two online log-sum-exps seeded with the "1 +" term as e^0: (max 0, sum 1).
-            acc = (zero, zero + 1.0, zero, zero + 1.0)
+            # Two online log-sum-exps; finish() adds the "1 +" term (once, whatever the column splits).
+            acc = (zero - INF, zero, zero - INF, zero)
     elif LOSS == TRIPLET_HARDEST or LOSS == CIRCLE:
         acc = (zero - INF, zero, zero - INF, zero)
     elif LOSS == SUPCON or LOSS == CLIP or LOSS == UNIFORMITY or (LOSS == NTXENT and PASS == STATS_PASS):
@@ -202,8 +211,12 @@ def accumulate(
 @triton.jit
 def finish(LOSS: tl.constexpr, PASS: tl.constexpr, acc):
     if LOSS == MULTI_SIMILARITY and PASS != STATS_PASS:
-        # The seeds make both sums ≥ 1, so these are log(1 + Σ …) and never empty.
-        out = (acc[0] + tl.log(acc[1]), acc[2] + tl.log(acc[3]), acc[0] * 0, acc[0] * 0)
+        # log(1 + Σ …): the "1" joins each sum as e^0, so the result is never empty.
+        one_max = tl.zeros_like(acc[0])
+        one_sum = one_max + 1.0
+        pos_max, pos_sum = merge_logsumexp(acc[0], acc[1], one_max, one_sum)
+        neg_max, neg_sum = merge_logsumexp(acc[2], acc[3], one_max, one_sum)
+        out = (pos_max + tl.log(pos_sum), neg_max + tl.log(neg_sum), one_max, one_max)
     elif LOSS == TRIPLET_HARDEST:
         out = (acc[0], acc[1], -acc[2], acc[3])
     elif LOSS == CIRCLE:
@@ -216,6 +229,31 @@ def finish(LOSS: tl.constexpr, PASS: tl.constexpr, acc):
         out = (finish_logsumexp(acc[0], acc[1]), acc[2], acc[3], acc[3] * 0)
     else:
         out = acc
+    return out
+
+
+@triton.jit
+def merge(LOSS: tl.constexpr, PASS: tl.constexpr, acc, later):
+    """The accumulators of one row block over two disjoint column ranges (``later`` right of ``acc``) → those of
+    their union, exactly as if one program had streamed both: log-sum-exps merge their (max, sum) pairs, extremes
+    and first argmaxes compare, counts and sums add."""
+    if LOSS == MULTI_SIMILARITY and PASS == STATS_PASS:
+        out = (tl.maximum(acc[0], later[0]), tl.minimum(acc[1], later[1]), acc[2], acc[3])
+    elif LOSS == TRIPLET_HARDEST:
+        far_pos, far_pos_col = _earlier_wins(acc[0], acc[1], later[0], later[1])
+        near_neg, near_neg_col = _earlier_wins(acc[2], acc[3], later[2], later[3])
+        out = (far_pos, far_pos_col, near_neg, near_neg_col)
+    elif LOSS == MULTI_SIMILARITY or LOSS == CIRCLE:
+        pos_max, pos_sum = merge_logsumexp(acc[0], acc[1], later[0], later[1])
+        neg_max, neg_sum = merge_logsumexp(acc[2], acc[3], later[2], later[3])
+        out = (pos_max, pos_sum, neg_max, neg_sum)
+    elif LOSS == SUPCON or LOSS == CLIP or LOSS == UNIFORMITY or (LOSS == NTXENT and PASS == STATS_PASS):
+        lse_max, lse_sum = merge_logsumexp(acc[0], acc[1], later[0], later[1])
+        # CLIP's slot 2 is the given column LSE, passed through by every range alike.
+        third = acc[2] if LOSS == CLIP else acc[2] + later[2]
+        out = (lse_max, lse_sum, third, acc[3] + later[3])
+    else:
+        out = (acc[0] + later[0], acc[1] + later[1], acc[2] + later[2], acc[3] + later[3])
     return out
 
 

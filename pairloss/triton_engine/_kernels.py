@@ -1,16 +1,22 @@
-"""The two kernels of the engine, shared by every loss (the loss is a compile-time ``LOSS`` epilogue).
+"""The kernels of the engine, shared by every loss (the loss is a compile-time ``LOSS`` epilogue).
 
-``pair_rows_kernel`` (forward, one program per block of rows): streams column tiles, computes S = X·Yᵀ in fp32,
-builds the pair masks in registers, folds each tile into four per-row accumulators (a STATS pass or the LOSS
-pass), and in the LOSS pass writes one byte per tile: 1 if the tile holds a pair with a non-zero gradient.
+``pair_rows_kernel`` (forward; program (row block, column split)): streams the column tiles of its split,
+computes S = X·Yᵀ in fp32, builds the pair masks in registers, folds each tile into four per-row accumulators
+(a STATS pass or the LOSS pass) and writes them as its split's partial state; in the LOSS pass it also writes one
+byte per tile: 1 if the tile holds a pair with a non-zero gradient. ``merge_splits_kernel`` combines the splits'
+states in column order (the epilogue's exact ``merge``) and finishes them into the pass's (4, B) outputs. Splits
+exist to fill the GPU when row blocks alone would not (``_launch.column_splits``).
 
 ``pair_grad_kernel`` (backward): recomputes the tiles whose byte is set, forms G = ∂L/∂S in registers and
-accumulates dX = G·Y and dY = Gᵀ·X in fp32. ``OWN_ROWS``: one program per row block owns its dX rows (plain
-read-add-write) and, with ``ATOMIC``, adds its dY and column sums atomically (the default, fastest). The
-deterministic mode runs it twice without atomics: row-owner for dX, then column-owner (``OWN_ROWS=False``, one
-program per column block looping over row tiles) for dY.
+accumulates dX = G·Y and dY = Gᵀ·X in fp32. ``OWN_ROWS``: a program (row block, column split) accumulates its dX
+rows; with ``ATOMIC`` it adds its dY and column sums per tile and its dX and row sums once at the end atomically
+(relaxed: nothing is read back before the kernel ends). The deterministic mode runs it twice without atomics and
+without splits: row owners store dX, then column owners (``OWN_ROWS=False``, one program per column block
+looping over row tiles) store dY. ``OWNED_D`` (non-zero when a row's features, padded to OWNED_D, are few enough):
+the owned dX or dY block stays in registers across the tile loop instead of a read-modify-write per tile.
 
-Nothing of size B×M is stored: the outputs are (4, B) row vectors, the tile bytes, and the gradients.
+Nothing of size B×M is stored: the outputs are per-row vectors (B × splits partial states), the tile bytes, and
+the gradients.
 """
 
 import triton
@@ -19,7 +25,17 @@ import triton.language as tl
 from . import _epilogues as epilogue
 from . import _triplet_all as triplet_all
 from ._ids import CLIP, LOSS_PASS, TRIPLET_ALL
-from ._tiles import any_pair, gradient_operand, l2_distance, load_block, own_columns, pair_tile, row_slots
+from ._tiles import (
+    add_product,
+    any_pair,
+    gradient_operand,
+    l2_distance,
+    load_block,
+    own_columns,
+    pair_tile,
+    row_slots,
+    row_values,
+)
 
 
 @triton.jit
@@ -29,23 +45,44 @@ def _store_row_slots(ptr, rows, row_mask, B, values):
 
 
 @triton.jit
-def _add_block(ptr, rows, row_mask, features, D, block):
-    """ptr[rows, features] += block on a contiguous fp32 (rows, D) buffer owned by this program."""
+def _add_block(ptr, rows, row_mask, features, D, block, ATOMIC: tl.constexpr):
+    """ptr[rows, features] += block on a contiguous fp32 (rows, D) buffer: atomically, or (rows owned by this
+    program alone) as a read-modify-write."""
     offsets = rows[:, None] * D + features[None, :]
     mask = row_mask[:, None] & (features < D)[None, :]
-    tl.store(ptr + offsets, tl.load(ptr + offsets, mask=mask, other=0.0) + block, mask=mask)
+    if ATOMIC:
+        tl.atomic_add(ptr + offsets, block, mask=mask, sem="relaxed")
+    else:
+        tl.store(ptr + offsets, tl.load(ptr + offsets, mask=mask, other=0.0) + block, mask=mask)
+
+
+@triton.jit
+def _add_rows(ptr, rows, row_mask, values, ATOMIC: tl.constexpr):
+    if ATOMIC:
+        tl.atomic_add(ptr + rows, values, mask=row_mask, sem="relaxed")
+    else:
+        tl.store(ptr + rows, values, mask=row_mask)
+
+
+@triton.jit
+def _split_range(split, tiles_per_split, num_tiles):
+    """[first, last) of the tiles that column split ``split`` streams."""
+    first = split * tiles_per_split
+    return first, tl.minimum(first + tiles_per_split, num_tiles)
 
 
 # The own-column offset changes with every batch of a memory bank: one compiled kernel for all its values.
 @triton.jit(do_not_specialize=["own_offset"])
 def pair_rows_kernel(
     x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, row_vec_ptr, col_vec_ptr, stats_ptr,
-    scale_ptr, bias_ptr, out_ptr, tile_bits_ptr,
-    B, M, D, num_positives, own_offset, stride_xr, stride_xd, stride_yr, stride_yd, p0, p1, p2, p3,
+    scale_ptr, bias_ptr, partials_ptr, tile_bits_ptr,
+    B, M, D, num_positives, own_offset, tiles_per_split, stride_xr, stride_xd, stride_yr, stride_yd,
+    p0, p1, p2, p3,
     LOSS: tl.constexpr, PASS: tl.constexpr, MASK: tl.constexpr, SELF_PAIRS: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     row_block = tl.program_id(0).to(tl.int64)
+    split = tl.program_id(1)
     rows = row_block * BLOCK_M + tl.arange(0, BLOCK_M)
     row_mask = rows < B
     own_cols = own_columns(rows, own_offset, M)
@@ -55,8 +92,9 @@ def pair_rows_kernel(
     bias = tl.load(bias_ptr).to(tl.float32)
     params = (p0, p1, p2, p3)
     num_col_blocks = tl.cdiv(M, BLOCK_N)
+    first, last = _split_range(split, tiles_per_split, num_col_blocks)
     acc = epilogue.init(LOSS, PASS, BLOCK_M)
-    for col_block in range(num_col_blocks):
+    for col_block in range(first, last):
         cols = col_block * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
         col_mask = cols < M
         s, pos, neg = pair_tile(
@@ -79,6 +117,18 @@ def pair_rows_kernel(
             )
         if PASS == LOSS_PASS:
             tl.store(tile_bits_ptr + row_block * num_col_blocks + col_block, active.to(tl.int8))
+    _store_row_slots(partials_ptr + split * 4 * B, rows, row_mask, B, acc)
+
+
+@triton.jit
+def merge_splits_kernel(partials_ptr, out_ptr, B, splits, LOSS: tl.constexpr, PASS: tl.constexpr,
+                        BLOCK: tl.constexpr):  # fmt: skip
+    """out = finish(merge of the splits' partial states, in column order) for a block of rows."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    row_mask = rows < B
+    acc = row_values(partials_ptr, rows, row_mask, B)
+    for split in range(1, splits):
+        acc = epilogue.merge(LOSS, PASS, acc, row_values(partials_ptr + split * 4 * B, rows, row_mask, B))
     _store_row_slots(out_ptr, rows, row_mask, B, epilogue.finish(LOSS, PASS, acc))
 
 
@@ -120,13 +170,26 @@ def _tile_gradient(
     return grads
 
 
+@triton.jit
+def _add_products(out_ptr, out_rows, out_mask, g_op, g_unscale, operand_ptr, operand_rows, operand_mask, D,
+                  stride_row, stride_feature, PRECISION: tl.constexpr, BLOCK_D: tl.constexpr,
+                  ATOMIC: tl.constexpr):  # fmt: skip
+    """out[out_rows] += G·operand[operand_rows], BLOCK_D features at a time (one chunk's product held at once)."""
+    for start in range(0, D, BLOCK_D):
+        features = start + tl.arange(0, BLOCK_D).to(tl.int64)
+        operand = load_block(operand_ptr, operand_rows, operand_mask, features, D, stride_row, stride_feature)
+        product = tl.dot(g_op, operand, input_precision=PRECISION) * g_unscale
+        _add_block(out_ptr, out_rows, out_mask, features, D, product, ATOMIC)
+
+
 @triton.jit(do_not_specialize=["own_offset"])
 def pair_grad_kernel(
     x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, row_vec_ptr, col_vec_ptr, stats_ptr,
     values_ptr, coefs_ptr, scale_ptr, bias_ptr, tile_bits_ptr, dx_ptr, dy_ptr, row_grads_ptr, col_grad_ptr,
-    B, M, D, num_positives, own_offset, stride_xr, stride_xd, stride_yr, stride_yd, p0, p1, p2, p3,
+    B, M, D, num_positives, own_offset, tiles_per_split, stride_xr, stride_xd, stride_yr, stride_yd,
+    p0, p1, p2, p3,
     LOSS: tl.constexpr, MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, PRECISION: tl.constexpr,
-    OWN_ROWS: tl.constexpr, ATOMIC: tl.constexpr,
+    OWN_ROWS: tl.constexpr, ATOMIC: tl.constexpr, OWNED_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     owner = tl.program_id(0).to(tl.int64)
@@ -134,19 +197,22 @@ def pair_grad_kernel(
     bias = tl.load(bias_ptr).to(tl.float32)
     params = (p0, p1, p2, p3)
     num_col_blocks = tl.cdiv(M, BLOCK_N)
+    owned_features = tl.arange(0, max(OWNED_D, 1)).to(tl.int64)
     if OWN_ROWS:
-        num_tiles = num_col_blocks
+        first, last = _split_range(tl.program_id(1), tiles_per_split, num_col_blocks)
         rows = owner * BLOCK_M + tl.arange(0, BLOCK_M)
         own_cols = own_columns(rows, own_offset, M)
-        # Row sums of g_vec, g_scale, g_bias.
+        # Row sums of g_vec, g_scale, g_bias; the dX block when resident.
         vec_sum = tl.zeros((BLOCK_M,), tl.float32)
         scale_sum = tl.zeros((BLOCK_M,), tl.float32)
         bias_sum = tl.zeros((BLOCK_M,), tl.float32)
+        owned = tl.zeros((BLOCK_M, max(OWNED_D, 1)), tl.float32)
     else:
-        num_tiles = tl.cdiv(B, BLOCK_M)
+        first, last = 0, tl.cdiv(B, BLOCK_M)
         cols = owner * BLOCK_N + tl.arange(0, BLOCK_N)
         col_vec_sum = tl.zeros((BLOCK_N,), tl.float32)
-    for tile in range(num_tiles):
+        owned = tl.zeros((BLOCK_N, max(OWNED_D, 1)), tl.float32)
+    for tile in range(first, last):
         if OWN_ROWS:
             cols = tile * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
             tile_bit = tl.load(tile_bits_ptr + owner * num_col_blocks + tile)
@@ -169,34 +235,37 @@ def pair_grad_kernel(
                 scale_sum += tl.sum(g_scale, 1)
                 bias_sum += tl.sum(g_bias, 1)
                 if ATOMIC:
-                    tl.atomic_add(col_grad_ptr + cols, tl.sum(g_vec, 0), mask=col_mask)
+                    tl.atomic_add(col_grad_ptr + cols, tl.sum(g_vec, 0), mask=col_mask, sem="relaxed")
             else:
                 col_vec_sum += tl.sum(g_vec, 0)
             # Lanes outside the batch may hold NaN (0/0 in an epilogue): harmless in the products (their rows are
             # not stored), but not in the tile's largest |G| that scales fp16's.
             g_s = tl.where(row_mask[:, None] & col_mask[None, :], g_s, 0.0)
             g_op, g_unscale = gradient_operand(g_s, x_ptr.dtype.element_ty)
-            for start in range(0, D, BLOCK_D):
-                features = start + tl.arange(0, BLOCK_D).to(tl.int64)
-                if OWN_ROWS:
-                    y = load_block(y_ptr, cols, col_mask, features, D, stride_yr, stride_yd)
-                    _add_block(dx_ptr, rows, row_mask, features, D,
-                               tl.dot(g_op, y, input_precision=PRECISION) * g_unscale)  # fmt: skip
-                    if ATOMIC:
-                        x = load_block(x_ptr, rows, row_mask, features, D, stride_xr, stride_xd)
-                        tl.atomic_add(
-                            dy_ptr + cols[:, None] * D + features[None, :],
-                            tl.dot(tl.trans(g_op), x, input_precision=PRECISION) * g_unscale,
-                            mask=col_mask[:, None] & (features < D)[None, :],
-                        )
+            if OWN_ROWS:
+                if ATOMIC:
+                    _add_products(dy_ptr, cols, col_mask, tl.trans(g_op), g_unscale, x_ptr, rows, row_mask, D,
+                                  stride_xr, stride_xd, PRECISION, BLOCK_D, True)  # fmt: skip
+                if OWNED_D:
+                    y = load_block(y_ptr, cols, col_mask, owned_features, D, stride_yr, stride_yd)
+                    owned = add_product(owned, g_op, g_unscale, y, PRECISION)
                 else:
-                    x = load_block(x_ptr, rows, row_mask, features, D, stride_xr, stride_xd)
-                    _add_block(dy_ptr, cols, col_mask, features, D,
-                               tl.dot(tl.trans(g_op), x, input_precision=PRECISION) * g_unscale)  # fmt: skip
+                    _add_products(dx_ptr, rows, row_mask, g_op, g_unscale, y_ptr, cols, col_mask, D, stride_yr,
+                                  stride_yd, PRECISION, BLOCK_D, ATOMIC)  # fmt: skip
+            elif OWNED_D:
+                x = load_block(x_ptr, rows, row_mask, owned_features, D, stride_xr, stride_xd)
+                owned = add_product(owned, tl.trans(g_op), g_unscale, x, PRECISION)
+            else:
+                _add_products(dy_ptr, cols, col_mask, tl.trans(g_op), g_unscale, x_ptr, rows, row_mask, D, stride_xr,
+                              stride_xd, PRECISION, BLOCK_D, False)  # fmt: skip
     if OWN_ROWS:
         row_mask = rows < B
-        tl.store(row_grads_ptr + rows, vec_sum, mask=row_mask)
-        tl.store(row_grads_ptr + B + rows, scale_sum, mask=row_mask)
-        tl.store(row_grads_ptr + 2 * B + rows, bias_sum, mask=row_mask)
+        if OWNED_D:
+            _add_block(dx_ptr, rows, row_mask, owned_features, D, owned, ATOMIC)
+        _add_rows(row_grads_ptr, rows, row_mask, vec_sum, ATOMIC)
+        _add_rows(row_grads_ptr + B, rows, row_mask, scale_sum, ATOMIC)
+        _add_rows(row_grads_ptr + 2 * B, rows, row_mask, bias_sum, ATOMIC)
     else:
+        if OWNED_D:
+            _add_block(dy_ptr, cols, cols < M, owned_features, D, owned, False)
         tl.store(col_grad_ptr + cols, col_vec_sum, mask=cols < M)

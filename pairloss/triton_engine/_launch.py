@@ -1,10 +1,11 @@
-"""Launchers: tile sizes, dtypes, strides, grids and output allocation around the two kernels.
+"""Launchers: tile sizes, column splits, dtypes, strides, grids and output allocation around the kernels.
 
 Forward and backward must see bitwise the same S: the forward's per-tile "has gradient" bytes are read by the
 backward, and the mining decisions recomputed there compare the recomputed S with the forward's thresholds. So
-every S-producing choice is made once and shared: tile sizes are fixed per device, the launch configuration
-(warps, pipeline stages) is one constant for every kernel, never autotuned apart, and the TF32 decision is taken
-by the forward and handed to the backward with its saved inputs (``tf32`` of the ops), never re-read.
+every S-producing choice is made once and shared: tile sizes (feature chunk included) are fixed per device and
+feature width, the launch configuration (warps, pipeline stages) is one constant for every kernel, never
+autotuned apart, and the TF32 decision is taken by the forward and handed to the backward with its saved inputs
+(``tf32`` of the ops), never re-read. Column splits only change which program computes a tile, not how.
 
 ``PAIRLOSS_DETERMINISTIC=1`` (read at every backward), or ``torch.use_deterministic_algorithms(True)``, selects
 the atomic-free backward: a row-parallel dX kernel and a column-parallel dY kernel, each recomputing S.
@@ -17,7 +18,7 @@ import torch
 from triton.runtime.interpreter import InterpretedFunction
 
 from ._ids import LOSS_PASS, ROW_SLOTS, STATS_PASS, TRIPLET_ALL
-from ._kernels import pair_grad_kernel, pair_rows_kernel
+from ._kernels import merge_splits_kernel, pair_grad_kernel, pair_rows_kernel
 
 INTERPRETED = isinstance(pair_rows_kernel, InterpretedFunction)
 
@@ -44,12 +45,20 @@ def planned_for_cuda(device):
 def tile_sizes(device, loss):
     """(BLOCK_M, BLOCK_N, BLOCK_D): small under the interpreter so that small test batches cross tiles (unless
     ``planned_for_cuda``); on CUDA the all-triplets loss holds a BLOCK_M × BLOCK_N × BLOCK_N tile in registers,
-    hence its smaller tiles (at BLOCK_N = 32 ptxas spills kilobytes per thread)."""
+    hence its smaller tiles (at BLOCK_N = 32 ptxas spills kilobytes per thread). BLOCK_D: the feature chunk of
+    the similarity products and of the gradient products that are not held in registers (``owned_features``)."""
     if not planned_for_cuda(device):
         return 16, 16, 32
     if loss == TRIPLET_ALL.value:
         return 16, 16, 64
     return 64, 64, 64
+
+
+# Rows of up to this many bytes (features padded to a power of two): the backward keeps its owned dX (or dY)
+# block, 64 × 128 fp32 for bf16 rows (32 registers per thread at 8 warps), in registers instead of a global
+# read-modify-write per tile. 256 bytes is the most that compiles without spills for sm_90
+# (python -m pairloss.triton_engine._compile_check).
+RESIDENT_ROW_BYTES = 256
 
 
 def tile_grid(rows, cols, device, loss):
@@ -58,25 +67,60 @@ def tile_grid(rows, cols, device, loss):
     return (rows + block_m - 1) // block_m, (cols + block_n - 1) // block_n
 
 
+def sm_count(device):
+    """The GPU's multiprocessor count, which column splits fill: ``PAIRLOSS_SM_COUNT`` if set (read at every
+    call), else the device's (an H100/H200's 132 when planning CUDA launches without a GPU, as _compile_check
+    does); under the interpreter 4, so that the tests' small batches split their columns."""
+    if "PAIRLOSS_SM_COUNT" in os.environ:
+        return int(os.environ["PAIRLOSS_SM_COUNT"])
+    if torch.device(device).type != "cuda":
+        return 4
+    return torch.cuda.get_device_properties(device).multi_processor_count if torch.cuda.is_available() else 132
+
+
+class ColumnSplits(NamedTuple):
+    count: int  # programs per row block, each streaming its own range of column tiles
+    tiles: int  # column tiles per split (the last may have fewer, none has 0)
+
+
+# Split until the grid has this many programs per SM: two waves at the two resident programs per SM that most
+# forward kernels have at 8 warps (python -m pairloss.triton_engine._compile_check --report), four at the
+# backward's one. A split costs a (4, BLOCK_M) partial state (and in the backward one atomic dX block), small beside
+# even one 64 × 64 × D tile.
+TARGET_PROGRAMS_PER_SM = 4
+
+
+def column_splits(row_blocks, col_blocks, device):
+    """How the forward and the atomic backward split each row block's column tiles across programs
+    (flash-decoding style): none when the row blocks alone fill the target."""
+    wanted = -(-TARGET_PROGRAMS_PER_SM * sm_count(device) // row_blocks)
+    tiles = -(-col_blocks // max(1, min(wanted, col_blocks)))
+    return ColumnSplits(-(-col_blocks // tiles), tiles)
+
+
 def deterministic():
     return os.environ.get("PAIRLOSS_DETERMINISTIC", "0") == "1" or torch.are_deterministic_algorithms_enabled()
 
 
+def _gpu_dtype(dtype):
+    """The dtype rows of ``dtype`` reach a GPU's tensor cores in: fp16/bf16/fp32 as they are, fp64 as fp32."""
+    return torch.float32 if dtype == torch.float64 else dtype
+
+
 def _operand(t):
-    """fp16/bf16/fp32 go to the tensor cores as they are; anything else (fp64) is computed in fp32.
+    """The rows as the kernels take them: ``_gpu_dtype``, except that under the interpreter bf16 goes in as fp32:
+    its ``tl.dot`` misreads bf16 operands (garbage, seen with triton 3.9), and fp32 operands holding bf16 values
+    compute what the GPU's bf16 MMA does (exact products, fp32 sums). The launch plan follows ``_gpu_dtype``."""
+    if t.dtype == torch.bfloat16 and INTERPRETED:
+        return t.float()
+    return t.to(_gpu_dtype(t.dtype))
 
-    Under the interpreter bf16 goes in as fp32: its ``tl.dot`` misreads bf16 operands (garbage, seen with triton
-    3.9), and fp32 operands holding bf16 values compute what the GPU's bf16 MMA does (exact products, fp32 sums)."""
-    if t.dtype in (torch.float16, torch.float32) or (t.dtype == torch.bfloat16 and not INTERPRETED):
-        return t
-    return t.float()
 
-
-def _constexprs(x, device, tf32, **selectors):
-    """The kernels' compile-time arguments: ``selectors`` (LOSS, MASK, …) plus what follows from the operands
-    and the device they run on."""
+def _constexprs(dtype, device, tf32, **selectors):
+    """The kernels' compile-time arguments for rows of ``dtype`` on ``device``: ``selectors`` (LOSS, MASK, …)
+    plus the tile sizes and precision. Forward and backward get the same ones (the same S)."""
     block_m, block_n, block_d = tile_sizes(device, selectors["LOSS"])
-    cuda_fp32 = x.dtype == torch.float32 and planned_for_cuda(device)
+    cuda_fp32 = _gpu_dtype(dtype) == torch.float32 and planned_for_cuda(device)
     precision = "tf32" if cuda_fp32 and tf32 else "ieee"
     if cuda_fp32 and not tf32:
         # Exact fp32 runs tl.dot on FMAs: with 64-wide feature chunks ptxas spills kilobytes per thread in the
@@ -85,45 +129,83 @@ def _constexprs(x, device, tf32, **selectors):
     return {"PRECISION": precision, "BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_D": block_d, **selectors}
 
 
+def owned_features(dtype, features, device, loss, precision):
+    """The backward's OWNED_D for rows of ``dtype`` and ``features``: the padded feature width of the dX (dY)
+    block a program keeps in registers, or 0 (a read-modify-write per tile) for rows wider than
+    RESIDENT_ROW_BYTES, the all-triplets loss (its own registers go to the triplet tile) and exact fp32 on CUDA
+    (FMA products spill)."""
+    padded = max(16, 1 << (features - 1).bit_length())
+    dtype = _gpu_dtype(dtype)
+    fma_fp32 = dtype == torch.float32 and precision == "ieee" and planned_for_cuda(device)
+    fits = padded * dtype.itemsize <= RESIDENT_ROW_BYTES
+    return padded if fits and loss != TRIPLET_ALL.value and not fma_fp32 else 0
+
+
 def tf32_allowed():
     """The TF32 decision of a forward (fp32 operands on CUDA): read once per loss call and passed on."""
     return torch.backends.cuda.matmul.allow_tf32
 
 
-# A launch as data, (grid, positional arguments, compile-time arguments), so that _compile_check can compile
-# exactly what the launchers below run, for a GPU it does not have.
+class Launch(NamedTuple):
+    """One kernel launch as data, so that _compile_check can compile exactly what the launchers run, for a GPU it
+    does not have."""
+
+    kernel: object
+    grid: tuple
+    args: tuple
+    constexprs: dict
 
 
-def rows_launch(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass,
-                mask, self_pairs, own_offset, params, device, tf32):  # fmt: skip
-    """((values, tile_bits) outputs, launch) of one forward pass for tensors that will run on ``device``."""
+MERGE_BLOCK = 256  # rows per program of merge_splits_kernel
+
+
+def rows_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass,
+                  mask, self_pairs, own_offset, params, device, tf32):  # fmt: skip
+    """((values, tile_bits) outputs, launches) of one forward pass for tensors that will run on ``device``: the
+    split tile loop writing partial states, then their merge into the (4, B) values."""
+    dtype = x.dtype
     x, y = _operand(x), _operand(y)
     (B, D), M = x.shape, y.shape[0]
+    row_blocks, col_blocks = tile_grid(B, M, device, loss)
+    splits = column_splits(row_blocks, col_blocks, device)
+    partials = torch.empty((splits.count, ROW_SLOTS, B), dtype=torch.float32, device=x.device)
     values = torch.empty((ROW_SLOTS, B), dtype=torch.float32, device=x.device)
-    tile_bits = torch.zeros(tile_grid(B, M, device, loss), dtype=torch.int8, device=x.device)
+    tile_bits = torch.zeros((row_blocks, col_blocks), dtype=torch.int8, device=x.device)
     args = (
-        x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, values, tile_bits,
-        B, M, D, positives.shape[1], own_offset, x.stride(0), x.stride(1), y.stride(0), y.stride(1), *params,
+        x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, partials, tile_bits,
+        B, M, D, positives.shape[1], own_offset, splits.tiles, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
+        *params,
     )  # fmt: skip
     pass_id = (STATS_PASS if stats_pass else LOSS_PASS).value
-    constexprs = _constexprs(x, device, tf32, LOSS=loss, PASS=pass_id, MASK=mask, SELF_PAIRS=self_pairs)
-    return (values, tile_bits), ((tile_bits.shape[0],), args, constexprs)
+    constexprs = _constexprs(dtype, device, tf32, LOSS=loss, PASS=pass_id, MASK=mask, SELF_PAIRS=self_pairs)
+    merge = (partials, values, B, splits.count)
+    return (values, tile_bits), [
+        Launch(pair_rows_kernel, (row_blocks, splits.count), args, constexprs),
+        Launch(merge_splits_kernel, (-(-B // MERGE_BLOCK),), merge, {"LOSS": loss, "PASS": pass_id,
+                                                                     "BLOCK": MERGE_BLOCK}),
+    ]  # fmt: skip
+
+
+def _run(launches):
+    for launch in launches:
+        launch.kernel[launch.grid](*launch.args, **launch.constexprs, **LAUNCH_CONFIG._asdict())
 
 
 def pair_rows(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
               self_pairs, own_offset, params, tf32):  # fmt: skip
-    outputs, (grid, args, constexprs) = rows_launch(
+    outputs, launches = rows_launches(
         x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
         self_pairs, own_offset, params, x.device, tf32,
     )  # fmt: skip
-    pair_rows_kernel[grid](*args, **constexprs, **LAUNCH_CONFIG._asdict())
+    _run(launches)
     return outputs
 
 
 def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias,
                   tile_bits, loss, mask, self_pairs, own_offset, params, device, tf32, atomic):  # fmt: skip
-    """((dx, dy, row_grads, col_grad) outputs, launches) of the backward: one row-owner launch with atomics, or
-    (deterministic) a row-owner launch for dX and a column-owner launch for dY."""
+    """((dx, dy, row_grads, col_grad) outputs, launches) of the backward: one row-owner launch with column splits
+    and atomics, or (deterministic) a row-owner launch for dX and a column-owner launch for dY, unsplit."""
+    dtype = x.dtype
     x, y = _operand(x), _operand(y)
     (B, D), M = x.shape, y.shape[0]
     outputs = (
@@ -132,21 +214,22 @@ def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
         torch.zeros((3, B), dtype=torch.float32, device=x.device),
         torch.zeros((M,), dtype=torch.float32, device=x.device),
     )
-    args = (
-        x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias, tile_bits,
-        *outputs, B, M, D, positives.shape[1], own_offset, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
-        *params,
-    )  # fmt: skip
     row_blocks, col_blocks = tile_bits.shape
-    owners = [(True, row_blocks)] + ([] if atomic else [(False, col_blocks)])
-    return outputs, [
-        (
-            (programs,),
-            args,
-            _constexprs(x, device, tf32, LOSS=loss, MASK=mask, SELF_PAIRS=self_pairs, OWN_ROWS=own_rows, ATOMIC=atomic),
-        )
-        for own_rows, programs in owners
-    ]
+    splits = column_splits(row_blocks, col_blocks, device) if atomic else ColumnSplits(1, col_blocks)
+
+    def launch(own_rows, grid):
+        args = (
+            x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias, tile_bits,
+            *outputs, B, M, D, positives.shape[1], own_offset, splits.tiles, x.stride(0), x.stride(1), y.stride(0),
+            y.stride(1), *params,
+        )  # fmt: skip
+        constexprs = _constexprs(dtype, device, tf32, LOSS=loss, MASK=mask, SELF_PAIRS=self_pairs,
+                                 OWN_ROWS=own_rows, ATOMIC=atomic)  # fmt: skip
+        constexprs["OWNED_D"] = owned_features(dtype, D, device, loss, constexprs["PRECISION"])
+        return Launch(pair_grad_kernel, grid, args, constexprs)
+
+    row_owners = launch(True, (row_blocks, splits.count))
+    return outputs, [row_owners] if atomic else [row_owners, launch(False, (col_blocks, 1))]
 
 
 def pair_grad(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias,
@@ -156,6 +239,5 @@ def pair_grad(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, 
         x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias, tile_bits,
         loss, mask, self_pairs, own_offset, params, x.device, tf32, atomic=not deterministic(),
     )  # fmt: skip
-    for grid, args, constexprs in launches:
-        pair_grad_kernel[grid](*args, **constexprs, **LAUNCH_CONFIG._asdict())
+    _run(launches)
     return outputs

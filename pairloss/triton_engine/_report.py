@@ -6,7 +6,8 @@ FLOPs, bytes, and the SFU operations (``ex2``/``lg2``/``sqrt``/``rcp`` in the PT
 is the largest of its GEMM time at the bf16 peak (scaled by the share of SMs its grid can fill), its HBM time and
 its SFU time; the sum over the kernels is set against the GEMM roofline of the passes a loss cannot avoid (3 for
 X = Y: forward, recompute, one gradient product with X = Y symmetry; 4 for two towers; 1 for batch-hard triplets).
-The L2 traffic (Y streamed by every row block; the backward's per-tile read-modify-write of dX and atomics on dY)
+Grids include the column splits that ``_launch.column_splits`` chooses for 132 SMs. The L2 traffic (operand blocks
+per tile; the backward's atomics on dY, and its dX read-modify-write per tile where the features are not resident)
 is listed but left out of the bound, having no measured bandwidth to divide by. An estimate from counts and peak
 rates, not a measurement: its purpose is to steer the design until a GPU measures it.
 """
@@ -20,7 +21,6 @@ import torch
 from .. import functional
 from . import _launch, _ops, losses
 from ._compile_check import compile_launch, resource_usage
-from ._kernels import pair_grad_kernel, pair_rows_kernel
 
 # H100/H200 figures (DESIGN.md §7): bf16 tensor cores, HBM, SMs, per-SM registers and shared memory, and the
 # MUFU rate (16 operations per clock per SM at ~1.83 GHz).
@@ -90,50 +90,64 @@ def _defaults(loss_name):
 
 
 def _plan(engine_pass, rows, dim):
-    """(kernel, name, grid, args, constexprs) of a pass's forward and, for a LOSS pass, its atomic backward, for
-    CUDA at rows × rows × dim in bf16."""
+    """(name, launch) of a pass's forward kernels and, for a LOSS pass, its atomic backward, for CUDA at
+    rows × rows × dim in bf16."""
     loss, stats_pass, mask, self_pairs = engine_pass
     x = torch.zeros(rows, dim, dtype=torch.bfloat16)
     labels = torch.zeros(rows, dtype=torch.int64)
     positives = torch.zeros(rows, 2 if mask == losses.INDEX.value else 0, dtype=torch.int64)
     inputs = (x, x, labels, labels, positives, torch.zeros(rows), torch.zeros(rows), torch.zeros(4, rows))
     scale, bias, params = torch.ones(()), torch.zeros(()), [0.5] * 4
-    (values, tile_bits), launch = _launch.rows_launch(
+    (values, tile_bits), (tiles, merge) = _launch.rows_launches(
         *inputs, scale, bias, loss, stats_pass, mask, self_pairs, 0, params, "cuda", False
     )
-    found = [(pair_rows_kernel, "forward", *launch)]
+    found = [("forward", tiles), ("merge", merge)]
     if not stats_pass:
         _, grads = _launch.grad_launches(
             *inputs, values, torch.zeros(4, rows), scale, bias, tile_bits, loss, mask, self_pairs, 0, params, "cuda",
             False, True,
         )  # fmt: skip
-        found += [(pair_grad_kernel, "backward", *grad) for grad in grads]
+        found += [("backward", grad) for grad in grads]
     return found
 
 
-def _estimate(kernel, name, grid, args, constexprs, rows, dim):
-    compiled = compile_launch(kernel, args, constexprs, tuple(_launch.LAUNCH_CONFIG), 90)
+def _traffic(name, launch, rows, dim):
+    """(HBM bytes, L2 bytes) of one launch. HBM: the operands once, the backward's fp32 dX and dY once, the
+    merge's partial states. L2: per tile the X and Y blocks (twice in the backward: the recomputed S, then the
+    gradient products) and the backward's atomic add of its dY block; without resident features also a
+    read-modify-write of its dX block; with them one dX block per program at its end."""
+    c = launch.constexprs
+    if name == "merge":
+        splits = launch.args[3]
+        return (splits + 1) * 4 * rows * 4, 0
+    tiles = -(-rows // c["BLOCK_M"]) * -(-rows // c["BLOCK_N"])
+    operands = (c["BLOCK_M"] + c["BLOCK_N"]) * dim * ELEMENT_BYTES
+    if name == "forward":
+        return 2 * rows * dim * ELEMENT_BYTES, tiles * operands
+    programs = launch.grid[0] * launch.grid[1]
+    resident = c["OWNED_D"] > 0
+    per_tile = 2 * operands + c["BLOCK_N"] * dim * 8 + (0 if resident else c["BLOCK_M"] * dim * 8)
+    owned = programs * c["BLOCK_M"] * dim * 4 if resident else 0
+    return 2 * rows * dim * (ELEMENT_BYTES + 4), tiles * per_tile + owned
+
+
+def _estimate(name, launch, rows, dim):
+    compiled = compile_launch(launch, tuple(_launch.LAUNCH_CONFIG), 90)
     registers, spills = resource_usage(compiled.asm["cubin"])
     shared = compiled.metadata.shared
     threads = _launch.LAUNCH_CONFIG.num_warps * 32
     resident = min(REGISTERS_PER_SM // max(registers * threads, 1), SHARED_PER_SM // shared if shared else 32, 32)
-    programs = grid[0]
+    programs = launch.grid[0] * (launch.grid[1] if len(launch.grid) > 1 else 1)
     sm_share = min(1.0, programs / SMS)
-    # SFU instructions in the PTX, per element a thread holds of one BLOCK_M × BLOCK_N tile.
-    sfu = sum(len(re.findall(re.escape(op), compiled.asm["ptx"])) for op in SFU_OPS)
-    elements = constexprs["BLOCK_M"] * constexprs["BLOCK_N"] / threads
-    sfu_per_pair = sfu / elements
-    passes = 1 if name == "forward" else 3
+    hbm, l2 = _traffic(name, launch, rows, dim)
+    passes = {"forward": 1, "merge": 0, "backward": 3}[name]
     pairs = rows * rows
     flops = passes * 2.0 * pairs * dim
-    # HBM: the operands once, the per-row outputs; the backward also writes fp32 dX and dY.
-    hbm = 2 * rows * dim * ELEMENT_BYTES + (2 * rows * dim * 4 if name == "backward" else 0)
-    # L2: every row block streams Y; per tile the backward reloads X's block, read-modify-writes dX's block in fp32
-    # and adds to dY's block atomically.
-    tiles = programs * -(-rows // constexprs["BLOCK_N"])
-    l2 = programs * rows * dim * ELEMENT_BYTES
-    if name == "backward":
-        l2 += tiles * dim * (constexprs["BLOCK_M"] * (ELEMENT_BYTES + 8) + constexprs["BLOCK_N"] * 8)
+    sfu_per_pair = 0.0
+    if passes:
+        # SFU instructions in the PTX, per element a thread holds of one BLOCK_M × BLOCK_N tile.
+        sfu = sum(len(re.findall(re.escape(op), compiled.asm["ptx"])) for op in SFU_OPS)
+        sfu_per_pair = sfu / (launch.constexprs["BLOCK_M"] * launch.constexprs["BLOCK_N"] / threads)
     bound_s = max(flops / (PEAK_FLOPS * sm_share), hbm / HBM_BYTES_PER_S, sfu_per_pair * pairs / (SFU_PER_S * sm_share))
     return Kernel(name, programs, registers, spills, shared, resident, programs / (SMS * resident), passes, hbm, l2,
                   sfu_per_pair, bound_s * 1e3)  # fmt: skip
@@ -155,9 +169,9 @@ def report(rows, dim):
     summary = ["", "| loss | bound ms | GEMM roofline ms | % of roofline | L2 GB |", "|---|---:|---:|---:|---:|"]
     for loss_name in LABEL_LOSSES + TWO_TOWER_LOSSES:
         kernels = [
-            _estimate(*launch, rows, dim)
+            _estimate(name, launch, rows, dim)
             for engine_pass in engine_passes(loss_name)
-            for launch in _plan(engine_pass, rows, dim)
+            for name, launch in _plan(engine_pass, rows, dim)
         ]
         for k in kernels:
             lines.append(

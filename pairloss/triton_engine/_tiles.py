@@ -49,6 +49,15 @@ def gradient_operand(g, dtype: tl.constexpr):
 
 
 @triton.jit
+def add_product(acc, g_op, g_unscale, operand, PRECISION: tl.constexpr):
+    """acc + G·operand for a ``gradient_operand`` G: unscaled G accumulates in the MMA's own accumulator (no
+    second block of registers for the product); fp16's scaled G needs its product rescaled first."""
+    if g_op.dtype == tl.float16:
+        return acc + tl.dot(g_op, operand, input_precision=PRECISION) * g_unscale
+    return tl.dot(g_op, operand, acc, input_precision=PRECISION)
+
+
+@triton.jit
 def own_columns(rows, own_offset, M):
     """The own column of each row, (i + own_offset) mod M (int64): its positive under the DIAGONAL mask, the
     pair left out under ``SELF_PAIRS``. With Y = X and offset 0 it is the diagonal."""
@@ -112,6 +121,14 @@ def online_logsumexp(running_max, running_sum, z, mask):
 
 
 @triton.jit
+def merge_logsumexp(max_a, sum_a, max_b, sum_b):
+    """Two per-row (max, Σ e^(z − max)) pairs of disjoint sets → the pair of their union (−inf max: empty)."""
+    new_max = tl.maximum(max_a, max_b)
+    shift = tl.where(new_max == -INF, 0.0, new_max)
+    return new_max, sum_a * tl.exp(max_a - shift) + sum_b * tl.exp(max_b - shift)
+
+
+@triton.jit
 def masked_exp(z, mask):
     """e^z on the mask, 0 elsewhere, without evaluating (possibly overflowing) exponents off the mask."""
     return tl.exp(tl.where(mask, z, -INF))
@@ -149,14 +166,21 @@ def l2_distance(s, row_sq_norms, col_sq_norms):
 
 
 @triton.jit
+def row_values(ptr, rows, row_mask, B):
+    """The four per-row values of a (4, B) fp32 tensor, as [BLOCK_M] vectors."""
+    return (
+        tl.load(ptr + rows, mask=row_mask, other=0.0),
+        tl.load(ptr + B + rows, mask=row_mask, other=0.0),
+        tl.load(ptr + 2 * B + rows, mask=row_mask, other=0.0),
+        tl.load(ptr + 3 * B + rows, mask=row_mask, other=0.0),
+    )
+
+
+@triton.jit
 def row_slots(ptr, rows, row_mask, B):
     """The four per-row values of a (4, B) fp32 tensor, as [BLOCK_M, 1] columns ready to broadcast."""
-    return (
-        tl.load(ptr + rows, mask=row_mask, other=0.0)[:, None],
-        tl.load(ptr + B + rows, mask=row_mask, other=0.0)[:, None],
-        tl.load(ptr + 2 * B + rows, mask=row_mask, other=0.0)[:, None],
-        tl.load(ptr + 3 * B + rows, mask=row_mask, other=0.0)[:, None],
-    )
+    values = row_values(ptr, rows, row_mask, B)
+    return values[0][:, None], values[1][:, None], values[2][:, None], values[3][:, None]
 
 
 @triton.jit
