@@ -57,8 +57,8 @@ def test_losses_run_exactly_the_compiled_engine_passes(monkeypatch):
     seen = set()
 
     def record(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
-               self_pairs, own_offset, params, tf32):  # fmt: skip
-        seen.add(losses.EnginePass(loss, stats_pass, mask, self_pairs))
+               self_pairs, own_offset, params, tf32, symmetric):  # fmt: skip
+        seen.add(losses.EnginePass(loss, stats_pass, mask, self_pairs, symmetric))
         return x.new_zeros((4, x.shape[0]), dtype=torch.float32), None
 
     monkeypatch.setattr(_ops, "pair_rows", record)

@@ -356,7 +356,7 @@ def _op_args(loss, rows=19, cols=21, dim=5, device=DEVICE):
     return (
         leaf(x), leaf(y), labels, ref_labels, torch.zeros(rows, 0, dtype=torch.int64, device=device),
         row_vec, col_vec, torch.zeros(4, rows, device=device), scale, bias,
-        ids[0].value, False, ids[1].value, ids[2], 7, params, False,
+        ids[0].value, False, ids[1].value, ids[2], 7, params, False, False,
     )  # fmt: skip
 
 
@@ -418,18 +418,22 @@ def test_forward_and_backward_launch_plans_compute_the_same_similarity(operands)
     [("bf16", "aligned", 128), ("fp16", "aligned", 128), ("bf16", "odd", 64), ("bf16", "wide", 0),
      ("tf32", "aligned", 0), ("fp32", "aligned", 0)],
 )  # fmt: skip
-def test_cuda_backward_plan(operands, layout, owned):
+@pytest.mark.parametrize("symmetric", [True, False], ids=["anchors_as_references", "memory_bank"])
+def test_cuda_backward_plan(operands, layout, owned, symmetric):
     """The CUDA plan of the multi-similarity backward: the atomic launch runs the forward's grid (row blocks ×
-    column splits), the deterministic pair runs unsplit; the owned dX/dY block stays in registers for rows of at
-    most 256 bytes (bf16 D ≤ 128), not for wider rows nor fp32 (D = 128 here)."""
+    column splits), with X = Y over the mirrored tiles once; the deterministic pair runs unsplit over every tile.
+    The owned dX/dY block stays in registers for rows of at most 256 bytes (bf16 D ≤ 128), not for wider rows nor
+    fp32 (D = 128 here), nor in the symmetric launch, whose registers go to the mirrored gradient."""
     from pairloss.triton_engine import _compile_check, _ids, losses
 
-    engine_pass = losses.EnginePass(_ids.MULTI_SIMILARITY.value, False, _ids.LABELS.value, True)
+    engine_pass = losses.EnginePass(_ids.MULTI_SIMILARITY.value, False, _ids.LABELS.value, True, symmetric)
     variant = _compile_check.Variant(engine_pass, operands, layout, (8, 3), 90)
     forward, _, atomic, row_owners, col_owners = _compile_check.launches(variant)
     assert atomic.grid == forward.grid and forward.grid[1] > 1
     assert row_owners.grid[1] == col_owners.grid[1] == 1
-    assert [launch.constexprs["OWNED_D"] for launch in (atomic, row_owners, col_owners)] == [owned] * 3
+    launches = (atomic, row_owners, col_owners)
+    assert [launch.constexprs["SYMMETRIC"] for launch in launches] == [symmetric, False, False]
+    assert [launch.constexprs["OWNED_D"] for launch in launches] == [0 if symmetric else owned, owned, owned]
 
 
 def test_backward_keeps_the_forwards_tf32_decision(monkeypatch):

@@ -54,12 +54,12 @@ PRIMARY = ("bf16", "aligned")
 # What the default run compiles beyond the primary operands and layout for every pass: every operand kind and
 # the odd and wide layouts for the plain tile loop, the odd layout for the index mask. (--all: everything.)
 EXTRAS = {
-    EnginePass(_ids.MULTI_SIMILARITY.value, False, _ids.LABELS.value, True): [
+    EnginePass(_ids.MULTI_SIMILARITY.value, False, _ids.LABELS.value, True, True): [
         *((operands, "aligned") for operands in OPERANDS),
         ("bf16", "odd"),
         ("bf16", "wide"),
     ],
-    EnginePass(_ids.NTXENT.value, False, _ids.INDEX.value, False): [("bf16", "odd")],
+    EnginePass(_ids.NTXENT.value, False, _ids.INDEX.value, False, False): [("bf16", "odd")],
 }
 _NAMES = {
     "loss": ("MULTI_SIMILARITY", "TRIPLET_HARDEST", "CONTRASTIVE", "CIRCLE", "NTXENT", "SUPCON", "CLIP",
@@ -79,7 +79,7 @@ class Variant(NamedTuple):
     def __str__(self):
         p = self.engine_pass
         kind = "STATS" if p.stats_pass else "LOSS"
-        pairs = "self" if p.self_pairs else "cross"
+        pairs = ("self" if p.self_pairs else "cross") + (" symmetric" if p.symmetric else "")
         warps, stages = self.config
         return (f"sm_{self.arch} {self.operands} {self.layout} w{warps}s{stages} {LOSS_NAMES[p.loss]} {kind} "
                 f"{MASK_NAMES[p.mask]} {pairs}")  # fmt: skip
@@ -108,17 +108,21 @@ def _operand(rows, features, dtype, aligned, transposed):
 def launches(variant):
     """The ``_launch.Launch`` of each kernel the variant's forward and backward launch, with zero inputs of the
     dtypes and shapes that ``losses._run`` passes."""
-    (loss, stats_pass, mask, self_pairs), (dtype, tf32) = variant.engine_pass, OPERANDS[variant.operands]
+    (loss, stats_pass, mask, self_pairs, symmetric), (dtype, tf32) = variant.engine_pass, OPERANDS[variant.operands]
     rows, refs, features, aligned = LAYOUTS[variant.layout]
-    x = _operand(rows, features, dtype, aligned, transposed=True)
-    y = _operand(refs, features, dtype, aligned, transposed=False)
     has_labels = mask == _ids.LABELS.value
+    x = _operand(rows, features, dtype, aligned, transposed=True)
     row_labels = torch.zeros(rows if has_labels else 1, dtype=torch.int64)
-    col_labels = torch.zeros(refs if has_labels else 1, dtype=torch.int64)
     positives = torch.zeros(rows, 2 if mask == _ids.INDEX.value else 0, dtype=torch.int64)
-    row_vec, col_vec, stats = torch.zeros(rows), torch.zeros(refs), torch.zeros(4, rows)
+    row_vec, stats = torch.zeros(rows), torch.zeros(4, rows)
     # The kernels do not specialise on the own-column offset: any value compiles the kernel of every value.
     scale, bias, own_offset, params = torch.ones(()), torch.zeros(()), 3, [0.5] * 4
+    if symmetric:  # the references are the anchors
+        y, col_labels, col_vec, own_offset = x, row_labels, row_vec, 0
+    else:
+        y = _operand(refs, features, dtype, aligned, transposed=False)
+        col_labels = torch.zeros(refs if has_labels else 1, dtype=torch.int64)
+        col_vec = torch.zeros(refs)
     inputs = (x, y, row_labels, col_labels, positives, row_vec, col_vec, stats)
     (values, tile_bits), found = _launch.rows_launches(
         *inputs, scale, bias, loss, stats_pass, mask, self_pairs, own_offset, params, "cuda", tf32
@@ -128,7 +132,7 @@ def launches(variant):
         for atomic in (True, False):
             found += _launch.grad_launches(
                 *inputs, values, coefs, scale, bias, tile_bits, loss, mask, self_pairs, own_offset, params, "cuda",
-                tf32, atomic,
+                tf32, symmetric=symmetric, atomic=atomic,
             )[1]  # fmt: skip
     return found
 
@@ -138,7 +142,8 @@ def kernel_name(launch):
     if launch.kernel is not pair_grad_kernel:
         return name
     c = launch.constexprs
-    return f"{name}({'rows' if c['OWN_ROWS'] else 'cols'}{', atomic' if c['ATOMIC'] else ''})"
+    kind = ("rows" if c["OWN_ROWS"] else "cols") + (", atomic" if c["ATOMIC"] else "")
+    return f"{name}({kind}{', symmetric' if c['SYMMETRIC'] else ''})"
 
 
 def compile_launch(launch, config, arch):

@@ -51,6 +51,7 @@ from ._tiles import (
     masked_exp,
     merge_logsumexp,
     online_logsumexp,
+    online_logsumexp_pair,
     softplus,
 )
 
@@ -131,8 +132,9 @@ def accumulate(
             active = 0
         else:
             mined_pos, mined_neg = _ms_mined(s, pos, neg, stats, epsilon)
-            pos_max, pos_sum = online_logsumexp(acc[0], acc[1], -alpha * (s - base), mined_pos)
-            neg_max, neg_sum = online_logsumexp(acc[2], acc[3], beta * (s - base), mined_neg)
+            (pos_max, pos_sum), (neg_max, neg_sum) = online_logsumexp_pair(
+                (acc[0], acc[1]), (acc[2], acc[3]), -alpha * (s - base), beta * (s - base), mined_pos, mined_neg, pos
+            )
             acc = (pos_max, pos_sum, neg_max, neg_sum)
             active = any_pair(mined_pos | mined_neg)
     elif LOSS == TRIPLET_HARDEST:
@@ -157,8 +159,9 @@ def accumulate(
     elif LOSS == CIRCLE:
         margin, gamma, _, _ = params
         pos_logits, pos_slope, neg_logits, neg_slope = _circle_logits(s, margin, gamma)
-        pos_max, pos_sum = online_logsumexp(acc[0], acc[1], pos_logits, pos)
-        neg_max, neg_sum = online_logsumexp(acc[2], acc[3], neg_logits, neg)
+        (pos_max, pos_sum), (neg_max, neg_sum) = online_logsumexp_pair(
+            (acc[0], acc[1]), (acc[2], acc[3]), pos_logits, neg_logits, pos, neg, pos
+        )
         acc = (pos_max, pos_sum, neg_max, neg_sum)
         active = any_pair((pos & (pos_slope != 0)) | (neg & (neg_slope != 0)))
     elif LOSS == NTXENT:
@@ -268,8 +271,11 @@ def gradient(LOSS: tl.constexpr, s, pos, neg, row_vec, col_vec, stats, values, c
     if LOSS == MULTI_SIMILARITY:
         alpha, beta, base, epsilon = params
         mined_pos, mined_neg = _ms_mined(s, pos, neg, stats, epsilon)
-        g_s = -alpha * coefs[0] * masked_exp(-alpha * (s - base) - values[0], mined_pos)
-        g_s += beta * coefs[1] * masked_exp(beta * (s - base) - values[1], mined_neg)
+        # One exponential per pair: a pair is a positive or a negative, never both. (s − λ) first: β·s − β·λ
+        # would cancel digits at β = 50.
+        exponent = tl.where(pos, -alpha * (s - base) - values[0], beta * (s - base) - values[1])
+        slope = tl.where(pos, -alpha * coefs[0], beta * coefs[1])
+        g_s = slope * masked_exp(exponent, mined_pos | mined_neg)
     elif LOSS == CONTRASTIVE:
         pos_margin, neg_margin, _, _ = params
         _, distance, d_distance = l2_distance(s, row_vec, col_vec)
@@ -280,15 +286,17 @@ def gradient(LOSS: tl.constexpr, s, pos, neg, row_vec, col_vec, stats, values, c
     elif LOSS == CIRCLE:
         margin, gamma, _, _ = params
         pos_logits, pos_slope, neg_logits, neg_slope = _circle_logits(s, margin, gamma)
-        g_s = coefs[0] * masked_exp(pos_logits - values[0], pos) * pos_slope
-        g_s += coefs[1] * masked_exp(neg_logits - values[1], neg) * neg_slope
+        exponent = tl.where(pos, pos_logits - values[0], neg_logits - values[1])  # one exponential per pair
+        g_s = tl.where(pos, coefs[0] * pos_slope, coefs[1] * neg_slope) * masked_exp(exponent, pos | neg)
     elif LOSS == NTXENT:
         temperature = params[0]
         logits = s / temperature
         has_neg = stats[1] > 0
-        # A positive's term softplus(LSE_N − l) pulls its own logit down and every negative up through LSE_N.
-        g_logits = tl.where(pos & has_neg, -coefs[0] * tl.sigmoid(stats[0] - logits), 0.0)
-        g_logits += coefs[0] * values[2] * masked_exp(logits - stats[0], neg & has_neg)
+        # A positive's term softplus(LSE_N − l) pulls its own logit down by σ(LSE_N − l) = 1 / (1 + e^(l − LSE_N))
+        # and every negative up through LSE_N: one exponential per pair (+inf for a positive far above LSE_N).
+        counted = (pos | neg) & has_neg
+        e = masked_exp(logits - stats[0], counted)
+        g_logits = tl.where(counted, coefs[0] * tl.where(pos, -1.0 / (1.0 + e), values[2] * e), 0.0)
         g_s = g_logits / temperature
     elif LOSS == SUPCON:
         temperature = params[0]

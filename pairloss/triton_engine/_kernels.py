@@ -28,6 +28,7 @@ from ._ids import CLIP, LOSS_PASS, TRIPLET_ALL
 from ._tiles import (
     add_product,
     any_pair,
+    column_slots,
     gradient_operand,
     l2_distance,
     load_block,
@@ -135,17 +136,12 @@ def merge_splits_kernel(partials_ptr, out_ptr, B, splits, LOSS: tl.constexpr, PA
 @triton.jit
 def _tile_gradient(
     x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, row_vec_ptr, col_vec_ptr, stats_ptr,
-    values_ptr, coefs_ptr, rows, cols, row_mask, col_mask, own_cols, scale, bias, params,
+    values_ptr, coefs_ptr, s, pos, neg, rows, cols, row_mask, col_mask, own_cols, scale, bias, params,
     B, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
     LOSS: tl.constexpr, MASK: tl.constexpr, SELF_PAIRS: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    """Recompute one tile and return the epilogue's gradient tiles (G, g_vec, g_scale, g_bias)."""
-    s, pos, neg = pair_tile(
-        x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask, own_cols,
-        D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd, MASK, SELF_PAIRS, PRECISION,
-        BLOCK_M, BLOCK_N, BLOCK_D,
-    )  # fmt: skip
+    """The epilogue's gradient tiles (G, g_vec, g_scale, g_bias) of one recomputed tile."""
     row_vec = tl.load(row_vec_ptr + rows, mask=row_mask, other=0.0)[:, None]
     col_vec = tl.load(col_vec_ptr + cols, mask=col_mask, other=0.0)[None, :]
     coefs = row_slots(coefs_ptr, rows, row_mask, B)
@@ -171,6 +167,23 @@ def _tile_gradient(
 
 
 @triton.jit
+def _mirror_gradient(
+    row_vec_ptr, col_vec_ptr, stats_ptr, values_ptr, coefs_ptr, s, pos, neg, rows, cols, row_mask, col_mask,
+    scale, bias, params, B, LOSS: tl.constexpr,
+):  # fmt: skip
+    """The gradient of tile (J, I) from this tile (I, J)'s S and masks, transposed (equal to (J, I)'s when X = Y):
+    (its G in this tile's orientation, its g_vec summed over I for the J rows and over J for the I rows, its
+    g_scale and g_bias summed over I). The J rows' per-row inputs broadcast along this tile's columns."""
+    m_s, m_vec, m_scale, m_bias = epilogue.gradient(
+        LOSS, s, pos, neg, tl.load(row_vec_ptr + cols, mask=col_mask, other=0.0)[None, :],
+        tl.load(col_vec_ptr + rows, mask=row_mask, other=0.0)[:, None], column_slots(stats_ptr, cols, col_mask, B),
+        column_slots(values_ptr, cols, col_mask, B), column_slots(coefs_ptr, cols, col_mask, B), 0.0, scale, bias,
+        params,
+    )  # fmt: skip
+    return m_s, tl.sum(m_vec, 0), tl.sum(m_vec, 1), tl.sum(m_scale, 0), tl.sum(m_bias, 0)
+
+
+@triton.jit
 def _add_products(out_ptr, out_rows, out_mask, g_op, g_unscale, operand_ptr, operand_rows, operand_mask, D,
                   stride_row, stride_feature, PRECISION: tl.constexpr, BLOCK_D: tl.constexpr,
                   ATOMIC: tl.constexpr):  # fmt: skip
@@ -189,7 +202,7 @@ def pair_grad_kernel(
     B, M, D, num_positives, own_offset, tiles_per_split, stride_xr, stride_xd, stride_yr, stride_yd,
     p0, p1, p2, p3,
     LOSS: tl.constexpr, MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, PRECISION: tl.constexpr,
-    OWN_ROWS: tl.constexpr, ATOMIC: tl.constexpr, OWNED_D: tl.constexpr,
+    OWN_ROWS: tl.constexpr, ATOMIC: tl.constexpr, SYMMETRIC: tl.constexpr, OWNED_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     owner = tl.program_id(0).to(tl.int64)
@@ -200,12 +213,19 @@ def pair_grad_kernel(
     owned_features = tl.arange(0, max(OWNED_D, 1)).to(tl.int64)
     if OWN_ROWS:
         first, last = _split_range(tl.program_id(1), tiles_per_split, num_col_blocks)
+        if SYMMETRIC:
+            # The tiles on and right of the diagonal (BLOCK_M = BLOCK_N), split as a whole row would be.
+            first, last = _split_range(tl.program_id(1), tiles_per_split, num_col_blocks - owner)
+            first += owner
+            last += owner
         rows = owner * BLOCK_M + tl.arange(0, BLOCK_M)
         own_cols = own_columns(rows, own_offset, M)
-        # Row sums of g_vec, g_scale, g_bias; the dX block when resident.
+        # Row sums of g_vec, g_scale, g_bias; the dX block when resident; SYMMETRIC: the column-vector gradient of
+        # these rows from the mirrored tiles.
         vec_sum = tl.zeros((BLOCK_M,), tl.float32)
         scale_sum = tl.zeros((BLOCK_M,), tl.float32)
         bias_sum = tl.zeros((BLOCK_M,), tl.float32)
+        mirror_vec_sum = tl.zeros((BLOCK_M,), tl.float32)
         owned = tl.zeros((BLOCK_M, max(OWNED_D, 1)), tl.float32)
     else:
         first, last = 0, tl.cdiv(B, BLOCK_M)
@@ -216,17 +236,24 @@ def pair_grad_kernel(
         if OWN_ROWS:
             cols = tile * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
             tile_bit = tl.load(tile_bits_ptr + owner * num_col_blocks + tile)
+            if SYMMETRIC:
+                tile_bit |= tl.load(tile_bits_ptr + tile * num_col_blocks + owner)
         else:
             rows = tile * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
             own_cols = own_columns(rows, own_offset, M)
             tile_bit = tl.load(tile_bits_ptr + tile * num_col_blocks + owner)
         row_mask = rows < B
         col_mask = cols < M
-        # Exact skip: the forward saw no pair with a non-zero gradient in this tile.
+        # Exact skip: the forward saw no pair with a non-zero gradient in this tile (nor, SYMMETRIC, its mirror).
         if tile_bit != 0:
+            s, pos, neg = pair_tile(
+                x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask,
+                own_cols, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd, MASK, SELF_PAIRS, PRECISION,
+                BLOCK_M, BLOCK_N, BLOCK_D,
+            )  # fmt: skip
             g_s, g_vec, g_scale, g_bias = _tile_gradient(
                 x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, row_vec_ptr, col_vec_ptr, stats_ptr,
-                values_ptr, coefs_ptr, rows, cols, row_mask, col_mask, own_cols, scale, bias, params,
+                values_ptr, coefs_ptr, s, pos, neg, rows, cols, row_mask, col_mask, own_cols, scale, bias, params,
                 B, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
                 LOSS, MASK, SELF_PAIRS, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
             )  # fmt: skip
@@ -236,6 +263,22 @@ def pair_grad_kernel(
                 bias_sum += tl.sum(g_bias, 1)
                 if ATOMIC:
                     tl.atomic_add(col_grad_ptr + cols, tl.sum(g_vec, 0), mask=col_mask, sem="relaxed")
+                if SYMMETRIC:
+                    # X = Y: this tile also stands for tile (J, I), skipped. Its pair gradients join G (on the
+                    # diagonal tile they are G's transpose: dX += (G + Gᵀ)·X there).
+                    m_s, m_vec_cols, m_vec_rows, m_scale, m_bias = _mirror_gradient(
+                        row_vec_ptr, col_vec_ptr, stats_ptr, values_ptr, coefs_ptr, s, pos, neg, rows, cols,
+                        row_mask, col_mask, scale, bias, params, B, LOSS,
+                    )  # fmt: skip
+                    g_s += m_s
+                    # The diagonal tile is its own mirror: its per-row sums above already hold every pair once.
+                    mirrored = col_mask & (cols // BLOCK_N != owner)  # the J rows, none on the diagonal tile
+                    off_diagonal = (tile != owner).to(tl.float32)
+                    tl.atomic_add(row_grads_ptr + cols, m_vec_cols * off_diagonal, mask=col_mask, sem="relaxed")
+                    mirror_vec_sum += m_vec_rows * off_diagonal
+                    # Only the totals of these two are used: they join the I rows' sums.
+                    scale_sum += tl.sum(m_scale, 0) * off_diagonal
+                    bias_sum += tl.sum(m_bias, 0) * off_diagonal
             else:
                 col_vec_sum += tl.sum(g_vec, 0)
             # Lanes outside the batch may hold NaN (0/0 in an epilogue): harmless in the products (their rows are
@@ -243,15 +286,23 @@ def pair_grad_kernel(
             g_s = tl.where(row_mask[:, None] & col_mask[None, :], g_s, 0.0)
             g_op, g_unscale = gradient_operand(g_s, x_ptr.dtype.element_ty)
             if OWN_ROWS:
-                if ATOMIC:
-                    _add_products(dy_ptr, cols, col_mask, tl.trans(g_op), g_unscale, x_ptr, rows, row_mask, D,
-                                  stride_xr, stride_xd, PRECISION, BLOCK_D, True)  # fmt: skip
-                if OWNED_D:
-                    y = load_block(y_ptr, cols, col_mask, owned_features, D, stride_yr, stride_yd)
-                    owned = add_product(owned, g_op, g_unscale, y, PRECISION)
-                else:
+                if SYMMETRIC:
+                    # dX_I += H·X_J and dX_J += Hᵀ·X_I with H = G + mirror: the J rows get the mirrored tile's dX
+                    # and this tile's dY (Y = X); none on the diagonal tile, whose dX_I += (G + Gᵀ)·X_I is all.
                     _add_products(dx_ptr, rows, row_mask, g_op, g_unscale, y_ptr, cols, col_mask, D, stride_yr,
-                                  stride_yd, PRECISION, BLOCK_D, ATOMIC)  # fmt: skip
+                                  stride_yd, PRECISION, BLOCK_D, True)  # fmt: skip
+                    _add_products(dx_ptr, cols, mirrored, tl.trans(g_op), g_unscale, x_ptr, rows, row_mask, D,
+                                  stride_xr, stride_xd, PRECISION, BLOCK_D, True)  # fmt: skip
+                else:
+                    if ATOMIC:
+                        _add_products(dy_ptr, cols, col_mask, tl.trans(g_op), g_unscale, x_ptr, rows, row_mask, D,
+                                      stride_xr, stride_xd, PRECISION, BLOCK_D, True)  # fmt: skip
+                    if OWNED_D:
+                        y = load_block(y_ptr, cols, col_mask, owned_features, D, stride_yr, stride_yd)
+                        owned = add_product(owned, g_op, g_unscale, y, PRECISION)
+                    else:
+                        _add_products(dx_ptr, rows, row_mask, g_op, g_unscale, y_ptr, cols, col_mask, D, stride_yr,
+                                      stride_yd, PRECISION, BLOCK_D, ATOMIC)  # fmt: skip
             elif OWNED_D:
                 x = load_block(x_ptr, rows, row_mask, owned_features, D, stride_xr, stride_xd)
                 owned = add_product(owned, tl.trans(g_op), g_unscale, x, PRECISION)
@@ -265,6 +316,8 @@ def pair_grad_kernel(
         _add_rows(row_grads_ptr, rows, row_mask, vec_sum, ATOMIC)
         _add_rows(row_grads_ptr + B, rows, row_mask, scale_sum, ATOMIC)
         _add_rows(row_grads_ptr + 2 * B, rows, row_mask, bias_sum, ATOMIC)
+        if SYMMETRIC:
+            _add_rows(col_grad_ptr, rows, row_mask, mirror_vec_sum, True)
     else:
         if OWNED_D:
             _add_block(dy_ptr, cols, cols < M, owned_features, D, owned, False)

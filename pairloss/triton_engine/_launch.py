@@ -129,16 +129,17 @@ def _constexprs(dtype, device, tf32, **selectors):
     return {"PRECISION": precision, "BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_D": block_d, **selectors}
 
 
-def owned_features(dtype, features, device, loss, precision):
+def owned_features(dtype, features, device, loss, precision, symmetric):
     """The backward's OWNED_D for rows of ``dtype`` and ``features``: the padded feature width of the dX (dY)
-    block a program keeps in registers, or 0 (a read-modify-write per tile) for rows wider than
-    RESIDENT_ROW_BYTES, the all-triplets loss (its own registers go to the triplet tile) and exact fp32 on CUDA
-    (FMA products spill)."""
+    block a program keeps in registers, or 0 (an atomic add or read-modify-write per tile) for rows wider than
+    RESIDENT_ROW_BYTES, the all-triplets loss (its registers go to the triplet tile), exact fp32 on CUDA (FMA
+    products spill) and the symmetric backward: its mirrored gradient takes the registers (ptxas spills with
+    both), and it moves no more through atomics than the resident backward over every tile does."""
     padded = max(16, 1 << (features - 1).bit_length())
     dtype = _gpu_dtype(dtype)
     fma_fp32 = dtype == torch.float32 and precision == "ieee" and planned_for_cuda(device)
     fits = padded * dtype.itemsize <= RESIDENT_ROW_BYTES
-    return padded if fits and loss != TRIPLET_ALL.value and not fma_fp32 else 0
+    return padded if fits and loss != TRIPLET_ALL.value and not fma_fp32 and not symmetric else 0
 
 
 def tf32_allowed():
@@ -202,9 +203,11 @@ def pair_rows(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, 
 
 
 def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias,
-                  tile_bits, loss, mask, self_pairs, own_offset, params, device, tf32, atomic):  # fmt: skip
+                  tile_bits, loss, mask, self_pairs, own_offset, params, device, tf32, *, symmetric,
+                  atomic):  # fmt: skip
     """((dx, dy, row_grads, col_grad) outputs, launches) of the backward: one row-owner launch with column splits
-    and atomics, or (deterministic) a row-owner launch for dX and a column-owner launch for dY, unsplit."""
+    and atomics (``symmetric``: over the tiles on and right of the diagonal only), or (deterministic) a row-owner
+    launch for dX and a column-owner launch for dY, unsplit and over every tile."""
     dtype = x.dtype
     x, y = _operand(x), _operand(y)
     (B, D), M = x.shape, y.shape[0]
@@ -224,8 +227,9 @@ def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
             y.stride(1), *params,
         )  # fmt: skip
         constexprs = _constexprs(dtype, device, tf32, LOSS=loss, MASK=mask, SELF_PAIRS=self_pairs,
-                                 OWN_ROWS=own_rows, ATOMIC=atomic)  # fmt: skip
-        constexprs["OWNED_D"] = owned_features(dtype, D, device, loss, constexprs["PRECISION"])
+                                 OWN_ROWS=own_rows, ATOMIC=atomic, SYMMETRIC=symmetric and atomic)  # fmt: skip
+        constexprs["OWNED_D"] = owned_features(dtype, D, device, loss, constexprs["PRECISION"],
+                                               constexprs["SYMMETRIC"])  # fmt: skip
         return Launch(pair_grad_kernel, grid, args, constexprs)
 
     row_owners = launch(True, (row_blocks, splits.count))
@@ -233,11 +237,11 @@ def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
 
 
 def pair_grad(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias,
-              tile_bits, loss, mask, self_pairs, own_offset, params, tf32):  # fmt: skip
+              tile_bits, loss, mask, self_pairs, own_offset, params, tf32, symmetric):  # fmt: skip
     """The backward of the ``pair_rows`` call with these inputs; ``tf32`` is that forward's decision."""
     outputs, launches = grad_launches(
         x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias, tile_bits,
-        loss, mask, self_pairs, own_offset, params, x.device, tf32, atomic=not deterministic(),
+        loss, mask, self_pairs, own_offset, params, x.device, tf32, symmetric=symmetric, atomic=not deterministic(),
     )  # fmt: skip
     _run(launches)
     return outputs

@@ -5,6 +5,9 @@ Row i's own column (its positive under the DIAGONAL mask, left out with ``self_p
 Its gradient (LOSS pass only; STATS outputs are thresholds/extremes and callers detach its inputs) calls
 ``pairloss::pair_grad`` with the upstream gradient of the per-row outputs as ``coefs``; that op returns dX, dY,
 the row sums (g_vec, g_scale, g_bias) and the column sums of g_vec, which map to the op's inputs below.
+``symmetric`` (the caller's promise that X and Y are the same tensor, with the same labels and per-row vectors,
+own offset 0): the backward computes each pair of mirrored tiles once and returns the whole gradient of X in dX
+(dY = 0; autograd adds the two, X being Y).
 """
 
 import torch
@@ -19,6 +22,7 @@ def pair_rows(
     x: Tensor, y: Tensor, row_labels: Tensor, col_labels: Tensor, positives: Tensor, row_vec: Tensor,
     col_vec: Tensor, stats: Tensor, scale: Tensor, bias: Tensor,
     loss: int, stats_pass: bool, mask: int, self_pairs: bool, own_offset: int, params: list[float], tf32: bool,
+    symmetric: bool,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     return _launch.pair_rows(
         x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
@@ -28,7 +32,7 @@ def pair_rows(
 
 @pair_rows.register_fake
 def _(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
-      self_pairs, own_offset, params, tf32):  # fmt: skip
+      self_pairs, own_offset, params, tf32, symmetric):  # fmt: skip
     values = x.new_empty((ROW_SLOTS, x.shape[0]), dtype=torch.float32)
     return values, x.new_empty(_launch.tile_grid(x.shape[0], y.shape[0], x.device, loss), dtype=torch.int8)
 
@@ -37,17 +41,17 @@ def _(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, b
 def pair_grad(
     x: Tensor, y: Tensor, row_labels: Tensor, col_labels: Tensor, positives: Tensor, row_vec: Tensor,
     col_vec: Tensor, stats: Tensor, values: Tensor, coefs: Tensor, scale: Tensor, bias: Tensor, tile_bits: Tensor,
-    loss: int, mask: int, self_pairs: bool, own_offset: int, params: list[float], tf32: bool,
+    loss: int, mask: int, self_pairs: bool, own_offset: int, params: list[float], tf32: bool, symmetric: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     return _launch.pair_grad(
         x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias, tile_bits,
-        loss, mask, self_pairs, own_offset, params, tf32,
+        loss, mask, self_pairs, own_offset, params, tf32, symmetric,
     )  # fmt: skip
 
 
 @pair_grad.register_fake
 def _(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias, tile_bits,
-      loss, mask, self_pairs, own_offset, params, tf32):  # fmt: skip
+      loss, mask, self_pairs, own_offset, params, tf32, symmetric):  # fmt: skip
     return (
         x.new_empty(x.shape, dtype=torch.float32),
         y.new_empty(y.shape, dtype=torch.float32),
@@ -58,21 +62,22 @@ def _(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, 
 
 def _setup_context(ctx, inputs, output):
     x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias = inputs[:10]
-    loss, stats_pass, mask, self_pairs, own_offset, params, tf32 = inputs[10:]
+    loss, stats_pass, mask, self_pairs, own_offset, params, tf32, symmetric = inputs[10:]
     values, tile_bits = output
     ctx.save_for_backward(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, values,
                           tile_bits)  # fmt: skip
-    ctx.options = (loss, stats_pass, mask, self_pairs, own_offset, params, tf32)  # the forward's decisions
+    ctx.options = (loss, stats_pass, mask, self_pairs, own_offset, params, tf32, symmetric)  # the forward's decisions
 
 
 def _backward(ctx, grad_values, _grad_tile_bits):
     x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, values, tile_bits = ctx.saved_tensors
-    loss, stats_pass, mask, self_pairs, own_offset, params, tf32 = ctx.options
+    loss, stats_pass, mask, self_pairs, own_offset, params, tf32, symmetric = ctx.options
     if stats_pass:
         raise RuntimeError("pairloss::pair_rows: a STATS pass is not differentiable; call it on detached inputs")
     dx, dy, row_grads, col_grad = pair_grad(
         x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values,
         grad_values.float().contiguous(), scale, bias, tile_bits, loss, mask, self_pairs, own_offset, params, tf32,
+        symmetric,
     )  # fmt: skip
     return (
         dx.to(x.dtype),
@@ -85,6 +90,7 @@ def _backward(ctx, grad_values, _grad_tile_bits):
         None,
         row_grads[1].sum().to(scale.dtype).reshape(scale.shape),
         row_grads[2].sum().to(bias.dtype).reshape(bias.shape),
+        None,
         None,
         None,
         None,

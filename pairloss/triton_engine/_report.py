@@ -4,11 +4,11 @@ For each loss, the kernels one forward + backward launches at B rows (X = Y; two
 (bf16), each compiled for sm_90: registers, spills, shared memory, resident CTAs per SM and waves on 132 SMs, GEMM
 FLOPs, bytes, and the SFU operations (``ex2``/``lg2``/``sqrt``/``rcp`` in the PTX) per pair. A kernel's lower bound
 is the largest of its GEMM time at the bf16 peak (scaled by the share of SMs its grid can fill), its HBM time and
-its SFU time; the sum over the kernels is set against the GEMM roofline of the passes a loss cannot avoid (3 for
-X = Y: forward, recompute, one gradient product with X = Y symmetry; 4 for two towers; 1 for batch-hard triplets).
-Grids include the column splits that ``_launch.column_splits`` chooses for 132 SMs. The L2 traffic (operand blocks
-per tile; the backward's atomics on dY, and its dX read-modify-write per tile where the features are not resident)
-is listed but left out of the bound, having no measured bandwidth to divide by. An estimate from counts and peak
+its SFU time; the sum over the kernels is set against the GEMM roofline of the passes a loss cannot avoid
+(``FLOOR_PASSES``). Grids include the column splits that ``_launch.column_splits`` chooses for 132 SMs, and X = Y
+backwards their symmetric tiles. The L2 traffic (operand blocks per tile; the backward's atomics, and its dX
+read-modify-write per tile where the features are not resident) is listed but left out of the bound, having no
+measured bandwidth to divide by. An estimate from counts and peak
 rates, not a measurement: its purpose is to steer the design until a GPU measures it.
 """
 
@@ -33,6 +33,12 @@ SFU_PER_S = 16 * SMS * 1.83e9
 SFU_OPS = ("ex2.approx", "lg2.approx", "sqrt.approx", "rcp.approx", "rsqrt.approx")
 ELEMENT_BYTES = 2  # bf16 operands
 
+# The GEMM-passes a loss cannot avoid (the roofline): X = Y, 2.5 (the issue's target: statistics and loss sweeps
+# over the half of the tiles that symmetry leaves, and a symmetric backward, 1.5); two towers, 4 (a forward, a
+# recompute and two gradient products); batch-hard triplets, 1 (the hardest-pair sweep; their gradient is O(B·D)).
+FLOOR_PASSES = {"two_tower": 4, "triplet_margin_loss": 1, **dict.fromkeys(
+    ("multi_similarity_loss", "supcon_loss", "ntxent_loss", "contrastive_loss", "circle_loss"), 2.5)}  # fmt: skip
+
 # The losses reported, with how they are called on a small batch to record their passes.
 LABEL_LOSSES = ("multi_similarity_loss", "supcon_loss", "ntxent_loss", "contrastive_loss", "circle_loss",
                 "triplet_margin_loss")  # fmt: skip
@@ -49,7 +55,7 @@ class Kernel(NamedTuple):
     shared_bytes: int
     resident: int  # CTAs per SM
     waves: float
-    gemm_passes: int
+    gemm_passes: float
     hbm_bytes: float
     l2_bytes: float
     sfu_per_pair: float
@@ -61,8 +67,8 @@ def engine_passes(loss_name):
     seen = []
 
     def record(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
-               self_pairs, own_offset, params, tf32):  # fmt: skip
-        seen.append(losses.EnginePass(loss, stats_pass, mask, self_pairs))
+               self_pairs, own_offset, params, tf32, symmetric):  # fmt: skip
+        seen.append(losses.EnginePass(loss, stats_pass, mask, self_pairs, symmetric))
         return x.new_zeros((4, x.shape[0]), dtype=torch.float32), None
 
     original, _ops.pair_rows = _ops.pair_rows, record
@@ -92,11 +98,12 @@ def _defaults(loss_name):
 def _plan(engine_pass, rows, dim):
     """(name, launch) of a pass's forward kernels and, for a LOSS pass, its atomic backward, for CUDA at
     rows × rows × dim in bf16."""
-    loss, stats_pass, mask, self_pairs = engine_pass
+    loss, stats_pass, mask, self_pairs, symmetric = engine_pass
     x = torch.zeros(rows, dim, dtype=torch.bfloat16)
     labels = torch.zeros(rows, dtype=torch.int64)
     positives = torch.zeros(rows, 2 if mask == losses.INDEX.value else 0, dtype=torch.int64)
-    inputs = (x, x, labels, labels, positives, torch.zeros(rows), torch.zeros(rows), torch.zeros(4, rows))
+    vec = torch.zeros(rows)
+    inputs = (x, x, labels, labels, positives, vec, vec, torch.zeros(4, rows))
     scale, bias, params = torch.ones(()), torch.zeros(()), [0.5] * 4
     (values, tile_bits), (tiles, merge) = _launch.rows_launches(
         *inputs, scale, bias, loss, stats_pass, mask, self_pairs, 0, params, "cuda", False
@@ -105,22 +112,32 @@ def _plan(engine_pass, rows, dim):
     if not stats_pass:
         _, grads = _launch.grad_launches(
             *inputs, values, torch.zeros(4, rows), scale, bias, tile_bits, loss, mask, self_pairs, 0, params, "cuda",
-            False, True,
+            False, symmetric=symmetric, atomic=True,
         )  # fmt: skip
         found += [("backward", grad) for grad in grads]
     return found
 
 
+def _tiles(name, launch, rows):
+    """The BLOCK_M × BLOCK_N tiles a launch computes: every tile, or (symmetric backward) those on and right of
+    the diagonal."""
+    if name == "merge":
+        return 0
+    blocks = -(-rows // launch.constexprs["BLOCK_M"])
+    return blocks * (blocks + 1) // 2 if launch.constexprs.get("SYMMETRIC") else blocks * blocks
+
+
 def _traffic(name, launch, rows, dim):
     """(HBM bytes, L2 bytes) of one launch. HBM: the operands once, the backward's fp32 dX and dY once, the
     merge's partial states. L2: per tile the X and Y blocks (twice in the backward: the recomputed S, then the
-    gradient products) and the backward's atomic add of its dY block; without resident features also a
-    read-modify-write of its dX block; with them one dX block per program at its end."""
+    gradient products) and the backward's atomic add of its dY block (symmetric: of the mirrored rows' dX block);
+    without resident features also an atomic add (or read-modify-write) of its dX block; with them one dX block per
+    program at its end."""
     c = launch.constexprs
     if name == "merge":
         splits = launch.args[3]
         return (splits + 1) * 4 * rows * 4, 0
-    tiles = -(-rows // c["BLOCK_M"]) * -(-rows // c["BLOCK_N"])
+    tiles = _tiles(name, launch, rows)
     operands = (c["BLOCK_M"] + c["BLOCK_N"]) * dim * ELEMENT_BYTES
     if name == "forward":
         return 2 * rows * dim * ELEMENT_BYTES, tiles * operands
@@ -140,14 +157,16 @@ def _estimate(name, launch, rows, dim):
     programs = launch.grid[0] * (launch.grid[1] if len(launch.grid) > 1 else 1)
     sm_share = min(1.0, programs / SMS)
     hbm, l2 = _traffic(name, launch, rows, dim)
-    passes = {"forward": 1, "merge": 0, "backward": 3}[name]
-    pairs = rows * rows
-    flops = passes * 2.0 * pairs * dim
+    # GEMMs per tile: S, or S and the two gradient products; a pass is one B × B × D product.
+    tile_elements = launch.constexprs["BLOCK_M"] * launch.constexprs["BLOCK_N"] if name != "merge" else 0
+    flops = {"forward": 1, "merge": 0, "backward": 3}[name] * _tiles(name, launch, rows) * tile_elements * 2.0 * dim
+    passes = flops / (2.0 * rows * rows * dim)
     sfu_per_pair = 0.0
-    if passes:
-        # SFU instructions in the PTX, per element a thread holds of one BLOCK_M × BLOCK_N tile.
+    if tile_elements:
+        # SFU instructions in the PTX, per element a thread holds of one tile, over the tiles computed, per pair.
         sfu = sum(len(re.findall(re.escape(op), compiled.asm["ptx"])) for op in SFU_OPS)
-        sfu_per_pair = sfu / (launch.constexprs["BLOCK_M"] * launch.constexprs["BLOCK_N"] / threads)
+        sfu_per_pair = sfu / (tile_elements / threads) * _tiles(name, launch, rows) * tile_elements / rows**2
+    pairs = rows * rows
     bound_s = max(flops / (PEAK_FLOPS * sm_share), hbm / HBM_BYTES_PER_S, sfu_per_pair * pairs / (SFU_PER_S * sm_share))
     return Kernel(name, programs, registers, spills, shared, resident, programs / (SMS * resident), passes, hbm, l2,
                   sfu_per_pair, bound_s * 1e3)  # fmt: skip
@@ -176,11 +195,11 @@ def report(rows, dim):
         for k in kernels:
             lines.append(
                 f"| {loss_name} | {k.name} | {k.programs} | {k.registers} | {k.spill_bytes} | "
-                f"{k.shared_bytes / 1024:.0f} | {k.resident} | {k.waves:.2f} | {k.gemm_passes} | "
+                f"{k.shared_bytes / 1024:.0f} | {k.resident} | {k.waves:.2f} | {k.gemm_passes:.2g} | "
                 f"{k.l2_bytes / 1e9:.1f} | {k.sfu_per_pair:.1f} | {k.bound_ms:.3g} |"
             )
         bound = sum(k.bound_ms for k in kernels)
-        floor_passes = 4 if loss_name in TWO_TOWER_LOSSES else 1 if loss_name == "triplet_margin_loss" else 3
+        floor_passes = FLOOR_PASSES["two_tower" if loss_name in TWO_TOWER_LOSSES else loss_name]
         roofline = floor_passes * 2.0 * rows * rows * dim / PEAK_FLOPS * 1e3
         l2 = sum(k.l2_bytes for k in kernels) / 1e9
         summary.append(f"| {loss_name} | {bound:.3g} | {roofline:.3g} | {100 * roofline / bound:.0f} | {l2:.1f} |")

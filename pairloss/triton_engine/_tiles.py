@@ -121,6 +121,21 @@ def online_logsumexp(running_max, running_sum, z, mask):
 
 
 @triton.jit
+def online_logsumexp_pair(first, second, z_first, z_second, in_first, in_second, takes_first):
+    """``online_logsumexp`` of two disjoint masked sets of one tile (running (max, sum) pairs ``first`` and
+    ``second``), with one exponential per entry: entry (i, j) belongs to the first set's z where ``takes_first``."""
+    first_max = tl.maximum(first[0], tl.max(tl.where(in_first, z_first, -INF), 1))
+    second_max = tl.maximum(second[0], tl.max(tl.where(in_second, z_second, -INF), 1))
+    first_shift = tl.where(first_max == -INF, 0.0, first_max)
+    second_shift = tl.where(second_max == -INF, 0.0, second_max)
+    shifted = tl.where(takes_first, z_first - first_shift[:, None], z_second - second_shift[:, None])
+    e = masked_exp(shifted, in_first | in_second)
+    first_sum = first[1] * tl.exp(first[0] - first_shift) + tl.sum(tl.where(in_first, e, 0.0), 1)
+    second_sum = second[1] * tl.exp(second[0] - second_shift) + tl.sum(tl.where(in_second, e, 0.0), 1)
+    return (first_max, first_sum), (second_max, second_sum)
+
+
+@triton.jit
 def merge_logsumexp(max_a, sum_a, max_b, sum_b):
     """Two per-row (max, Σ e^(z − max)) pairs of disjoint sets → the pair of their union (−inf max: empty)."""
     new_max = tl.maximum(max_a, max_b)
@@ -181,6 +196,13 @@ def row_slots(ptr, rows, row_mask, B):
     """The four per-row values of a (4, B) fp32 tensor, as [BLOCK_M, 1] columns ready to broadcast."""
     values = row_values(ptr, rows, row_mask, B)
     return values[0][:, None], values[1][:, None], values[2][:, None], values[3][:, None]
+
+
+@triton.jit
+def column_slots(ptr, rows, row_mask, B):
+    """The four per-row values of a (4, B) fp32 tensor, as [1, BLOCK] rows: those rows seen as a tile's columns."""
+    values = row_values(ptr, rows, row_mask, B)
+    return values[0][None, :], values[1][None, :], values[2][None, :], values[3][None, :]
 
 
 @triton.jit

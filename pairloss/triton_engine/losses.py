@@ -50,10 +50,22 @@ class EnginePass(NamedTuple):
     stats_pass: bool
     mask: int
     self_pairs: bool
+    symmetric: bool  # X = Y: its backward computes each pair of mirrored tiles once
+
+
+# The LOSS passes whose backward runs symmetric when the references are the anchors: all but the all-triplets one,
+# whose pair gradients need every triplet of the pair's row (an inner loop over the row's tiles).
+MIRRORED = {loss.value for loss in (MULTI_SIMILARITY, CONTRASTIVE, CIRCLE, NTXENT, SUPCON, UNIFORMITY)}
 
 
 def _passes(loss, stats_passes=(False,), mask=LABELS, self_pairs=(True, False)):
-    return {EnginePass(loss.value, s, mask.value, p) for s in stats_passes for p in self_pairs}
+    """The passes of ``loss``; with the own pairs left out, also the symmetric X = Y one where it has one."""
+    return {
+        EnginePass(loss.value, s, mask.value, p, symmetric)
+        for s in stats_passes
+        for p in self_pairs
+        for symmetric in {False, p and not s and loss.value in MIRRORED}
+    }
 
 
 # Every pass the losses below run (the LOSS passes also run the backward): the kernel variants _compile_check
@@ -68,17 +80,21 @@ ENGINE_PASSES = sorted(
     | _passes(NTXENT, stats_passes=(True, False), mask=INDEX, self_pairs=(False,))
     | _passes(SUPCON)
     | _passes(CLIP, stats_passes=(True, False), mask=DIAGONAL, self_pairs=(False,))
-    | set().union(*(_passes(loss, mask=DIAGONAL, self_pairs=(False,)) for loss in (SIGLIP, MW, UNIFORMITY)))
+    | set().union(*(_passes(loss, mask=DIAGONAL, self_pairs=(False,)) for loss in (SIGLIP, MW)))
+    | {EnginePass(UNIFORMITY.value, False, DIAGONAL.value, False, True)}
 )
 
 
 def pair_rows_inputs(loss, x, y, *, tf32, stats_pass=False, row_labels=None, col_labels=None, positives=None,
                      row_vec=None, col_vec=None, stats=None, scale=None, bias=None, mask=LABELS, self_pairs=False,
-                     own_offset=0, params=()):  # fmt: skip
+                     own_offset=0, params=(), symmetric=False):  # fmt: skip
     """The arguments of one ``pairloss::pair_rows`` call; unused inputs get small placeholders. ``pair_grad``
     takes the same ones, less ``stats_pass``, with the forward's outputs (``grad_inputs``). ``tf32``: the loss
     call's one precision decision (``_launch.tf32_allowed()``, read once), shared by all its passes so that they
-    compute the same S."""
+    compute the same S. ``symmetric``: ``y`` is ``x`` with the same labels and vectors, and a LOSS pass of a
+    ``MIRRORED`` loss."""
+    if symmetric and not (y is x and own_offset == 0 and not stats_pass and loss.value in MIRRORED):
+        raise ValueError("symmetric: the references must be the anchors themselves, in a mirrored LOSS pass")
     if stats_pass:
         x, y = x.detach(), y.detach()
         scale = None if scale is None else scale.detach()
@@ -104,6 +120,7 @@ def pair_rows_inputs(loss, x, y, *, tf32, stats_pass=False, row_labels=None, col
         own_offset % cols,  # in [0, M): an int32 kernel argument whatever the caller's offset
         [float(p) for p in params] + [0.0] * (4 - len(params)),
         bool(tf32),
+        symmetric,
     )
 
 
@@ -111,9 +128,9 @@ def grad_inputs(inputs, values, coefs, tile_bits):
     """``pairloss::pair_grad``'s arguments for the ``pair_rows`` call of ``inputs`` that gave ``values`` and
     ``tile_bits``, with the upstream gradient ``coefs`` of ``values``."""
     x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias = inputs[:10]
-    loss, _, mask, self_pairs, own_offset, params, tf32 = inputs[10:]
+    loss, _, mask, self_pairs, own_offset, params, tf32, symmetric = inputs[10:]
     return (x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias, tile_bits,
-            loss, mask, self_pairs, own_offset, params, tf32)  # fmt: skip
+            loss, mask, self_pairs, own_offset, params, tf32, symmetric)  # fmt: skip
 
 
 def _run(loss, x, y, **options):
@@ -158,10 +175,12 @@ class References:
         self._tf32 = _launch.tf32_allowed()
 
     def run(self, loss, *, distances=False, **options):
-        """The (4, B) outputs of one pass; ``distances``: the per-row/column vectors are squared norms."""
+        """The (4, B) outputs of one pass; ``distances``: the per-row/column vectors are squared norms. With the
+        anchors as references a LOSS pass's backward runs symmetric where the loss allows."""
         if distances:
             options["row_vec"], options["col_vec"] = _squared_norms(self.x, self._y)
-        return _run(loss, self.x, self._refs, tf32=self._tf32, **self._pairs, **options)
+        symmetric = self._y is None and not options.get("stats_pass", False) and loss.value in MIRRORED
+        return _run(loss, self.x, self._refs, tf32=self._tf32, symmetric=symmetric, **self._pairs, **options)
 
     def rows(self, columns):
         """The reference rows at these columns (differentiable)."""
@@ -318,6 +337,6 @@ def mw_loss(queries, docs, *, temperature):
 def uniformity_loss(x, *, t):
     norms = squared_norms(x)
     row_lse = _run(UNIFORMITY, x, x, tf32=_launch.tf32_allowed(), row_vec=norms, col_vec=norms, mask=DIAGONAL,
-                   params=(t,))[0]  # fmt: skip
+                   params=(t,), symmetric=True)[0]  # fmt: skip
     pairs = x.shape[0] * (x.shape[0] - 1)
     return torch.logsumexp(row_lse, 0) - math.log(pairs)
