@@ -360,10 +360,12 @@ def _op_args(loss, rows=19, cols=21, dim=5, device=DEVICE):
     )  # fmt: skip
 
 
-def test_every_launch_is_the_kernel_itself_with_the_one_launch_config(monkeypatch):
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_every_launch_is_the_kernel_itself_with_the_one_launch_config(monkeypatch, deterministic):
     """No autotuner between the launchers and the kernels: an autotuner reruns a kernel while it benchmarks and
     resets its outputs, and on the deterministic backward's column launch it zeroed the dX the row launch had
-    written. Forward and backward launch with the same LAUNCH_CONFIG."""
+    written. Forward and backward launch with the same LAUNCH_CONFIG. Default mode, X = Y: both forward passes
+    run over half the tiles into an atomically combined state, the backward in one symmetric launch."""
     from pairloss.triton_engine import _launch
 
     launches = []
@@ -379,20 +381,31 @@ def test_every_launch_is_the_kernel_itself_with_the_one_launch_config(monkeypatc
 
             return launch
 
-    for name in ("pair_rows_kernel", "merge_splits_kernel", "pair_grad_kernel"):
+    for name in ("init_shared_kernel", "pair_rows_kernel", "merge_splits_kernel", "pair_grad_kernel"):
         monkeypatch.setattr(_launch, name, Recorder(name, getattr(_launch, name)))
-    monkeypatch.setenv("PAIRLOSS_DETERMINISTIC", "1")
+    monkeypatch.setenv("PAIRLOSS_DETERMINISTIC", "1" if deterministic else "0")
     x, labels = _towers(20, 20, 6, device=DEVICE)[0].requires_grad_(), torch.arange(20, device=DEVICE) % 4
     pairloss.multi_similarity_loss(x, labels, backend="triton").backward()
     config = tuple(_launch.LAUNCH_CONFIG)
-    assert launches == [
-        ("pair_rows_kernel", None, *config),  # the miner's STATS pass
-        ("merge_splits_kernel", None, *config),
-        ("pair_rows_kernel", None, *config),  # the LOSS pass
-        ("merge_splits_kernel", None, *config),
-        ("pair_grad_kernel", True, *config),  # dX, row owners
-        ("pair_grad_kernel", False, *config),  # dY, column owners
-    ]
+    forward_pass = [("pair_rows_kernel", None, *config), ("merge_splits_kernel", None, *config)]
+    if deterministic:
+        backward = [("pair_grad_kernel", True, *config), ("pair_grad_kernel", False, *config)]  # dX, then dY
+    else:
+        forward_pass.insert(0, ("init_shared_kernel", None, *config))
+        backward = [("pair_grad_kernel", True, *config)]
+    assert launches == forward_pass * 2 + backward  # the miner's STATS pass, the LOSS pass, the backward
+
+
+def _kernel_launches(variant):
+    """(the tile loop of the forward, the backward's launches) that a _compile_check variant plans, after checking
+    that the forward ends with the merge of its row states."""
+    from pairloss.triton_engine import _compile_check
+
+    launches = _compile_check.launches(variant)
+    names = [launch.kernel.fn.__name__ for launch in launches]
+    forward_end = names.index("merge_splits_kernel")
+    assert names[:forward_end] in (["pair_rows_kernel"], ["init_shared_kernel", "pair_rows_kernel"]), names
+    return launches[forward_end - 1], launches[forward_end + 1 :]
 
 
 @pytest.mark.parametrize("operands", ["bf16", "fp16", "fp32", "tf32"])
@@ -406,8 +419,7 @@ def test_forward_and_backward_launch_plans_compute_the_same_similarity(operands)
         if engine_pass.stats_pass:
             continue
         variant = _compile_check.Variant(engine_pass, operands, layout, (8, 3), 90)
-        forward, merge, *backward = _compile_check.launches(variant)
-        assert merge.kernel.fn.__name__ == "merge_splits_kernel"
+        forward, backward = _kernel_launches(variant)
         assert len(backward) == 3, variant  # atomic, and the deterministic pair
         for launch in backward:
             assert {k: launch.constexprs[k] for k in same_s} == {k: forward.constexprs[k] for k in same_s}, variant
@@ -428,7 +440,8 @@ def test_cuda_backward_plan(operands, layout, owned, symmetric):
 
     engine_pass = losses.EnginePass(_ids.MULTI_SIMILARITY.value, False, _ids.LABELS.value, True, symmetric)
     variant = _compile_check.Variant(engine_pass, operands, layout, (8, 3), 90)
-    forward, _, atomic, row_owners, col_owners = _compile_check.launches(variant)
+    forward, (atomic, row_owners, col_owners) = _kernel_launches(variant)
+    assert forward.constexprs["SYMMETRIC"] == symmetric  # the forward over half the tiles too
     assert atomic.grid == forward.grid and forward.grid[1] > 1
     assert row_owners.grid[1] == col_owners.grid[1] == 1
     launches = (atomic, row_owners, col_owners)

@@ -125,7 +125,7 @@ def launches(variant):
         col_vec = torch.zeros(refs)
     inputs = (x, y, row_labels, col_labels, positives, row_vec, col_vec, stats)
     (values, tile_bits), found = _launch.rows_launches(
-        *inputs, scale, bias, loss, stats_pass, mask, self_pairs, own_offset, params, "cuda", tf32
+        *inputs, scale, bias, loss, stats_pass, mask, self_pairs, own_offset, params, "cuda", tf32, symmetric
     )
     if not stats_pass:
         coefs = torch.zeros(4, rows)

@@ -79,7 +79,7 @@ def pair_rows_kernel(
     scale_ptr, bias_ptr, partials_ptr, tile_bits_ptr,
     B, M, D, num_positives, own_offset, tiles_per_split, stride_xr, stride_xd, stride_yr, stride_yd,
     p0, p1, p2, p3,
-    LOSS: tl.constexpr, PASS: tl.constexpr, MASK: tl.constexpr, SELF_PAIRS: tl.constexpr,
+    LOSS: tl.constexpr, PASS: tl.constexpr, MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, SYMMETRIC: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     row_block = tl.program_id(0).to(tl.int64)
@@ -95,6 +95,12 @@ def pair_rows_kernel(
     num_col_blocks = tl.cdiv(M, BLOCK_N)
     first, last = _split_range(split, tiles_per_split, num_col_blocks)
     acc = epilogue.init(LOSS, PASS, BLOCK_M)
+    if SYMMETRIC:
+        # The tiles on and right of the diagonal, split as a whole row would be (as the symmetric backward).
+        first, last = _split_range(split, tiles_per_split, num_col_blocks - row_block)
+        first += row_block
+        last += row_block
+        acc = epilogue.init_shared(LOSS, PASS, BLOCK_M, params)
     for col_block in range(first, last):
         cols = col_block * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
         col_mask = cols < M
@@ -118,7 +124,32 @@ def pair_rows_kernel(
             )
         if PASS == LOSS_PASS:
             tl.store(tile_bits_ptr + row_block * num_col_blocks + col_block, active.to(tl.int8))
-    _store_row_slots(partials_ptr + split * 4 * B, rows, row_mask, B, acc)
+        if SYMMETRIC:
+            # X = Y: the mirrored tile (J, I) is this one transposed; its rows' accumulators go out atomically. None
+            # on the diagonal tile, whose pairs the rows above already hold.
+            mirror_acc, mirror_active = epilogue.accumulate(
+                LOSS, PASS, tl.trans(s), tl.trans(pos), tl.trans(neg), rows, col_vec.reshape(BLOCK_N, 1),
+                row_vec.reshape(1, BLOCK_M), row_slots(stats_ptr, cols, col_mask, B), scale, bias, params,
+                epilogue.init_shared(LOSS, PASS, BLOCK_N, params),
+            )  # fmt: skip
+            mirrored = col_mask & (cols // BLOCK_N != row_block)
+            epilogue.combine(LOSS, PASS, partials_ptr, cols, mirrored, B, mirror_acc)
+            if PASS == LOSS_PASS:
+                # The diagonal tile's byte is the rows' own, stored above.
+                bits = tile_bits_ptr + col_block * num_col_blocks + row_block
+                tl.store(bits, tl.where(col_block != row_block, mirror_active, active).to(tl.int8))
+    if SYMMETRIC:
+        epilogue.combine(LOSS, PASS, partials_ptr, rows, row_mask, B, acc)
+    else:
+        _store_row_slots(partials_ptr + split * 4 * B, rows, row_mask, B, acc)
+
+
+@triton.jit
+def init_shared_kernel(partials_ptr, B, p0, p1, p2, p3, LOSS: tl.constexpr, PASS: tl.constexpr,
+                       BLOCK: tl.constexpr):  # fmt: skip
+    """The symmetric forward's shared (4, B) state, before its programs ``combine`` into it."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    _store_row_slots(partials_ptr, rows, rows < B, B, epilogue.init_shared(LOSS, PASS, BLOCK, (p0, p1, p2, p3)))
 
 
 @triton.jit

@@ -17,8 +17,8 @@ from typing import NamedTuple
 import torch
 from triton.runtime.interpreter import InterpretedFunction
 
-from ._ids import LOSS_PASS, ROW_SLOTS, STATS_PASS, TRIPLET_ALL
-from ._kernels import merge_splits_kernel, pair_grad_kernel, pair_rows_kernel
+from ._ids import CONTRASTIVE, LOSS_PASS, MULTI_SIMILARITY, ROW_SLOTS, STATS_PASS, TRIPLET_ALL
+from ._kernels import init_shared_kernel, merge_splits_kernel, pair_grad_kernel, pair_rows_kernel
 
 INTERPRETED = isinstance(pair_rows_kernel, InterpretedFunction)
 
@@ -160,16 +160,38 @@ class Launch(NamedTuple):
 MERGE_BLOCK = 256  # rows per program of merge_splits_kernel
 
 
+# The symmetric forward's fixed log-sum shifts (epilogue.init_shared) stay at most this: a term flushed below the
+# shift then weighs < e^(40 − 87) beside the "1 +" of the multi-similarity log-sums.
+SHARED_EXPONENT_LIMIT = 40.0
+
+
+def shared_forward(loss, stats_pass, params):
+    """Whether an X = Y pass of ``loss`` runs its forward over half the tiles, each also feeding its columns'
+    rows through atomics (``epilogue.combine``): extremes and sums only, so multi-similarity (its log-sums with a
+    fixed shift, within SHARED_EXPONENT_LIMIT) and contrastive; never in the deterministic mode (atomic sums)."""
+    if deterministic():
+        return False
+    if loss == CONTRASTIVE.value:
+        return not stats_pass
+    if loss != MULTI_SIMILARITY.value:
+        return False
+    alpha, beta, base, _ = params
+    return stats_pass or max(alpha * (1 + base), beta * (1 - base)) + 1 <= SHARED_EXPONENT_LIMIT
+
+
 def rows_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass,
-                  mask, self_pairs, own_offset, params, device, tf32):  # fmt: skip
+                  mask, self_pairs, own_offset, params, device, tf32, symmetric=False):  # fmt: skip
     """((values, tile_bits) outputs, launches) of one forward pass for tensors that will run on ``device``: the
-    split tile loop writing partial states, then their merge into the (4, B) values."""
+    split tile loop writing partial states, then their merge into the (4, B) values. ``symmetric`` (X = Y) and
+    ``shared_forward``: the tile loop covers the tiles on and right of the diagonal, feeding both row sets into one
+    atomically combined state (set up by a first launch)."""
     dtype = x.dtype
     x, y = _operand(x), _operand(y)
     (B, D), M = x.shape, y.shape[0]
     row_blocks, col_blocks = tile_grid(B, M, device, loss)
     splits = column_splits(row_blocks, col_blocks, device)
-    partials = torch.empty((splits.count, ROW_SLOTS, B), dtype=torch.float32, device=x.device)
+    shared = symmetric and shared_forward(loss, stats_pass, params)
+    partials = torch.empty((1 if shared else splits.count, ROW_SLOTS, B), dtype=torch.float32, device=x.device)
     values = torch.empty((ROW_SLOTS, B), dtype=torch.float32, device=x.device)
     tile_bits = torch.zeros((row_blocks, col_blocks), dtype=torch.int8, device=x.device)
     args = (
@@ -178,13 +200,17 @@ def rows_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
         *params,
     )  # fmt: skip
     pass_id = (STATS_PASS if stats_pass else LOSS_PASS).value
-    constexprs = _constexprs(dtype, device, tf32, LOSS=loss, PASS=pass_id, MASK=mask, SELF_PAIRS=self_pairs)
-    merge = (partials, values, B, splits.count)
-    return (values, tile_bits), [
+    constexprs = _constexprs(dtype, device, tf32, LOSS=loss, PASS=pass_id, MASK=mask, SELF_PAIRS=self_pairs,
+                             SYMMETRIC=shared)  # fmt: skip
+    row_grid = (-(-B // MERGE_BLOCK),)
+    per_row = {"LOSS": loss, "PASS": pass_id, "BLOCK": MERGE_BLOCK}
+    launches = [
         Launch(pair_rows_kernel, (row_blocks, splits.count), args, constexprs),
-        Launch(merge_splits_kernel, (-(-B // MERGE_BLOCK),), merge, {"LOSS": loss, "PASS": pass_id,
-                                                                     "BLOCK": MERGE_BLOCK}),
-    ]  # fmt: skip
+        Launch(merge_splits_kernel, row_grid, (partials, values, B, partials.shape[0]), per_row),
+    ]
+    if shared:
+        launches.insert(0, Launch(init_shared_kernel, row_grid, (partials, B, *params), per_row))
+    return (values, tile_bits), launches
 
 
 def _run(launches):
@@ -193,10 +219,10 @@ def _run(launches):
 
 
 def pair_rows(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
-              self_pairs, own_offset, params, tf32):  # fmt: skip
+              self_pairs, own_offset, params, tf32, symmetric):  # fmt: skip
     outputs, launches = rows_launches(
         x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
-        self_pairs, own_offset, params, x.device, tf32,
+        self_pairs, own_offset, params, x.device, tf32, symmetric,
     )  # fmt: skip
     _run(launches)
     return outputs

@@ -6,8 +6,8 @@ Its gradient (LOSS pass only; STATS outputs are thresholds/extremes and callers 
 ``pairloss::pair_grad`` with the upstream gradient of the per-row outputs as ``coefs``; that op returns dX, dY,
 the row sums (g_vec, g_scale, g_bias) and the column sums of g_vec, which map to the op's inputs below.
 ``symmetric`` (the caller's promise that X and Y are the same tensor, with the same labels and per-row vectors,
-own offset 0): the backward computes each pair of mirrored tiles once and returns the whole gradient of X in dX
-(dY = 0; autograd adds the two, X being Y).
+own offset 0): the forward may (``_launch.shared_forward``) and the backward does compute each pair of mirrored
+tiles once; the backward returns the whole gradient of X in dX (dY = 0; autograd adds the two, X being Y).
 """
 
 import torch
@@ -26,7 +26,7 @@ def pair_rows(
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     return _launch.pair_rows(
         x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
-        self_pairs, own_offset, params, tf32,
+        self_pairs, own_offset, params, tf32, symmetric,
     )  # fmt: skip
 
 

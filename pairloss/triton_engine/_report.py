@@ -33,11 +33,14 @@ SFU_PER_S = 16 * SMS * 1.83e9
 SFU_OPS = ("ex2.approx", "lg2.approx", "sqrt.approx", "rcp.approx", "rsqrt.approx")
 ELEMENT_BYTES = 2  # bf16 operands
 
-# The GEMM-passes a loss cannot avoid (the roofline): X = Y, 2.5 (the issue's target: statistics and loss sweeps
-# over the half of the tiles that symmetry leaves, and a symmetric backward, 1.5); two towers, 4 (a forward, a
-# recompute and two gradient products); batch-hard triplets, 1 (the hardest-pair sweep; their gradient is O(B·D)).
-FLOOR_PASSES = {"two_tower": 4, "triplet_margin_loss": 1, **dict.fromkeys(
-    ("multi_similarity_loss", "supcon_loss", "ntxent_loss", "contrastive_loss", "circle_loss"), 2.5)}  # fmt: skip
+# The GEMM-passes a loss cannot avoid (the roofline). X = Y: each forward sweep over the half of the tiles that
+# symmetry leaves (0.5; statistics and loss for multi-similarity and NT-Xent, the loss alone for the others) and a
+# symmetric backward (1.5). Two towers: a forward, a recompute and two gradient products (4). Batch-hard triplets:
+# the hardest-pair sweep (1; their gradient is O(B·D)).
+FLOOR_PASSES = {"two_tower": 4, "triplet_margin_loss": 1, "multi_similarity_loss": 2.5, "ntxent_loss": 2.5,
+                "supcon_loss": 2, "contrastive_loss": 2, "circle_loss": 2}  # fmt: skip
+
+KERNEL_NAMES = {"init_shared_kernel": "init", "pair_rows_kernel": "forward", "merge_splits_kernel": "merge"}
 
 # The losses reported, with how they are called on a small batch to record their passes.
 LABEL_LOSSES = ("multi_similarity_loss", "supcon_loss", "ntxent_loss", "contrastive_loss", "circle_loss",
@@ -105,10 +108,10 @@ def _plan(engine_pass, rows, dim):
     vec = torch.zeros(rows)
     inputs = (x, x, labels, labels, positives, vec, vec, torch.zeros(4, rows))
     scale, bias, params = torch.ones(()), torch.zeros(()), [0.5] * 4
-    (values, tile_bits), (tiles, merge) = _launch.rows_launches(
-        *inputs, scale, bias, loss, stats_pass, mask, self_pairs, 0, params, "cuda", False
+    (values, tile_bits), forward = _launch.rows_launches(
+        *inputs, scale, bias, loss, stats_pass, mask, self_pairs, 0, params, "cuda", False, symmetric
     )
-    found = [("forward", tiles), ("merge", merge)]
+    found = [(KERNEL_NAMES[launch.kernel.fn.__name__], launch) for launch in forward]
     if not stats_pass:
         _, grads = _launch.grad_launches(
             *inputs, values, torch.zeros(4, rows), scale, bias, tile_bits, loss, mask, self_pairs, 0, params, "cuda",
@@ -121,7 +124,7 @@ def _plan(engine_pass, rows, dim):
 def _tiles(name, launch, rows):
     """The BLOCK_M × BLOCK_N tiles a launch computes: every tile, or (symmetric backward) those on and right of
     the diagonal."""
-    if name == "merge":
+    if name in ("init", "merge"):
         return 0
     blocks = -(-rows // launch.constexprs["BLOCK_M"])
     return blocks * (blocks + 1) // 2 if launch.constexprs.get("SYMMETRIC") else blocks * blocks
@@ -129,11 +132,13 @@ def _tiles(name, launch, rows):
 
 def _traffic(name, launch, rows, dim):
     """(HBM bytes, L2 bytes) of one launch. HBM: the operands once, the backward's fp32 dX and dY once, the
-    merge's partial states. L2: per tile the X and Y blocks (twice in the backward: the recomputed S, then the
+    init and merge kernels' per-row states. L2: per tile the X and Y blocks (twice in the backward: the recomputed S, then the
     gradient products) and the backward's atomic add of its dY block (symmetric: of the mirrored rows' dX block);
     without resident features also an atomic add (or read-modify-write) of its dX block; with them one dX block per
     program at its end."""
     c = launch.constexprs
+    if name == "init":
+        return 4 * rows * 4, 0
     if name == "merge":
         splits = launch.args[3]
         return (splits + 1) * 4 * rows * 4, 0
@@ -158,8 +163,8 @@ def _estimate(name, launch, rows, dim):
     sm_share = min(1.0, programs / SMS)
     hbm, l2 = _traffic(name, launch, rows, dim)
     # GEMMs per tile: S, or S and the two gradient products; a pass is one B × B × D product.
-    tile_elements = launch.constexprs["BLOCK_M"] * launch.constexprs["BLOCK_N"] if name != "merge" else 0
-    flops = {"forward": 1, "merge": 0, "backward": 3}[name] * _tiles(name, launch, rows) * tile_elements * 2.0 * dim
+    tile_elements = launch.constexprs["BLOCK_M"] * launch.constexprs["BLOCK_N"] if _tiles(name, launch, rows) else 0
+    flops = {"forward": 1, "backward": 3}.get(name, 0) * _tiles(name, launch, rows) * tile_elements * 2.0 * dim
     passes = flops / (2.0 * rows * rows * dim)
     sfu_per_pair = 0.0
     if tile_elements:

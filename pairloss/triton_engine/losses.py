@@ -54,8 +54,14 @@ class EnginePass(NamedTuple):
 
 
 # The LOSS passes whose backward runs symmetric when the references are the anchors: all but the all-triplets one,
-# whose pair gradients need every triplet of the pair's row (an inner loop over the row's tiles).
+# whose pair gradients need every triplet of the pair's row (an inner loop over the row's tiles). Of the STATS
+# passes, the multi-similarity miner's forward may (_launch.shared_forward).
 MIRRORED = {loss.value for loss in (MULTI_SIMILARITY, CONTRASTIVE, CIRCLE, NTXENT, SUPCON, UNIFORMITY)}
+MIRRORED_STATS = {MULTI_SIMILARITY.value}
+
+
+def _mirrored(loss, stats_pass):
+    return loss.value in (MIRRORED_STATS if stats_pass else MIRRORED)
 
 
 def _passes(loss, stats_passes=(False,), mask=LABELS, self_pairs=(True, False)):
@@ -64,7 +70,7 @@ def _passes(loss, stats_passes=(False,), mask=LABELS, self_pairs=(True, False)):
         EnginePass(loss.value, s, mask.value, p, symmetric)
         for s in stats_passes
         for p in self_pairs
-        for symmetric in {False, p and not s and loss.value in MIRRORED}
+        for symmetric in {False, p and _mirrored(loss, s)}
     }
 
 
@@ -91,10 +97,9 @@ def pair_rows_inputs(loss, x, y, *, tf32, stats_pass=False, row_labels=None, col
     """The arguments of one ``pairloss::pair_rows`` call; unused inputs get small placeholders. ``pair_grad``
     takes the same ones, less ``stats_pass``, with the forward's outputs (``grad_inputs``). ``tf32``: the loss
     call's one precision decision (``_launch.tf32_allowed()``, read once), shared by all its passes so that they
-    compute the same S. ``symmetric``: ``y`` is ``x`` with the same labels and vectors, and a LOSS pass of a
-    ``MIRRORED`` loss."""
-    if symmetric and not (y is x and own_offset == 0 and not stats_pass and loss.value in MIRRORED):
-        raise ValueError("symmetric: the references must be the anchors themselves, in a mirrored LOSS pass")
+    compute the same S. ``symmetric``: ``y`` is ``x`` with the same labels and vectors, in a mirrored pass."""
+    if symmetric and not (y is x and own_offset == 0 and _mirrored(loss, stats_pass)):
+        raise ValueError("symmetric: the references must be the anchors themselves, in a mirrored pass")
     if stats_pass:
         x, y = x.detach(), y.detach()
         scale = None if scale is None else scale.detach()
@@ -179,7 +184,7 @@ class References:
         anchors as references a LOSS pass's backward runs symmetric where the loss allows."""
         if distances:
             options["row_vec"], options["col_vec"] = _squared_norms(self.x, self._y)
-        symmetric = self._y is None and not options.get("stats_pass", False) and loss.value in MIRRORED
+        symmetric = self._y is None and _mirrored(loss, options.get("stats_pass", False))
         return _run(loss, self.x, self._refs, tf32=self._tf32, symmetric=symmetric, **self._pairs, **options)
 
     def rows(self, columns):
