@@ -55,6 +55,7 @@ from ._tiles import (
     online_logsumexp,
     online_logsumexp_pair,
     softplus,
+    softplus_and_sigmoid,
 )
 
 # ----------------------------------------------------------------------------------------------- building blocks
@@ -204,12 +205,12 @@ def accumulate(
             active = 0
         else:
             has_neg = stats[1] > 0
-            gap = stats[0] - logits
             counted = pos & has_neg
+            terms, slopes = softplus_and_sigmoid(stats[0] - logits)
             acc = (
-                acc[0] + tl.sum(tl.where(counted, softplus(gap), 0.0), 1),
+                acc[0] + tl.sum(tl.where(counted, terms, 0.0), 1),
                 acc[1] + count(pos),
-                acc[2] + tl.sum(tl.where(counted, tl.sigmoid(gap), 0.0), 1),
+                acc[2] + tl.sum(tl.where(counted, slopes, 0.0), 1),
                 acc[3],
             )
             active = any_pair((pos | neg) & has_neg)

@@ -5,7 +5,10 @@ computes S = X·Yᵀ in fp32, builds the pair masks in registers, folds each til
 (a STATS pass or the LOSS pass) and writes them as its split's partial state; in the LOSS pass it also writes one
 byte per tile: 1 if the tile holds a pair with a non-zero gradient. ``merge_splits_kernel`` combines the splits'
 states in column order (the epilogue's exact ``merge``) and finishes them into the pass's (4, B) outputs. Splits
-exist to fill the GPU when row blocks alone would not (``_launch.column_splits``).
+exist to fill the GPU when row blocks alone would not (``_launch.column_splits``). ``ONE_CHUNK`` (the features
+fit one BLOCK_D chunk): the program loads its row block once rather than once per tile. ``SYMMETRIC`` (X = Y):
+the tiles on and right of the diagonal only, each also folded into its columns' rows, all rows' state combined
+atomically (``epilogue.combine``) in a buffer that ``init_shared_kernel`` sets up.
 
 ``pair_grad_kernel`` (backward): recomputes the tiles whose byte is set, forms G = ∂L/∂S in registers and
 accumulates dX = G·Y and dY = Gᵀ·X in fp32. ``OWN_ROWS``: a program (row block, column split) accumulates its dX
@@ -33,9 +36,11 @@ from ._tiles import (
     l2_distance,
     load_block,
     own_columns,
+    pair_masks,
     pair_tile,
     row_slots,
     row_values,
+    similarity_with_rows,
 )
 
 
@@ -80,7 +85,8 @@ def pair_rows_kernel(
     B, M, D, num_positives, own_offset, tiles_per_split, stride_xr, stride_xd, stride_yr, stride_yd,
     p0, p1, p2, p3,
     LOSS: tl.constexpr, PASS: tl.constexpr, MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, SYMMETRIC: tl.constexpr,
-    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr, ONE_CHUNK: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     row_block = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
@@ -101,14 +107,24 @@ def pair_rows_kernel(
         first += row_block
         last += row_block
         acc = epilogue.init_shared(LOSS, PASS, BLOCK_M, params)
+    if ONE_CHUNK:
+        # The features fit one chunk: the row block is loaded once, not once per tile.
+        x = load_block(x_ptr, rows, row_mask, tl.arange(0, BLOCK_D).to(tl.int64), D, stride_xr, stride_xd)
     for col_block in range(first, last):
         cols = col_block * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
         col_mask = cols < M
-        s, pos, neg = pair_tile(
-            x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask, own_cols,
-            D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd, MASK, SELF_PAIRS, PRECISION,
-            BLOCK_M, BLOCK_N, BLOCK_D,
-        )  # fmt: skip
+        if ONE_CHUNK:
+            s = similarity_with_rows(x, y_ptr, cols, col_mask, D, stride_yr, stride_yd, PRECISION, BLOCK_N, BLOCK_D)
+            pos, neg = pair_masks(
+                rows, cols, row_mask, col_mask, own_cols, row_labels_ptr, col_labels_ptr, positives_ptr,
+                num_positives, MASK, SELF_PAIRS,
+            )  # fmt: skip
+        else:
+            s, pos, neg = pair_tile(
+                x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask,
+                own_cols, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd, MASK, SELF_PAIRS, PRECISION,
+                BLOCK_M, BLOCK_N, BLOCK_D,
+            )  # fmt: skip
         col_vec = tl.load(col_vec_ptr + cols, mask=col_mask, other=0.0)[None, :]
         if LOSS == TRIPLET_ALL:
             _, distance, _ = l2_distance(s, row_vec, col_vec)

@@ -46,7 +46,7 @@ def tile_sizes(device, loss):
     """(BLOCK_M, BLOCK_N, BLOCK_D): small under the interpreter so that small test batches cross tiles (unless
     ``planned_for_cuda``); on CUDA the all-triplets loss holds a BLOCK_M × BLOCK_N × BLOCK_N tile in registers,
     hence its smaller tiles (at BLOCK_N = 32 ptxas spills kilobytes per thread). BLOCK_D: the feature chunk of
-    the similarity products and of the gradient products that are not held in registers (``owned_features``)."""
+    the products, unless the rows are one chunk (``row_chunk``)."""
     if not planned_for_cuda(device):
         return 16, 16, 32
     if loss == TRIPLET_ALL.value:
@@ -54,10 +54,9 @@ def tile_sizes(device, loss):
     return 64, 64, 64
 
 
-# Rows of up to this many bytes (features padded to a power of two): the backward keeps its owned dX (or dY)
-# block, 64 × 128 fp32 for bf16 rows (32 registers per thread at 8 warps), in registers instead of a global
-# read-modify-write per tile. 256 bytes is the most that compiles without spills for sm_90
-# (python -m pairloss.triton_engine._compile_check).
+# Rows of up to this many bytes (features padded to a power of two) are one chunk (``row_chunk``): the backward's
+# owned dX (or dY) block is then 64 × 128 fp32 at most for bf16 rows (32 registers per thread at 8 warps). 256 bytes
+# is the most that compiles without spills for sm_90 (python -m pairloss.triton_engine._compile_check).
 RESIDENT_ROW_BYTES = 256
 
 
@@ -116,9 +115,9 @@ def _operand(t):
     return t.to(_gpu_dtype(t.dtype))
 
 
-def _constexprs(dtype, device, tf32, **selectors):
-    """The kernels' compile-time arguments for rows of ``dtype`` on ``device``: ``selectors`` (LOSS, MASK, …)
-    plus the tile sizes and precision. Forward and backward get the same ones (the same S)."""
+def _constexprs(dtype, features, device, tf32, **selectors):
+    """The kernels' compile-time arguments for rows of ``dtype`` and ``features`` on ``device``: ``selectors``
+    (LOSS, MASK, …) plus the tile sizes and precision. Forward and backward get the same ones (the same S)."""
     block_m, block_n, block_d = tile_sizes(device, selectors["LOSS"])
     cuda_fp32 = _gpu_dtype(dtype) == torch.float32 and planned_for_cuda(device)
     precision = "tf32" if cuda_fp32 and tf32 else "ieee"
@@ -126,20 +125,22 @@ def _constexprs(dtype, device, tf32, **selectors):
         # Exact fp32 runs tl.dot on FMAs: with 64-wide feature chunks ptxas spills kilobytes per thread in the
         # backward (python -m pairloss.triton_engine._compile_check), with 16 nothing.
         block_d = 16
+    chunk = row_chunk(dtype, features, device, selectors["LOSS"], precision)
+    if chunk and planned_for_cuda(device):  # (the interpreter keeps its small chunks, to test the loops)
+        block_d = chunk
     return {"PRECISION": precision, "BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_D": block_d, **selectors}
 
 
-def owned_features(dtype, features, device, loss, precision, symmetric):
-    """The backward's OWNED_D for rows of ``dtype`` and ``features``: the padded feature width of the dX (dY)
-    block a program keeps in registers, or 0 (an atomic add or read-modify-write per tile) for rows wider than
-    RESIDENT_ROW_BYTES, the all-triplets loss (its registers go to the triplet tile), exact fp32 on CUDA (FMA
-    products spill) and the symmetric backward: its mirrored gradient takes the registers (ptxas spills with
-    both), and it moves no more through atomics than the resident backward over every tile does."""
+def row_chunk(dtype, features, device, loss, precision):
+    """The padded feature width of rows of ``dtype`` that are one chunk, else 0. One chunk: the forward loads its
+    row block once (``ONE_CHUNK``) and the backward keeps its owned dX (dY) block in registers (``OWNED_D``)
+    instead of an atomic add or read-modify-write per tile. Not for rows wider than RESIDENT_ROW_BYTES, the
+    all-triplets loss (its registers go to the triplet tile), nor exact fp32 on CUDA (FMA products spill)."""
     padded = max(16, 1 << (features - 1).bit_length())
     dtype = _gpu_dtype(dtype)
     fma_fp32 = dtype == torch.float32 and precision == "ieee" and planned_for_cuda(device)
     fits = padded * dtype.itemsize <= RESIDENT_ROW_BYTES
-    return padded if fits and loss != TRIPLET_ALL.value and not fma_fp32 and not symmetric else 0
+    return padded if fits and loss != TRIPLET_ALL.value and not fma_fp32 else 0
 
 
 def tf32_allowed():
@@ -200,8 +201,9 @@ def rows_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
         *params,
     )  # fmt: skip
     pass_id = (STATS_PASS if stats_pass else LOSS_PASS).value
-    constexprs = _constexprs(dtype, device, tf32, LOSS=loss, PASS=pass_id, MASK=mask, SELF_PAIRS=self_pairs,
+    constexprs = _constexprs(dtype, D, device, tf32, LOSS=loss, PASS=pass_id, MASK=mask, SELF_PAIRS=self_pairs,
                              SYMMETRIC=shared)  # fmt: skip
+    constexprs["ONE_CHUNK"] = constexprs["BLOCK_D"] >= D
     row_grid = (-(-B // MERGE_BLOCK),)
     per_row = {"LOSS": loss, "PASS": pass_id, "BLOCK": MERGE_BLOCK}
     launches = [
@@ -252,10 +254,12 @@ def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
             *outputs, B, M, D, positives.shape[1], own_offset, splits.tiles, x.stride(0), x.stride(1), y.stride(0),
             y.stride(1), *params,
         )  # fmt: skip
-        constexprs = _constexprs(dtype, device, tf32, LOSS=loss, MASK=mask, SELF_PAIRS=self_pairs,
+        constexprs = _constexprs(dtype, D, device, tf32, LOSS=loss, MASK=mask, SELF_PAIRS=self_pairs,
                                  OWN_ROWS=own_rows, ATOMIC=atomic, SYMMETRIC=symmetric and atomic)  # fmt: skip
-        constexprs["OWNED_D"] = owned_features(dtype, D, device, loss, constexprs["PRECISION"],
-                                               constexprs["SYMMETRIC"])  # fmt: skip
+        # The symmetric backward's registers go to the mirrored gradient (ptxas spills with both): its dX blocks
+        # are added per tile, as much atomic traffic as the resident backward over every tile moves.
+        resident = not constexprs["SYMMETRIC"]
+        constexprs["OWNED_D"] = row_chunk(dtype, D, device, loss, constexprs["PRECISION"]) if resident else 0
         return Launch(pair_grad_kernel, grid, args, constexprs)
 
     row_owners = launch(True, (row_blocks, splits.count))

@@ -131,11 +131,11 @@ def _tiles(name, launch, rows):
 
 
 def _traffic(name, launch, rows, dim):
-    """(HBM bytes, L2 bytes) of one launch. HBM: the operands once, the backward's fp32 dX and dY once, the
-    init and merge kernels' per-row states. L2: per tile the X and Y blocks (twice in the backward: the recomputed S, then the
-    gradient products) and the backward's atomic add of its dY block (symmetric: of the mirrored rows' dX block);
-    without resident features also an atomic add (or read-modify-write) of its dX block; with them one dX block per
-    program at its end."""
+    """(HBM bytes, L2 bytes) of one launch. HBM: the operands once, the backward's fp32 dX and dY once, the init
+    and merge kernels' per-row states. L2: per tile the X and Y blocks (the forward's X block once per program when
+    the features are one chunk; twice in the backward: the recomputed S, then the gradient products) and the
+    backward's atomic add of its dY block (symmetric: of the mirrored rows' dX block); without resident features
+    also an atomic add (or read-modify-write) of its dX block; with them one dX block per program at its end."""
     c = launch.constexprs
     if name == "init":
         return 4 * rows * 4, 0
@@ -143,10 +143,14 @@ def _traffic(name, launch, rows, dim):
         splits = launch.args[3]
         return (splits + 1) * 4 * rows * 4, 0
     tiles = _tiles(name, launch, rows)
+    programs = launch.grid[0] * launch.grid[1]
     operands = (c["BLOCK_M"] + c["BLOCK_N"]) * dim * ELEMENT_BYTES
     if name == "forward":
+        if c["ONE_CHUNK"]:  # the row block once per program
+            return 2 * rows * dim * ELEMENT_BYTES, tiles * c["BLOCK_N"] * dim * ELEMENT_BYTES + programs * (
+                c["BLOCK_M"] * dim * ELEMENT_BYTES
+            )
         return 2 * rows * dim * ELEMENT_BYTES, tiles * operands
-    programs = launch.grid[0] * launch.grid[1]
     resident = c["OWNED_D"] > 0
     per_tile = 2 * operands + c["BLOCK_N"] * dim * 8 + (0 if resident else c["BLOCK_M"] * dim * 8)
     owned = programs * c["BLOCK_M"] * dim * 4 if resident else 0

@@ -35,6 +35,16 @@ def similarity_tile(
 
 
 @triton.jit
+def similarity_with_rows(x, y_ptr, cols, col_mask, D, stride_yr, stride_yd, PRECISION: tl.constexpr,
+                         BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+    """``similarity_tile`` for features that fit one chunk, with the row block ``x`` (BLOCK_M × BLOCK_D) already
+    loaded: the same product on the same operands, so the same S."""
+    features = tl.arange(0, BLOCK_D).to(tl.int64)
+    y = load_block(y_ptr, cols, col_mask, features, D, stride_yr, stride_yd)
+    return tl.dot(x, tl.trans(y), tl.zeros((x.shape[0], BLOCK_N), tl.float32), input_precision=PRECISION)
+
+
+@triton.jit
 def gradient_operand(g, dtype: tl.constexpr):
     """(G as an MMA operand of ``dtype``, the factor that undoes its scaling) for the gradient products G·Y and
     Gᵀ·X. fp16: G is scaled by the power of two that puts the tile's largest |G| in [2^14, 2^15), so that pair
@@ -167,6 +177,13 @@ def log1p(u):
 @triton.jit
 def softplus(z):
     return tl.maximum(z, 0.0) + log1p(tl.exp(-tl.abs(z)))
+
+
+@triton.jit
+def softplus_and_sigmoid(z):
+    """(softplus(z), σ(z)) from one exponential, e^(−|z|)."""
+    e = tl.exp(-tl.abs(z))
+    return tl.maximum(z, 0.0) + log1p(e), tl.where(z >= 0, 1.0, e) / (1.0 + e)
 
 
 @triton.jit
