@@ -5,8 +5,8 @@ A loss is a few small jitted pieces:
 - ``accumulate``: fold one similarity tile S into them, and say whether the tile holds a pair with a non-zero
   gradient (the backward skips the tiles without one, so this must never be 0 where the gradient is not);
 - ``merge``: combine the accumulators of two column ranges (the forward splits the columns across programs);
-  with ``init_shared`` and ``combine`` (multi-similarity and contrastive): accumulators that programs fold into
-  shared per-row state atomically (the symmetric forward, where a tile also feeds its columns' rows);
+  with ``init_shared`` and ``combine``: accumulators that programs fold into shared per-row state atomically
+  (the symmetric forward, where a tile also feeds its columns' rows);
 - ``finish``: the accumulators → the pass's four per-row outputs (the layout is listed per loss below);
 - ``gradient``: G = ∂L/∂S for one tile, given the upstream gradient ``coefs`` of the LOSS outputs, and three
   more tiles whose sums give the gradients of the other inputs: ``g_vec`` (row sums → the per-row vector,
@@ -124,30 +124,34 @@ def init(LOSS: tl.constexpr, PASS: tl.constexpr, BLOCK_M: tl.constexpr):
 @triton.jit
 def init_shared(LOSS: tl.constexpr, PASS: tl.constexpr, BLOCK_M: tl.constexpr, params):
     """``init`` for accumulators that several programs combine atomically (the symmetric forward, ``combine``).
-    The multi-similarity log-sums then take a fixed shift instead of a running max: the largest exponent unit rows
-    allow, α(1 + λ) + 1 and β(1 − λ) + 1 (the 1 absorbs |s| rounding above 1; ``_launch.shared_forward`` keeps
-    these ≤ SHARED_EXPONENT_LIMIT, so that a term flushed below the shift is negligible beside the "1 +")."""
+    Log-sums take a fixed shift instead of a running max, the largest exponent unit rows allow plus 1 (which
+    absorbs |s| rounding above 1): multi-similarity α(1 + λ) + 1 and β(1 − λ) + 1, NT-Xent's negatives 1/τ + 1,
+    uniformity 1. ``_launch.shared_forward`` keeps the shifts where nothing that matters flushes."""
     acc = init(LOSS, PASS, BLOCK_M)
+    zero = tl.zeros((BLOCK_M,), tl.float32)
     if LOSS == MULTI_SIMILARITY and PASS != STATS_PASS:
         alpha, beta, base, _ = params
-        zero = tl.zeros((BLOCK_M,), tl.float32)
         acc = (zero + (alpha * (1.0 + base) + 1.0), zero, zero + (beta * (1.0 - base) + 1.0), zero)
+    elif LOSS == NTXENT and PASS == STATS_PASS:
+        acc = (zero + (1.0 / params[0] + 1.0), zero, zero, zero)
+    elif LOSS == UNIFORMITY:
+        acc = (zero + 1.0, zero, zero, zero)
     return acc
 
 
 @triton.jit
 def combine(LOSS: tl.constexpr, PASS: tl.constexpr, ptr, rows, row_mask, B, acc):
     """Fold accumulators into the (4, B) ``init_shared`` state at ``ptr`` with relaxed atomics: extremes by
-    atomic max/min, counts and sums (fixed-shift log-sums included) by atomic adds."""
+    atomic max/min, counts and sums (fixed-shift log-sums included) by atomic adds; shifts stay."""
     if LOSS == MULTI_SIMILARITY and PASS == STATS_PASS:
         tl.atomic_max(ptr + rows, acc[0], mask=row_mask, sem="relaxed")
         tl.atomic_min(ptr + B + rows, acc[1], mask=row_mask, sem="relaxed")
-    elif LOSS == MULTI_SIMILARITY:
-        tl.atomic_add(ptr + B + rows, acc[1], mask=row_mask, sem="relaxed")
-        tl.atomic_add(ptr + 3 * B + rows, acc[3], mask=row_mask, sem="relaxed")
     else:
+        shifts: tl.constexpr = LOSS == UNIFORMITY or (LOSS == NTXENT and PASS == STATS_PASS)
+        both_shifts: tl.constexpr = LOSS == MULTI_SIMILARITY
         for slot in tl.static_range(4):
-            tl.atomic_add(ptr + slot * B + rows, acc[slot], mask=row_mask, sem="relaxed")
+            if not ((slot == 0 and (shifts or both_shifts)) or (slot == 2 and both_shifts)):
+                tl.atomic_add(ptr + slot * B + rows, acc[slot], mask=row_mask, sem="relaxed")
 
 
 @triton.jit
@@ -259,7 +263,7 @@ def finish(LOSS: tl.constexpr, PASS: tl.constexpr, acc):
         has_neg = (acc[2] > -INF).to(tl.float32)
         out = (finish_logsumexp(acc[0], acc[1]), finish_logsumexp(acc[2], acc[3]), has_pos, has_neg)
     elif LOSS == NTXENT and PASS == STATS_PASS:
-        out = (finish_logsumexp(acc[0], acc[1]), (acc[0] > -INF).to(tl.float32), acc[2], acc[3])
+        out = (finish_logsumexp(acc[0], acc[1]), (acc[1] > 0).to(tl.float32), acc[2], acc[3])
     elif LOSS == SUPCON or LOSS == CLIP or LOSS == UNIFORMITY:
         out = (finish_logsumexp(acc[0], acc[1]), acc[2], acc[3], acc[3] * 0)
     else:

@@ -17,7 +17,16 @@ from typing import NamedTuple
 import torch
 from triton.runtime.interpreter import InterpretedFunction
 
-from ._ids import CONTRASTIVE, LOSS_PASS, MULTI_SIMILARITY, ROW_SLOTS, STATS_PASS, TRIPLET_ALL
+from ._ids import (
+    CONTRASTIVE,
+    LOSS_PASS,
+    MULTI_SIMILARITY,
+    NTXENT,
+    ROW_SLOTS,
+    STATS_PASS,
+    TRIPLET_ALL,
+    UNIFORMITY,
+)
 from ._kernels import init_shared_kernel, merge_splits_kernel, pair_grad_kernel, pair_rows_kernel
 
 INTERPRETED = isinstance(pair_rows_kernel, InterpretedFunction)
@@ -161,23 +170,31 @@ class Launch(NamedTuple):
 MERGE_BLOCK = 256  # rows per program of merge_splits_kernel
 
 
-# The symmetric forward's fixed log-sum shifts (epilogue.init_shared) stay at most this: a term flushed below the
-# shift then weighs < e^(40 − 87) beside the "1 +" of the multi-similarity log-sums.
-SHARED_EXPONENT_LIMIT = 40.0
+# The symmetric forward's fixed log-sum shifts (epilogue.init_shared). Multi-similarity's stay at most
+# SHARED_SHIFT_LIMIT: a term flushed below the shift weighs < e^(40 − 87) beside the "1 +" of its log-sums. The
+# other log-sums have no "1 +": the span from the shift down to the smallest exponent unit rows allow stays at
+# most SHARED_SPAN_LIMIT, so that no term flushes (e^−80 is a normal fp32).
+SHARED_SHIFT_LIMIT = 40.0
+SHARED_SPAN_LIMIT = 80.0
 
 
 def shared_forward(loss, stats_pass, params):
     """Whether an X = Y pass of ``loss`` runs its forward over half the tiles, each also feeding its columns'
-    rows through atomics (``epilogue.combine``): extremes and sums only, so multi-similarity (its log-sums with a
-    fixed shift, within SHARED_EXPONENT_LIMIT) and contrastive; never in the deterministic mode (atomic sums)."""
+    rows through atomics (``epilogue.combine``): passes whose row state is extremes and sums, log-sums with a fixed
+    shift where that is exact enough; never in the deterministic mode (atomic sums are order-dependent)."""
     if deterministic():
         return False
     if loss == CONTRASTIVE.value:
-        return not stats_pass
-    if loss != MULTI_SIMILARITY.value:
-        return False
-    alpha, beta, base, _ = params
-    return stats_pass or max(alpha * (1 + base), beta * (1 - base)) + 1 <= SHARED_EXPONENT_LIMIT
+        return True
+    if loss == MULTI_SIMILARITY.value:
+        alpha, beta, base, _ = params
+        return stats_pass or max(alpha * (1 + base), beta * (1 - base)) + 1 <= SHARED_SHIFT_LIMIT
+    if loss == NTXENT.value and stats_pass:  # logits s/τ in [−1/τ, 1/τ]
+        return 2 / params[0] + 1 <= SHARED_SPAN_LIMIT
+    if loss == UNIFORMITY.value:  # exponents −t·d², d² in [0, 4]
+        return 4 * params[0] + 1 <= SHARED_SPAN_LIMIT
+    # SupCon's and NT-Xent's loss sweeps with their mirrored half spill registers (sm_90 compile check): every tile.
+    return False
 
 
 def rows_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass,

@@ -161,8 +161,10 @@ def masked_exp(z, mask):
 
 @triton.jit
 def finish_logsumexp(running_max, running_sum):
-    """log Σ e^z from the online pair; 0 for a row without any entry (like the reference's empty value)."""
-    empty = running_max == -INF
+    """log Σ e^z from the (max or fixed shift, Σ e^(z − it)) pair; 0 for a row without any entry (like the
+    reference's empty value). Empty is a zero sum: a running max contributes e^0, a fixed shift flushes nothing
+    (``_launch.shared_forward``)."""
+    empty = running_sum == 0
     return tl.where(empty, 0.0, running_max + tl.log(tl.where(empty, 1.0, running_sum)))
 
 

@@ -55,9 +55,9 @@ class EnginePass(NamedTuple):
 
 # The LOSS passes whose backward runs symmetric when the references are the anchors: all but the all-triplets one,
 # whose pair gradients need every triplet of the pair's row (an inner loop over the row's tiles). Of the STATS
-# passes, the multi-similarity miner's forward may (_launch.shared_forward).
+# passes, the multi-similarity miner's and NT-Xent's forward may (_launch.shared_forward).
 MIRRORED = {loss.value for loss in (MULTI_SIMILARITY, CONTRASTIVE, CIRCLE, NTXENT, SUPCON, UNIFORMITY)}
-MIRRORED_STATS = {MULTI_SIMILARITY.value}
+MIRRORED_STATS = {MULTI_SIMILARITY.value, NTXENT.value}
 
 
 def _mirrored(loss, stats_pass):
