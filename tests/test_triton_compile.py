@@ -19,6 +19,9 @@ from .backend_cases import SPECS, all_case_ids, make_case, split_case
 
 triton = pytest.importorskip("triton")
 
+# The one variant whose kernels spill (the decoupled-softmax backward on transposed, misaligned query rows).
+KNOWN_SPILL = "bf16 odd w8s3 NTXENT LOSS INDEX cross pair_grad_kernel(rows"
+
 
 def test_every_launched_kernel_compiles_for_sm90():
     env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
@@ -32,6 +35,9 @@ def test_every_launched_kernel_compiles_for_sm90():
     )
     failures = [line for line in result.stdout.splitlines() if not line.startswith("ok ")]
     assert result.returncode == 0, "\n".join(failures[-60:]) + result.stderr[-3000:]
+    # No kernel spills registers, but the known one.
+    spilling = [line for line in result.stdout.splitlines() if "SPILLS" in line]
+    assert all(KNOWN_SPILL in line for line in spilling), "\n".join(spilling)
 
 
 def test_static_report_covers_every_reported_loss():
