@@ -156,9 +156,11 @@ def combine(LOSS: tl.constexpr, PASS: tl.constexpr, ptr, rows, row_mask, B, acc)
 
 @triton.jit
 def accumulate(
-    LOSS: tl.constexpr, PASS: tl.constexpr, s, pos, neg, cols, row_vec, col_vec, stats, scale, bias, params, acc
-):
-    """Fold the tile into ``acc``; returns (acc, 1 if the tile has a pair with a non-zero gradient else 0)."""
+    LOSS: tl.constexpr, PASS: tl.constexpr, s, pos, neg, cols, row_vec, col_vec, stats, scale, bias, params, acc,
+    SHARED: tl.constexpr = False,
+):  # fmt: skip
+    """Fold the tile into ``acc``; returns (acc, 1 if the tile has a pair with a non-zero gradient else 0).
+    ``SHARED``: ``acc`` comes from ``init_shared``, its log-sums with fixed shifts."""
     if LOSS == MULTI_SIMILARITY:
         alpha, beta, base, epsilon = params
         if PASS == STATS_PASS:
@@ -169,8 +171,9 @@ def accumulate(
         else:
             mined_pos, mined_neg = _ms_mined(s, pos, neg, stats, epsilon)
             (pos_max, pos_sum), (neg_max, neg_sum) = online_logsumexp_pair(
-                (acc[0], acc[1]), (acc[2], acc[3]), -alpha * (s - base), beta * (s - base), mined_pos, mined_neg, pos
-            )
+                (acc[0], acc[1]), (acc[2], acc[3]), -alpha * (s - base), beta * (s - base), mined_pos, mined_neg, pos,
+                SHARED,
+            )  # fmt: skip
             acc = (pos_max, pos_sum, neg_max, neg_sum)
             active = any_pair(mined_pos | mined_neg)
     elif LOSS == TRIPLET_HARDEST:
@@ -204,7 +207,7 @@ def accumulate(
         temperature = params[0]
         logits = s / temperature
         if PASS == STATS_PASS:
-            neg_max, neg_sum = online_logsumexp(acc[0], acc[1], logits, neg)
+            neg_max, neg_sum = online_logsumexp(acc[0], acc[1], logits, neg, SHARED)
             acc = (neg_max, neg_sum, acc[2], acc[3])
             active = 0
         else:
@@ -220,7 +223,7 @@ def accumulate(
             active = any_pair((pos | neg) & has_neg)
     elif LOSS == SUPCON:
         logits = s / params[0]
-        all_max, all_sum = online_logsumexp(acc[0], acc[1], logits, pos | neg)
+        all_max, all_sum = online_logsumexp(acc[0], acc[1], logits, pos | neg, SHARED)
         acc = (all_max, all_sum, acc[2] + tl.sum(tl.where(pos, logits, 0.0), 1), acc[3] + count(pos))
         active = any_pair(pos | neg)
     elif LOSS == CLIP:
@@ -241,7 +244,7 @@ def accumulate(
         active = any_pair(neg)
     elif LOSS == UNIFORMITY:
         squared, _, _ = l2_distance(s, row_vec, col_vec)
-        row_max, row_sum = online_logsumexp(acc[0], acc[1], -params[0] * tl.maximum(squared, 0.0), neg)
+        row_max, row_sum = online_logsumexp(acc[0], acc[1], -params[0] * tl.maximum(squared, 0.0), neg, SHARED)
         acc = (row_max, row_sum, acc[2], acc[3])
         active = any_pair(neg)
     return acc, active

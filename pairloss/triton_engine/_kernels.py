@@ -136,7 +136,7 @@ def pair_rows_kernel(
             active = any_pair(pos | neg)  # conservative: which pairs sit in a non-zero triplet is not tracked
         else:
             acc, active = epilogue.accumulate(
-                LOSS, PASS, s, pos, neg, cols, row_vec, col_vec, stats, scale, bias, params, acc
+                LOSS, PASS, s, pos, neg, cols, row_vec, col_vec, stats, scale, bias, params, acc, SYMMETRIC
             )
         if PASS == LOSS_PASS:
             tl.store(tile_bits_ptr + row_block * num_col_blocks + col_block, active.to(tl.int8))
@@ -146,7 +146,7 @@ def pair_rows_kernel(
             mirror_acc, mirror_active = epilogue.accumulate(
                 LOSS, PASS, tl.trans(s), tl.trans(pos), tl.trans(neg), rows, col_vec.reshape(BLOCK_N, 1),
                 row_vec.reshape(1, BLOCK_M), row_slots(stats_ptr, cols, col_mask, B), scale, bias, params,
-                epilogue.init_shared(LOSS, PASS, BLOCK_N, params),
+                epilogue.init_shared(LOSS, PASS, BLOCK_N, params), True,
             )  # fmt: skip
             mirrored = col_mask & (cols // BLOCK_N != row_block)
             epilogue.combine(LOSS, PASS, partials_ptr, cols, mirrored, B, mirror_acc)

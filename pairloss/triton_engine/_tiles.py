@@ -120,8 +120,11 @@ def pair_tile(
 
 
 @triton.jit
-def online_logsumexp(running_max, running_sum, z, mask):
-    """Fold the masked entries of tile ``z`` into a per-row (max, Σ e^(z − max)) pair."""
+def online_logsumexp(running_max, running_sum, z, mask, FIXED: tl.constexpr = False):
+    """Fold the masked entries of tile ``z`` into a per-row (max, Σ e^(z − max)) pair. ``FIXED``: the "max" is a
+    fixed shift no entry exceeds (the symmetric forward's ``init_shared``): no max to track, no rescaling."""
+    if FIXED:
+        return running_max, running_sum + tl.sum(masked_exp(z - running_max[:, None], mask), 1)
     z = tl.where(mask, z, -INF)
     new_max = tl.maximum(running_max, tl.max(z, 1))
     # A row that has seen nothing yet keeps max = −inf; shift by 0 there so that no −inf − (−inf) appears.
@@ -131,9 +134,17 @@ def online_logsumexp(running_max, running_sum, z, mask):
 
 
 @triton.jit
-def online_logsumexp_pair(first, second, z_first, z_second, in_first, in_second, takes_first):
+def online_logsumexp_pair(first, second, z_first, z_second, in_first, in_second, takes_first,
+                          FIXED: tl.constexpr = False):  # fmt: skip
     """``online_logsumexp`` of two disjoint masked sets of one tile (running (max, sum) pairs ``first`` and
     ``second``), with one exponential per entry: entry (i, j) belongs to the first set's z where ``takes_first``."""
+    if FIXED:
+        shifted = tl.where(takes_first, z_first - first[0][:, None], z_second - second[0][:, None])
+        e = masked_exp(shifted, in_first | in_second)
+        return (first[0], first[1] + tl.sum(tl.where(in_first, e, 0.0), 1)), (
+            second[0],
+            second[1] + tl.sum(tl.where(in_second, e, 0.0), 1),
+        )
     first_max = tl.maximum(first[0], tl.max(tl.where(in_first, z_first, -INF), 1))
     second_max = tl.maximum(second[0], tl.max(tl.where(in_second, z_second, -INF), 1))
     first_shift = tl.where(first_max == -INF, 0.0, first_max)
