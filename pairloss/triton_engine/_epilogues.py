@@ -147,10 +147,13 @@ def combine(LOSS: tl.constexpr, PASS: tl.constexpr, ptr, rows, row_mask, B, acc)
         tl.atomic_max(ptr + rows, acc[0], mask=row_mask, sem="relaxed")
         tl.atomic_min(ptr + B + rows, acc[1], mask=row_mask, sem="relaxed")
     else:
-        shifts: tl.constexpr = LOSS == UNIFORMITY or (LOSS == NTXENT and PASS == STATS_PASS)
-        both_shifts: tl.constexpr = LOSS == MULTI_SIMILARITY
+        # The slots where init_shared put a fixed shift stay; the others add.
+        shift_0: tl.constexpr = (
+            LOSS == MULTI_SIMILARITY or LOSS == UNIFORMITY or (LOSS == NTXENT and PASS == STATS_PASS)
+        )
+        shift_2: tl.constexpr = LOSS == MULTI_SIMILARITY
         for slot in tl.static_range(4):
-            if not ((slot == 0 and (shifts or both_shifts)) or (slot == 2 and both_shifts)):
+            if not ((slot == 0 and shift_0) or (slot == 2 and shift_2)):
                 tl.atomic_add(ptr + slot * B + rows, acc[slot], mask=row_mask, sem="relaxed")
 
 

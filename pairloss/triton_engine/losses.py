@@ -50,7 +50,7 @@ class EnginePass(NamedTuple):
     stats_pass: bool
     mask: int
     self_pairs: bool
-    symmetric: bool  # X = Y: its backward computes each pair of mirrored tiles once
+    symmetric: bool  # X = Y: each pair of mirrored tiles computed once (backward; forward per shared_forward)
 
 
 # The LOSS passes whose backward runs symmetric when the references are the anchors: all but the all-triplets one,
@@ -181,7 +181,7 @@ class References:
 
     def run(self, loss, *, distances=False, **options):
         """The (4, B) outputs of one pass; ``distances``: the per-row/column vectors are squared norms. With the
-        anchors as references a LOSS pass's backward runs symmetric where the loss allows."""
+        anchors as references a mirrored pass runs symmetric (``MIRRORED``, ``MIRRORED_STATS``)."""
         if distances:
             options["row_vec"], options["col_vec"] = _squared_norms(self.x, self._y)
         symmetric = self._y is None and _mirrored(loss, options.get("stats_pass", False))
