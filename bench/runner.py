@@ -9,7 +9,7 @@ from .cases import LOSSES, implementations
 from .measure import PeakMemory, available_memory_bytes, cap_cpu_memory, gemm_rate, time_call
 
 
-def _is_oom(error):
+def is_oom(error):
     message = str(error).lower()
     return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or any(
         text in message for text in ("out of memory", "can't allocate memory", "cannot allocate memory")
@@ -55,7 +55,7 @@ def measure_case(loss, impl, rows, dim, dtype, device, repeats, warmup=1, oracle
             row["max_abs_error"] = _max_error(result, oracle)
         row["status"] = "ok"
     except Exception as error:  # noqa: BLE001 — an OOM or a failing peer is a result; the sweep goes on
-        row["status"] = "OOM" if _is_oom(error) else f"error: {type(error).__name__}: {str(error)[:200]}"
+        row["status"] = "OOM" if is_oom(error) else f"error: {type(error).__name__}: {str(error)[:200]}"
     finally:
         gc.collect()
         if device.type == "cuda":

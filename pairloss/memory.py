@@ -16,7 +16,7 @@ class CrossBatchMemory(torch.nn.Module):
 
     ``loss`` is a label loss module or function of pairloss (e.g. ``pairloss.MultiSimilarityLoss()`` or
     ``functools.partial(pairloss.ntxent_loss, temperature=0.1)``); it is called as
-    ``loss(embeddings, labels, memory_embeddings, memory_labels, self_offset=...)``.
+    ``loss(embeddings, labels, ref_emb=memory_embeddings, ref_labels=memory_labels, self_offset=...)``.
 
     Same semantics as PML's CrossBatchMemory: each batch is enqueued before the loss is computed, only the filled
     part of the memory is used, and each anchor's own copy in the memory is left out of its pairs. With
@@ -73,9 +73,10 @@ class CrossBatchMemory(torch.nn.Module):
         if embeddings.shape[0] == 0 or filled == 0:  # no anchor (every row only enqueued) or an empty memory
             return embeddings.sum() * 0 + queued.sum() * 0
         self_offset = start if enqueue_mask is None else None
-        return self.loss(
-            embeddings, labels, self.embedding_memory[:filled], self.label_memory[:filled], self_offset=self_offset
-        )
+        return self._loss(embeddings, labels, self.embedding_memory[:filled], self.label_memory[:filled], self_offset)
+
+    def _loss(self, embeddings, labels, ref_emb, ref_labels, self_offset):
+        return self.loss(embeddings, labels, ref_emb=ref_emb, ref_labels=ref_labels, self_offset=self_offset)
 
     @staticmethod
     def _check_enqueue_mask(enqueue_mask, rows):

@@ -2,11 +2,6 @@
 unequal local batch sizes): every rank's value and gradients against the single-process oracle on the
 concatenated batch, in float64, and DDP + SGD ending with the single-process parameters."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -14,6 +9,7 @@ import torch.distributed as dist
 import pairloss
 
 from . import distributed_worker as worker
+from .process_group import run_ranks
 from .tolerances import assert_close
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
@@ -23,35 +19,13 @@ BACKENDS = [b for b in ("reference", "cpp", "triton") if b in pairloss.available
 TWO_TOWER_BACKENDS = [b for b in BACKENDS if b in worker.TWO_TOWER_BACKENDS]
 # The Triton engine computes float64 inputs in float32.
 COMPUTE_DTYPE = {"triton": torch.float32}
-TIMEOUT_S = 300
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module", params=WORLDS, ids=lambda w: f"W{w}")
 def ranks(request, tmp_path_factory):
     """Run one process group of W ranks; returns (W, [each rank's saved results])."""
     world, directory = request.param, tmp_path_factory.mktemp(f"world{request.param}")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    outputs = [directory / f"rank{rank}.pt" for rank in range(world)]
-    command = [sys.executable, "-m", "tests.distributed_worker", str(directory / "init"), str(world)]
-    processes = [
-        subprocess.Popen(
-            [*command, str(rank), str(outputs[rank]), ",".join(BACKENDS)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for rank in range(world)
-    ]
-    try:
-        logs = [process.communicate(timeout=TIMEOUT_S)[0].decode() for process in processes]
-    finally:
-        for process in processes:  # a hung rank must not outlive the test
-            process.kill()
-    for rank, (process, log) in enumerate(zip(processes, logs)):
-        assert process.returncode == 0, f"rank {rank} of {world} failed:\n{log[-4000:]}"
-    return world, [torch.load(path, weights_only=False) for path in outputs]
+    return world, run_ranks("tests.distributed_worker", world, directory, ",".join(BACKENDS))
 
 
 def _split(tensor, world):

@@ -75,6 +75,21 @@ def label_loss(public_function, embeddings, labels, *, group=None, strategy="gat
     return (mean_of_parts(sums, counts) * world).to(embeddings.dtype)
 
 
+def clip_rows(ntxent, image_features, text_features, images, texts, offset, scale):
+    """(image cross-entropy + text cross-entropy) / 2 of each local pair against the global towers ``images``,
+    ``texts`` (where the local rows sit from row ``offset`` on); ``ntxent`` is an engine's NT-Xent.
+
+    Each direction's cross-entropy is label-aware InfoNCE with the global row index as the label (one positive
+    per row) on logits (scale·a)·b: NT-Xent at temperature 1, the scale's gradient through autograd."""
+    local_ids = torch.arange(offset, offset + image_features.shape[0], device=image_features.device)
+    global_ids = torch.arange(texts.shape[0], device=image_features.device)
+
+    def cross_entropy(anchors, references):
+        return ntxent(scale * anchors, local_ids, references, global_ids, temperature=1.0, reduction="none")
+
+    return (cross_entropy(image_features, texts) + cross_entropy(text_features, images)) / 2
+
+
 def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", backend="auto", group=None,
               strategy="gather"):  # fmt: skip
     """OpenCLIP's ClipLoss on the global batch: each local image against every rank's texts and vice versa."""
@@ -93,16 +108,7 @@ def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", b
         rows = half_lse - scale * row_dots(image_features, text_features)
     else:
         (images, texts), offset, total = _global_rows([image_features, text_features], group)
-        # Each direction's cross-entropy is label-aware InfoNCE with the global row index as the label (one
-        # positive per row) on logits (scale·a)·b: the engines' NT-Xent at temperature 1, the scale's gradient
-        # through autograd.
-        local_ids = torch.arange(offset, offset + image_features.shape[0], device=image_features.device)
-        global_ids = torch.arange(total, device=image_features.device)
-
-        def cross_entropy(anchors, references):
-            return ntxent(scale * anchors, local_ids, references, global_ids, temperature=1.0, reduction="none")
-
-        rows = (cross_entropy(image_features, texts) + cross_entropy(text_features, images)) / 2
+        rows = clip_rows(ntxent, image_features, text_features, images, texts, offset, scale)
     rows = functional._with_guard(widen(rows), image_features, text_features)
     if reduction == "none":
         return rows.to(image_features.dtype)

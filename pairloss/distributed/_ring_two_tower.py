@@ -4,19 +4,9 @@ block; only the local rows and per-row log-sum-exps are saved for the backward, 
 import torch
 import torch.distributed as dist
 
+from .._logsumexp import row_logsumexp
 from .._numerics import accumulation_dtype, row_dots, widen
 from ._ring import ring
-
-
-def row_logsumexp(ntxent, a, b):
-    """log Σ_j e^{a_i·b_j} for every row of ``a``, fused and differentiable.
-
-    The engines' label-aware InfoNCE with exactly one positive per row (column c = i mod M) gives
-    LSE_j − a_i·b_c; adding a_i·b_c back costs O(B·D)."""
-    picked = torch.arange(a.shape[0], device=a.device) % b.shape[0]
-    ids = torch.arange(b.shape[0], device=a.device)
-    excess = ntxent(a, picked, b, ids, temperature=1.0, reduction="none")
-    return widen(excess) + row_dots(a, b[picked])
 
 
 class RingClip(torch.autograd.Function):
