@@ -56,7 +56,10 @@ def _losses(framework, implementation):
     from pairloss.integrations import open_clip as fused
 
     if implementation == "theirs":
-        loss = open_clip_losses().ClipLoss()
+        module = open_clip_losses()
+        if module is None:
+            raise ImportError("open_clip_torch is not installed")
+        loss = module.ClipLoss()
     else:
         loss = fused.ClipLoss()
 
@@ -68,8 +71,11 @@ def _losses(framework, implementation):
 
 
 def run_case(framework, implementation, rows, cap_gib, repeats=1):
-    """One case in this process: median fwd+bwd ms and peak MiB, or the failure."""
-    make, loss = _losses(framework, implementation)
+    """One case in this process: fwd+bwd ms (after a warm-up call) and peak MiB, or the failure."""
+    try:
+        make, loss = _losses(framework, implementation)
+    except ImportError as error:
+        return {"status": f"not installed: {error}"}
     leaves, rest = make(rows, torch.Generator().manual_seed(0))
     leaves = [leaf.requires_grad_(True) for leaf in leaves]
     cap_cpu_memory(cap_gib * 2**30)
@@ -129,7 +135,7 @@ def summary(results):
 
 
 def main(argv=None):
-    args = arguments(__doc__.splitlines()[0], steps=0, argv=argv, cap_gib=2, max_batch=16384, first_batch=2048,
+    args = arguments(__doc__.splitlines()[0], steps=0, argv=argv, cap_gib=2, max_batch=16384, first_batch=4096,
                      case="")  # fmt: skip
     if args.case:  # a child process: one measurement, printed as a JSON line
         framework, implementation, rows = args.case.split(",")
