@@ -4,8 +4,10 @@ backend, and compute. Every backend receives the same already-checked, already-n
 import torch
 
 from . import _checks as checks
+from . import _multi_positive as multi_positive
 from ._numerics import accumulation_dtype, unit_rows
 from ._precision import in_dtype, operand_dtype, without_autocast
+from ._reduction import count_parts, reduce
 from .backends import resolve
 
 
@@ -231,33 +233,65 @@ def supcon_loss(
     )  # fmt: skip
 
 
-def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", backend="auto"):
+def clip_loss(image_features, text_features, logit_scale, *, labels=None, reduction="mean", backend="auto"):
     """Symmetric InfoNCE of CLIP (OpenCLIP's ClipLoss): logits = logit_scale · I·Tᵀ, row i matches column i.
 
     ``logit_scale`` is the multiplier itself (OpenCLIP passes ``model.logit_scale.exp()``); features are used as
     given, normalise them beforehand as CLIP models do.
+
+    ``labels`` (B integer ids, e.g. the image id of each caption): every text j with labels[j] == labels[i] is a
+    positive of image i and vice versa; each direction is −(1/|P_i|) Σ_{j∈P_i} log softmax_j(logits_i), the two
+    directions averaged per row. All-distinct labels give the loss without labels.
     """
     checks.check_clip_inputs(image_features, text_features, logit_scale)
     checks.check_reduction(reduction)
     checks.check_backend(backend)
-    function = resolve(backend, image_features.device, "clip_loss", dtype=image_features.dtype)
     scale = _as_scalar_tensor(logit_scale, image_features)
-    loss = function(image_features, text_features, scale, reduction=reduction)
+    if labels is None:
+        function = resolve(backend, image_features.device, "clip_loss", dtype=image_features.dtype)
+        loss = function(image_features, text_features, scale, reduction=reduction)
+    else:
+        checks.check_labels("labels", labels, image_features.shape[0], "image_features")
+        checks.check_same_device(image_features=image_features, labels=labels)
+        ntxent = resolve(backend, image_features.device, "ntxent_loss", dtype=image_features.dtype)
+        rows = multi_positive.clip_rows(
+            ntxent, image_features, text_features, image_features, text_features, labels, labels, scale
+        )
+        loss = reduce(rows, reduction, lambda: count_parts(rows, rows.shape[0]))
     return _finish(loss, image_features, text_features)
 
 
-def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, positive_offset=None, backend="auto"):
+def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, positive_offset=None, labels=None,
+                text_labels=None, backend="auto"):  # fmt: skip
     """Pairwise sigmoid loss of SigLIP (OpenCLIP's SigLipLoss): −Σ log σ(z_ij · (scale·s_ij + bias)) / B.
 
     ``positive_offset=k``: ``text_features`` may have any number M of rows and image i's positive is text row
     (k + i) mod M, every other row a negative (e.g. local images against a gathered global text batch).
+
+    ``labels`` (B integer ids) and ``text_labels`` (M ids; default ``labels`` when M = B): z_ij = +1 iff
+    labels[i] == text_labels[j] (several positives per image), instead of the diagonal.
     """
-    checks.check_siglip_inputs(image_features, text_features, logit_scale, logit_bias, positive_offset)
+    if text_labels is not None and labels is None:
+        raise ValueError("text_labels was given without labels: pass labels (one id per image) too")
+    if labels is not None and positive_offset is not None:
+        raise ValueError("positive_offset and labels both define the positives: pass one of them")
+    own_rows = positive_offset is None and (labels is None or text_labels is None)
+    checks.check_siglip_inputs(
+        image_features, text_features, logit_scale, logit_bias, None if own_rows else (positive_offset or 0)
+    )
     checks.check_backend(backend)
     function = resolve(backend, image_features.device, "siglip_loss", dtype=image_features.dtype)
     scale = _as_scalar_tensor(logit_scale, image_features)
     bias = _as_scalar_tensor(logit_bias, image_features)
-    loss = function(image_features, text_features, scale, bias, positive_offset=positive_offset)
+    if labels is None:
+        loss = function(image_features, text_features, scale, bias, positive_offset=positive_offset)
+    else:
+        text_labels = labels if text_labels is None else text_labels
+        checks.check_labels("labels", labels, image_features.shape[0], "image_features")
+        checks.check_labels("text_labels", text_labels, text_features.shape[0], "text_features")
+        checks.check_same_device(image_features=image_features, labels=labels, text_labels=text_labels)
+        total = multi_positive.siglip_sum(function, image_features, text_features, scale, bias, labels, text_labels)
+        loss = total / image_features.shape[0]
     return _finish(loss, image_features, text_features)
 
 

@@ -466,8 +466,9 @@ def run_oracle(loss_name, tensors, options, dtype=None, operands=None):
     operands."""
     leaves = _leaves(loss_name, tensors, dtype)
     defaults = inspect.signature(getattr(pairloss, loss_name)).parameters
+    oracle = inspect.signature(reference.ORACLES[loss_name]).parameters  # (the labels= forms have oracles of their own)
     options = {
-        **{n: p.default for n, p in defaults.items() if p.kind == p.KEYWORD_ONLY and n != "backend"},
+        **{n: p.default for n, p in defaults.items() if p.kind == p.KEYWORD_ONLY and n in oracle},
         **options,
     }
 

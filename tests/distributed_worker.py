@@ -95,6 +95,18 @@ def run_cases(world, rank, backend):
         loss = pairloss.distributed.siglip_loss(*leaves, scale, bias, backend=backend, strategy=strategy)
         grads = torch.autograd.grad(loss * GRAD_OUTPUT, [*leaves, scale, bias])
         results[("siglip_loss", strategy, "mean")] = (loss.detach(), *grads)
+    # Several positives per row (the label losses' labels as pair ids): the gather strategy.
+    for reduction in REDUCTIONS:
+        leaves = [image_local.clone().requires_grad_(True), text_local.clone().requires_grad_(True)]
+        scale = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)
+        loss = pairloss.distributed.clip_loss(*leaves, scale, labels=y, reduction=reduction, backend=backend)
+        grads = torch.autograd.grad(_backward_weight(loss, local_weights), [*leaves, scale])
+        results[("clip_loss", "gather labels", reduction)] = (loss.detach(), *grads)
+    leaves = [image_local.clone().requires_grad_(True), text_local.clone().requires_grad_(True)]
+    scale, bias = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (9.0, -4.0))
+    loss = pairloss.distributed.siglip_loss(*leaves, scale, bias, labels=y, backend=backend)
+    grads = torch.autograd.grad(loss * GRAD_OUTPUT, [*leaves, scale, bias])
+    results[("siglip_loss", "gather labels", "mean")] = (loss.detach(), *grads)
     return results
 
 

@@ -7,6 +7,7 @@ import torch
 import torch.distributed as dist
 
 import pairloss
+from pairloss.reference.two_tower import multi_positive_clip_loss, multi_positive_siglip_loss
 
 from . import distributed_worker as worker
 from .process_group import run_ranks
@@ -102,6 +103,28 @@ def test_clip_and_siglip_equal_the_global_batch(ranks, backend, strategy):
     loss = pairloss.siglip_loss(*leaves, scale, bias, backend="reference")
     expected_grads = torch.autograd.grad(loss * worker.GRAD_OUTPUT, [*leaves, scale, bias])
     key = ("siglip_loss", strategy, "mean")
+    values, rank_grads = _per_rank(results, backend, key)
+    _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, "mean", f"W={world} {key}")
+
+
+@pytest.mark.parametrize("backend", TWO_TOWER_BACKENDS)
+def test_multi_positive_clip_and_siglip_equal_the_global_batch(ranks, backend):
+    """labels as pair ids (positives on other ranks included), gather strategy, against the dense oracles."""
+    world, results = ranks
+    _, labels, image, text, weights = worker.global_batch(world)
+    for reduction in worker.REDUCTIONS:
+        scale = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)
+        leaves = [image.clone().requires_grad_(True), text.clone().requires_grad_(True)]
+        loss = multi_positive_clip_loss(*leaves, scale, labels, reduction=reduction)
+        expected_grads = torch.autograd.grad(worker._backward_weight(loss, weights), [*leaves, scale])
+        key = ("clip_loss", "gather labels", reduction)
+        values, rank_grads = _per_rank(results, backend, key)
+        _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, reduction, f"W={world} {key}")
+    leaves = [image.clone().requires_grad_(True), text.clone().requires_grad_(True)]
+    scale, bias = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (9.0, -4.0))
+    loss = multi_positive_siglip_loss(*leaves, scale, bias, labels, labels)
+    expected_grads = torch.autograd.grad(loss * worker.GRAD_OUTPUT, [*leaves, scale, bias])
+    key = ("siglip_loss", "gather labels", "mean")
     values, rank_grads = _per_rank(results, backend, key)
     _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, "mean", f"W={world} {key}")
 

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from .. import _checks as checks
+from .. import _multi_positive as multi_positive
 from .. import functional
 from .._numerics import row_dots, widen
 from .._reduction import mean_of_parts
@@ -90,15 +91,26 @@ def clip_rows(ntxent, image_features, text_features, images, texts, offset, scal
     return (cross_entropy(image_features, texts) + cross_entropy(text_features, images)) / 2
 
 
-def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", backend="auto", group=None,
-              strategy="gather"):  # fmt: skip
-    """OpenCLIP's ClipLoss on the global batch: each local image against every rank's texts and vice versa."""
+def _check_labels_strategy(labels, strategy):
+    if labels is not None and strategy == "ring":
+        raise ValueError("labels (several positives per row) need strategy='gather'; the ring does not take them yet")
+
+
+def clip_loss(image_features, text_features, logit_scale, *, labels=None, reduction="mean", backend="auto",
+              group=None, strategy="gather"):  # fmt: skip
+    """OpenCLIP's ClipLoss on the global batch: each local image against every rank's texts and vice versa.
+    ``labels`` (ids consistent across ranks): the multi-positive form of ``pairloss.clip_loss``."""
     checks.check_clip_inputs(image_features, text_features, logit_scale)  # locally, before any collective
     checks.check_reduction(reduction)
     checks.check_backend(backend)
+    _check_labels_strategy(labels, strategy)
+    if labels is not None:
+        checks.check_labels("labels", labels, image_features.shape[0], "image_features")
     world, _ = _world(group, strategy)
     if world == 1:
-        return functional.clip_loss(image_features, text_features, logit_scale, reduction=reduction, backend=backend)
+        return functional.clip_loss(
+            image_features, text_features, logit_scale, labels=labels, reduction=reduction, backend=backend
+        )
     scale = functional._as_scalar_tensor(logit_scale, image_features)
     ntxent = resolve(backend, image_features.device, "ntxent_loss", dtype=image_features.dtype)
     if strategy == "ring":
@@ -106,9 +118,14 @@ def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", b
         total = sum(sizes)
         half_lse = RingClip.apply(image_features, text_features, scale, sizes, group, ntxent)
         rows = half_lse - scale * row_dots(image_features, text_features)
-    else:
+    elif labels is None:
         (images, texts), offset, total = _global_rows([image_features, text_features], group)
         rows = clip_rows(ntxent, image_features, text_features, images, texts, offset, scale)
+    else:
+        (images, texts, all_labels), _, total = _global_rows(
+            [image_features, text_features, labels.to(torch.int64)], group
+        )
+        rows = multi_positive.clip_rows(ntxent, image_features, text_features, images, texts, labels, all_labels, scale)
     rows = functional._with_guard(widen(rows), image_features, text_features)
     if reduction == "none":
         return rows.to(image_features.dtype)
@@ -116,14 +133,20 @@ def clip_loss(image_features, text_features, logit_scale, *, reduction="mean", b
     return loss.to(image_features.dtype)
 
 
-def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, backend="auto", group=None,
+def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, labels=None, backend="auto", group=None,
                 strategy="gather"):  # fmt: skip
-    """OpenCLIP's SigLipLoss on the global batch: every (image, text) pair once, local images × global texts."""
+    """OpenCLIP's SigLipLoss on the global batch: every (image, text) pair once, local images × global texts.
+    ``labels`` (ids consistent across ranks, one per image–text pair): z = +1 iff the ids match."""
     checks.check_siglip_inputs(image_features, text_features, logit_scale, logit_bias)
     checks.check_backend(backend)
+    _check_labels_strategy(labels, strategy)
+    if labels is not None:
+        checks.check_labels("labels", labels, image_features.shape[0], "image_features")
     world, _ = _world(group, strategy)
     if world == 1:
-        return functional.siglip_loss(image_features, text_features, logit_scale, logit_bias, backend=backend)
+        return functional.siglip_loss(
+            image_features, text_features, logit_scale, logit_bias, labels=labels, backend=backend
+        )
     scale = functional._as_scalar_tensor(logit_scale, image_features)
     bias = functional._as_scalar_tensor(logit_bias, image_features)
     if strategy == "ring":
@@ -133,6 +156,10 @@ def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, backe
             RingSigLip.apply(image_features, text_features, scale, bias, sizes, group, siglip),
             sum(sizes),
         )
+    elif labels is not None:
+        (texts, text_labels), _, total = _global_rows([text_features, labels.to(torch.int64)], group)
+        siglip = resolve(backend, image_features.device, "siglip_loss", dtype=image_features.dtype)
+        local_sum = multi_positive.siglip_sum(siglip, image_features, texts, scale, bias, labels, text_labels)
     else:
         (texts,), offset, total = _global_rows([text_features], group)
         # Σ over the local images' pairs / local rows

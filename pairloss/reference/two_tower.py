@@ -42,3 +42,24 @@ def mw_loss(queries, docs, *, temperature):
     terms = softplus(sim - positive[:, None]) * negative
     per_query = terms.sum(1) / max(docs.shape[0] - 1, 1)
     return per_query.mean()
+
+
+def multi_positive_clip_loss(image, text, logit_scale, labels, *, reduction):
+    """CLIP with several positives: image i's positives are the texts j with labels[j] == labels[i] (its own text
+    among them), and text i's the images likewise; each direction is −(1/|P_i|) Σ_{j∈P_i} log softmax_j of the
+    row's logits, the two directions averaged per row. All-distinct labels give ``clip_loss``."""
+    logits = logit_scale * image @ text.T
+    positive = (labels[:, None] == labels[None, :]).to(logits.dtype)
+
+    def direction(row_logits):
+        return -(positive * F.log_softmax(row_logits, dim=1)).sum(1) / positive.sum(1)
+
+    rows = (direction(logits) + direction(logits.T)) / 2
+    return reduce(rows, reduction, lambda: count_parts(rows, len(rows)))
+
+
+def multi_positive_siglip_loss(image, text, logit_scale, logit_bias, labels, text_labels):
+    """SigLIP with z_ij = +1 iff labels[i] == text_labels[j], −1 otherwise: −Σ log σ(z_ij · logit_ij) / B."""
+    logits = logit_scale * image @ text.T + logit_bias
+    signs = 2 * (labels[:, None] == text_labels[None, :]).to(logits.dtype) - 1
+    return -F.logsigmoid(signs * logits).sum() / len(image)
