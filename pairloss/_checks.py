@@ -69,6 +69,23 @@ def check_non_negative(**values):
             raise ValueError(f"{name} must be non-negative and finite, got {value}")
 
 
+def check_per_anchor_positive(name, value, rows, rows_name, device):
+    """A positive finite number, or one per anchor: a floating (rows,) tensor on ``device``, every entry positive
+    and finite (checked on the values: one host sync)."""
+    if not isinstance(value, torch.Tensor):
+        check_positive(**{name: value})
+        return
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a number or a floating-point tensor, got {value.dtype}")
+    if value.shape != (rows,):
+        raise ValueError(f"{name} must be a number or one value per row of {rows_name} ({rows},), got shape "
+                         f"{tuple(value.shape)}")  # fmt: skip
+    if value.device != torch.device(device):
+        raise ValueError(f"{name} is on {value.device} but {rows_name} on {device}")
+    if rows and not bool(((value > 0) & value.isfinite()).all()):
+        raise ValueError(f"every entry of {name} must be positive and finite")
+
+
 def check_positive_int(**values):
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

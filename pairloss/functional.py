@@ -5,7 +5,7 @@ import torch
 
 from . import _checks as checks
 from . import _multi_positive as multi_positive
-from ._numerics import accumulation_dtype, unit_rows
+from ._numerics import accumulation_dtype, unit_rows, widen
 from ._precision import in_dtype, operand_dtype, without_autocast
 from ._reduction import count_parts, reduce
 from .backends import resolve
@@ -77,8 +77,19 @@ def _circle_options(m, gamma):
 
 
 def _temperature_options(temperature):
-    checks.check_positive(temperature=temperature)
+    if not isinstance(temperature, torch.Tensor):  # one per anchor: checked against the rows (_label_loss)
+        checks.check_positive(temperature=temperature)
     return {"temperature": temperature}
+
+
+def _divided_anchors(x, y, labels, ref_labels, self_offset, temperature):
+    """Per-anchor temperatures: the logits s_ij / τ_i are (x_i / τ_i)·y_j, so the engines run at temperature 1 on
+    rescaled anchors (τ's gradient through autograd); with X = Y the references are the unit rows, each anchor's
+    own copy left out."""
+    if y is None:
+        y, ref_labels, self_offset = x, labels, 0
+    anchors = (widen(x) / widen(temperature)[:, None]).to(x.dtype)
+    return anchors, y, ref_labels, self_offset
 
 
 # Each label loss's hyper-parameters, checked and normalised (the engines' keyword arguments).
@@ -97,9 +108,17 @@ def _label_loss(name, backend, embeddings, labels, ref_emb, ref_labels, self_off
     checks.check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels, self_offset)
     checks.check_backend(backend)
     checks.check_reduction(reduction, checks.LABEL_REDUCTIONS)
+    temperature = options.get("temperature")
+    per_anchor = isinstance(temperature, torch.Tensor)
+    if per_anchor:
+        checks.check_per_anchor_positive("temperature", temperature, *embeddings.shape[:1], "embeddings",
+                                         embeddings.device)  # fmt: skip
+        options["temperature"] = 1.0
     options["reduction"] = reduction
     function = resolve(backend, embeddings.device, name, options, embeddings.dtype)
     x, y = _unit_rows_for(function, embeddings, ref_emb)
+    if per_anchor:
+        x, y, ref_labels, self_offset = _divided_anchors(x, y, labels, ref_labels, self_offset, temperature)
     loss = function(x, labels, y, ref_labels, self_offset=self_offset, **options)
     return _finish(loss, embeddings, ref_emb)
 
@@ -208,7 +227,10 @@ def ntxent_loss(
     reduction="mean",
     backend="auto",
 ):
-    """Label-aware NT-Xent / InfoNCE on cosine similarity (PML's NTXentLoss); mean over positive pairs."""
+    """Label-aware NT-Xent / InfoNCE on cosine similarity (PML's NTXentLoss); mean over positive pairs.
+
+    ``temperature``: a number, or a (B,) tensor with one per anchor (learnable: its gradient flows); anchor i's
+    logits are s_ij / τ_i, against ``ref_emb`` too."""
     return _label_loss(
         "ntxent_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset, reduction,
         temperature=temperature,
@@ -226,7 +248,8 @@ def supcon_loss(
     reduction="mean",
     backend="auto",
 ):
-    """Supervised contrastive loss (Khosla et al. 2020) on cosine similarity (PML's SupConLoss)."""
+    """Supervised contrastive loss (Khosla et al. 2020) on cosine similarity (PML's SupConLoss); ``temperature``
+    as in ``ntxent_loss`` (a number or one per anchor)."""
     return _label_loss(
         "supcon_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset, reduction,
         temperature=temperature,
@@ -299,7 +322,7 @@ def decoupled_softmax_loss(queries, keys, positives, *, temperature=0.05, backen
     """Decoupled softmax (DEXML) on cosine similarity: each positive (q, p) against q's negatives only.
 
     ``positives`` is a B×P integer tensor of row indices into ``keys``, padded with −1; mean over the valid
-    (query, positive) pairs, a repeated index counting once.
+    (query, positive) pairs, a repeated index counting once. ``temperature``: a number or one per query (B,).
     """
     checks.check_towers("queries", queries, "keys", keys, same_rows=False)
     if not isinstance(positives, torch.Tensor) or positives.dim() != 2:
@@ -311,10 +334,12 @@ def decoupled_softmax_loss(queries, keys, positives, *, temperature=0.05, backen
     checks.check_same_device(queries=queries, keys=keys, positives=positives)
     if positives.numel() and not bool(((positives >= -1) & (positives < keys.shape[0])).all()):
         raise ValueError(f"positives must be −1 (padding) or an index below len(keys)={keys.shape[0]}")
-    checks.check_positive(temperature=temperature)
+    checks.check_per_anchor_positive("temperature", temperature, queries.shape[0], "queries", queries.device)
     checks.check_backend(backend)
     function = resolve(backend, queries.device, "decoupled_softmax_loss", dtype=queries.dtype)
     queries_unit, keys_unit = _unit_rows_for(function, queries, keys)
+    if isinstance(temperature, torch.Tensor):  # one per query: rescaled queries at temperature 1
+        queries_unit, temperature = (widen(queries_unit) / widen(temperature)[:, None]).to(queries_unit.dtype), 1.0
     loss = function(queries_unit, keys_unit, positives, temperature=temperature)
     return _finish(loss, queries, keys)
 

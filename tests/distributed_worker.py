@@ -20,6 +20,12 @@ def split_sizes(world):
     return [(4, 7, 1, 5)[rank] for rank in range(world)]
 
 
+def per_anchor_temperatures(world):
+    """One temperature per row of the global batch, 0.1 … 0.5."""
+    total = sum(split_sizes(world))
+    return 0.1 + 0.4 * torch.arange(total, dtype=torch.float64) / total
+
+
 def global_batch(world, seed=0):
     generator = torch.Generator().manual_seed(seed)
     total = sum(split_sizes(world))
@@ -78,6 +84,16 @@ def run_cases(world, rank, backend):
                 )
                 (grad,) = torch.autograd.grad(_backward_weight(loss, local_weights), leaf)
                 results[(loss_name, repr(options), strategy, reduction)] = (loss.detach(), grad)
+    if backend in TWO_TOWER_BACKENDS:  # per-anchor (learnable) temperatures: each rank holds its rows' ones
+        for loss_name in ("ntxent_loss", "supcon_loss"):
+            for reduction in REDUCTIONS:
+                leaves = [x.clone().requires_grad_(True), _local(per_anchor_temperatures(world), world, rank)]
+                leaves[1].requires_grad_(True)
+                loss = getattr(pairloss.distributed, loss_name)(
+                    leaves[0], y, temperature=leaves[1], reduction=reduction, backend=backend
+                )
+                grads = torch.autograd.grad(_backward_weight(loss, local_weights), leaves)
+                results[(loss_name, "per-anchor temperature", reduction)] = (loss.detach(), *grads)
     if backend not in TWO_TOWER_BACKENDS:
         return results
     image_local, text_local = _local(image, world, rank), _local(text, world, rank)
@@ -95,18 +111,21 @@ def run_cases(world, rank, backend):
         loss = pairloss.distributed.siglip_loss(*leaves, scale, bias, backend=backend, strategy=strategy)
         grads = torch.autograd.grad(loss * GRAD_OUTPUT, [*leaves, scale, bias])
         results[("siglip_loss", strategy, "mean")] = (loss.detach(), *grads)
-    # Several positives per row (the label losses' labels as pair ids): the gather strategy.
-    for reduction in REDUCTIONS:
+    # Several positives per row (the label losses' labels as pair ids).
+    for strategy in pairloss.distributed.STRATEGIES:
+        for reduction in REDUCTIONS:
+            leaves = [image_local.clone().requires_grad_(True), text_local.clone().requires_grad_(True)]
+            scale = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)
+            loss = pairloss.distributed.clip_loss(
+                *leaves, scale, labels=y, reduction=reduction, backend=backend, strategy=strategy
+            )
+            grads = torch.autograd.grad(_backward_weight(loss, local_weights), [*leaves, scale])
+            results[("clip_loss", f"{strategy} labels", reduction)] = (loss.detach(), *grads)
         leaves = [image_local.clone().requires_grad_(True), text_local.clone().requires_grad_(True)]
-        scale = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)
-        loss = pairloss.distributed.clip_loss(*leaves, scale, labels=y, reduction=reduction, backend=backend)
-        grads = torch.autograd.grad(_backward_weight(loss, local_weights), [*leaves, scale])
-        results[("clip_loss", "gather labels", reduction)] = (loss.detach(), *grads)
-    leaves = [image_local.clone().requires_grad_(True), text_local.clone().requires_grad_(True)]
-    scale, bias = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (9.0, -4.0))
-    loss = pairloss.distributed.siglip_loss(*leaves, scale, bias, labels=y, backend=backend)
-    grads = torch.autograd.grad(loss * GRAD_OUTPUT, [*leaves, scale, bias])
-    results[("siglip_loss", "gather labels", "mean")] = (loss.detach(), *grads)
+        scale, bias = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (9.0, -4.0))
+        loss = pairloss.distributed.siglip_loss(*leaves, scale, bias, labels=y, backend=backend, strategy=strategy)
+        grads = torch.autograd.grad(loss * GRAD_OUTPUT, [*leaves, scale, bias])
+        results[("siglip_loss", f"{strategy} labels", "mean")] = (loss.detach(), *grads)
     return results
 
 

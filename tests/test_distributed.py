@@ -108,8 +108,28 @@ def test_clip_and_siglip_equal_the_global_batch(ranks, backend, strategy):
 
 
 @pytest.mark.parametrize("backend", TWO_TOWER_BACKENDS)
-def test_multi_positive_clip_and_siglip_equal_the_global_batch(ranks, backend):
-    """labels as pair ids (positives on other ranks included), gather strategy, against the dense oracles."""
+def test_per_anchor_temperatures_give_the_global_loss(ranks, backend):
+    """NT-Xent and SupCon with one (learnable) temperature per row, gather strategy: values, embedding and
+    temperature gradients against the single-process oracle."""
+    world, results = ranks
+    embeddings, labels, _, _, weights = worker.global_batch(world)
+    temperature = worker.per_anchor_temperatures(world)
+    for loss_name in ("ntxent_loss", "supcon_loss"):
+        for reduction in worker.REDUCTIONS:
+
+            def single(x, t, reduction, loss_name=loss_name):
+                return getattr(pairloss, loss_name)(x, labels, temperature=t, reduction=reduction, backend="reference")
+
+            expected, expected_grads = _oracle(single, [embeddings, temperature], weights, reduction)
+            key = (loss_name, "per-anchor temperature", reduction)
+            values, rank_grads = _per_rank(results, backend, key)
+            _check_ranks(world, values, rank_grads, expected, expected_grads, reduction, f"W={world} {key}")
+
+
+@pytest.mark.parametrize("strategy", pairloss.distributed.STRATEGIES)
+@pytest.mark.parametrize("backend", TWO_TOWER_BACKENDS)
+def test_multi_positive_clip_and_siglip_equal_the_global_batch(ranks, backend, strategy):
+    """labels as pair ids (positives on other ranks included), against the dense oracles."""
     world, results = ranks
     _, labels, image, text, weights = worker.global_batch(world)
     for reduction in worker.REDUCTIONS:
@@ -117,14 +137,14 @@ def test_multi_positive_clip_and_siglip_equal_the_global_batch(ranks, backend):
         leaves = [image.clone().requires_grad_(True), text.clone().requires_grad_(True)]
         loss = multi_positive_clip_loss(*leaves, scale, labels, reduction=reduction)
         expected_grads = torch.autograd.grad(worker._backward_weight(loss, weights), [*leaves, scale])
-        key = ("clip_loss", "gather labels", reduction)
+        key = ("clip_loss", f"{strategy} labels", reduction)
         values, rank_grads = _per_rank(results, backend, key)
         _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, reduction, f"W={world} {key}")
     leaves = [image.clone().requires_grad_(True), text.clone().requires_grad_(True)]
     scale, bias = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (9.0, -4.0))
     loss = multi_positive_siglip_loss(*leaves, scale, bias, labels, labels)
     expected_grads = torch.autograd.grad(loss * worker.GRAD_OUTPUT, [*leaves, scale, bias])
-    key = ("siglip_loss", "gather labels", "mean")
+    key = ("siglip_loss", f"{strategy} labels", "mean")
     values, rank_grads = _per_rank(results, backend, key)
     _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, "mean", f"W={world} {key}")
 

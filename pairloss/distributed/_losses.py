@@ -24,6 +24,7 @@ from .._numerics import row_dots, widen
 from .._reduction import mean_of_parts
 from ..backends import resolve
 from ._gather import gather_rows, rank_offsets, rank_sizes
+from ._ring_groups import RingGroupSums
 from ._ring_labels import check_ring, ring_label_loss
 from ._ring_two_tower import RingClip, RingSigLip
 
@@ -55,6 +56,8 @@ def label_loss(public_function, embeddings, labels, *, group=None, strategy="gat
     checks.check_reduction(reduction)
     checks.check_choice("strategy", strategy, STRATEGIES)
     # A ring call the engine cannot run is refused at once, whatever the world size.
+    if strategy == "ring" and isinstance(options.get("temperature"), torch.Tensor):
+        raise ValueError("per-anchor temperatures need strategy='gather'; the ring takes a number")
     ring_call = check_ring(public_function, embeddings, labels, options) if strategy == "ring" else None
     world, _ = _world(group, strategy)
     if world == 1:
@@ -91,11 +94,6 @@ def clip_rows(ntxent, image_features, text_features, images, texts, offset, scal
     return (cross_entropy(image_features, texts) + cross_entropy(text_features, images)) / 2
 
 
-def _check_labels_strategy(labels, strategy):
-    if labels is not None and strategy == "ring":
-        raise ValueError("labels (several positives per row) need strategy='gather'; the ring does not take them yet")
-
-
 def clip_loss(image_features, text_features, logit_scale, *, labels=None, reduction="mean", backend="auto",
               group=None, strategy="gather"):  # fmt: skip
     """OpenCLIP's ClipLoss on the global batch: each local image against every rank's texts and vice versa.
@@ -103,7 +101,6 @@ def clip_loss(image_features, text_features, logit_scale, *, labels=None, reduct
     checks.check_clip_inputs(image_features, text_features, logit_scale)  # locally, before any collective
     checks.check_reduction(reduction)
     checks.check_backend(backend)
-    _check_labels_strategy(labels, strategy)
     if labels is not None:
         checks.check_labels("labels", labels, image_features.shape[0], "image_features")
     world, _ = _world(group, strategy)
@@ -117,7 +114,14 @@ def clip_loss(image_features, text_features, logit_scale, *, labels=None, reduct
         sizes = rank_sizes(image_features.shape[0], image_features.device, group)
         total = sum(sizes)
         half_lse = RingClip.apply(image_features, text_features, scale, sizes, group, ntxent)
-        rows = half_lse - scale * row_dots(image_features, text_features)
+        if labels is None:
+            rows = half_lse - scale * row_dots(image_features, text_features)
+        else:  # each direction's mean positive logit, from the per-label sums of the other tower's global rows
+            ids = labels.to(torch.int64)
+            text_sums, counts = RingGroupSums.apply(ids, text_features, ids, sizes, group)
+            image_sums, _ = RingGroupSums.apply(ids, image_features, ids, sizes, group)
+            positive = row_dots(image_features, text_sums) + row_dots(text_features, image_sums)
+            rows = half_lse - widen(scale) * positive / (2 * counts)
     elif labels is None:
         (images, texts), offset, total = _global_rows([image_features, text_features], group)
         rows = clip_rows(ntxent, image_features, text_features, images, texts, offset, scale)
@@ -139,7 +143,6 @@ def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, label
     ``labels`` (ids consistent across ranks, one per image–text pair): z = +1 iff the ids match."""
     checks.check_siglip_inputs(image_features, text_features, logit_scale, logit_bias)
     checks.check_backend(backend)
-    _check_labels_strategy(labels, strategy)
     if labels is not None:
         checks.check_labels("labels", labels, image_features.shape[0], "image_features")
     world, _ = _world(group, strategy)
@@ -156,6 +159,12 @@ def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, label
             RingSigLip.apply(image_features, text_features, scale, bias, sizes, group, siglip),
             sum(sizes),
         )
+        if labels is not None:  # the diagonal positives back to negatives, then the pairs with matching labels
+            ids = labels.to(torch.int64)
+            text_sums, counts = RingGroupSums.apply(ids, text_features, ids, sizes, group)
+            scale_, bias_ = widen(scale), widen(bias)
+            local_sum = local_sum + (scale_ * row_dots(image_features, text_features) + bias_).sum()
+            local_sum = local_sum - (scale_ * row_dots(image_features, text_sums).sum() + bias_ * counts.sum())
     elif labels is not None:
         (texts, text_labels), _, total = _global_rows([text_features, labels.to(torch.int64)], group)
         siglip = resolve(backend, image_features.device, "siglip_loss", dtype=image_features.dtype)

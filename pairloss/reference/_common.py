@@ -9,6 +9,11 @@ import torch
 from .._numerics import distance_from_gram
 
 
+def per_anchor(value):
+    """A hyper-parameter as given (a number) or, per anchor ((B,) tensor), as a column over each row's pairs."""
+    return value[:, None] if isinstance(value, torch.Tensor) else value
+
+
 def own_columns(rows, cols, offset, device):
     """B×M mask of each anchor's own copy among the references: column (offset + i) mod M for row i."""
     own = (torch.arange(rows, device=device) + offset) % cols

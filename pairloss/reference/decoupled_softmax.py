@@ -4,7 +4,7 @@ classification", ICLR 2024): each positive competes only with the query's negati
 import torch
 
 from .._numerics import softplus
-from ._common import masked_logsumexp
+from ._common import masked_logsumexp, per_anchor
 
 
 def positive_mask(positives, num_keys):
@@ -15,7 +15,7 @@ def positive_mask(positives, num_keys):
 
 
 def decoupled_softmax_loss(queries, keys, positives, *, temperature):
-    logits = queries @ keys.T / temperature
+    logits = queries @ keys.T / per_anchor(temperature)  # a number, or one per query
     pos = positive_mask(positives, keys.shape[0])
     neg = ~pos
     neg_lse = masked_logsumexp(logits, neg)
