@@ -98,34 +98,23 @@ def run_cases(world, rank, backend):
         return results
     image_local, text_local = _local(image, world, rank), _local(text, world, rank)
     for strategy in pairloss.distributed.STRATEGIES:
-        for reduction in REDUCTIONS:
+        # Diagonal positives, then several positives per row (the label losses' labels as pair ids).
+        for pair_ids, case in ((None, strategy), (y, f"{strategy} labels")):
+            for reduction in REDUCTIONS:
+                leaves = [image_local.clone().requires_grad_(True), text_local.clone().requires_grad_(True)]
+                scale = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)
+                loss = pairloss.distributed.clip_loss(
+                    *leaves, scale, labels=pair_ids, reduction=reduction, backend=backend, strategy=strategy
+                )
+                grads = torch.autograd.grad(_backward_weight(loss, local_weights), [*leaves, scale])
+                results[("clip_loss", case, reduction)] = (loss.detach(), *grads)
             leaves = [image_local.clone().requires_grad_(True), text_local.clone().requires_grad_(True)]
-            scale = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)
-            loss = pairloss.distributed.clip_loss(
-                *leaves, scale, reduction=reduction, backend=backend, strategy=strategy
+            scale, bias = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (9.0, -4.0))
+            loss = pairloss.distributed.siglip_loss(
+                *leaves, scale, bias, labels=pair_ids, backend=backend, strategy=strategy
             )
-            grads = torch.autograd.grad(_backward_weight(loss, local_weights), [*leaves, scale])
-            results[("clip_loss", strategy, reduction)] = (loss.detach(), *grads)
-        leaves = [image_local.clone().requires_grad_(True), text_local.clone().requires_grad_(True)]
-        scale, bias = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (9.0, -4.0))
-        loss = pairloss.distributed.siglip_loss(*leaves, scale, bias, backend=backend, strategy=strategy)
-        grads = torch.autograd.grad(loss * GRAD_OUTPUT, [*leaves, scale, bias])
-        results[("siglip_loss", strategy, "mean")] = (loss.detach(), *grads)
-    # Several positives per row (the label losses' labels as pair ids).
-    for strategy in pairloss.distributed.STRATEGIES:
-        for reduction in REDUCTIONS:
-            leaves = [image_local.clone().requires_grad_(True), text_local.clone().requires_grad_(True)]
-            scale = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)
-            loss = pairloss.distributed.clip_loss(
-                *leaves, scale, labels=y, reduction=reduction, backend=backend, strategy=strategy
-            )
-            grads = torch.autograd.grad(_backward_weight(loss, local_weights), [*leaves, scale])
-            results[("clip_loss", f"{strategy} labels", reduction)] = (loss.detach(), *grads)
-        leaves = [image_local.clone().requires_grad_(True), text_local.clone().requires_grad_(True)]
-        scale, bias = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (9.0, -4.0))
-        loss = pairloss.distributed.siglip_loss(*leaves, scale, bias, labels=y, backend=backend, strategy=strategy)
-        grads = torch.autograd.grad(loss * GRAD_OUTPUT, [*leaves, scale, bias])
-        results[("siglip_loss", f"{strategy} labels", "mean")] = (loss.detach(), *grads)
+            grads = torch.autograd.grad(loss * GRAD_OUTPUT, [*leaves, scale, bias])
+            results[("siglip_loss", case, "mean")] = (loss.detach(), *grads)
     return results
 
 
