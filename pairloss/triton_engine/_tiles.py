@@ -205,7 +205,7 @@ def l2_distance(s, row_sq_norms, col_sq_norms):
     the square root and its derivative are 0 where the squared distance is below the Gram form's fp32 rounding
     noise (duplicate rows; the rule of ``pairloss._numerics``)."""
     squared = row_sq_norms + col_sq_norms - 2.0 * s  # [BLOCK_M, 1] + [1, BLOCK_N] − tile
-    positive = squared > ZERO_DISTANCE_TOLERANCE * (row_sq_norms + col_sq_norms)
+    positive = squared > (row_sq_norms + col_sq_norms) * ZERO_DISTANCE_TOLERANCE  # tensor × constexpr (3.8 interpreter)
     distance = tl.where(positive, tl.sqrt_rn(tl.where(positive, squared, 1.0)), 0.0)
     return squared, distance, tl.where(positive, 0.5 / tl.where(positive, distance, 1.0), 0.0)
 
