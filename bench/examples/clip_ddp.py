@@ -89,9 +89,8 @@ def single_process(data, steps, batch, seed):
     return model, curve
 
 
-def rank_main(rank, directory, data, steps, batch, seed):
-    dist.init_process_group("gloo", init_method=f"file://{directory}/init", rank=rank, world_size=WORLD)
-    torch.set_num_threads(1)
+def train_rank(rank, data, steps, batch, seed):
+    """This rank's share of the DDP training; returns the loss curve, step times and the final weights."""
     (pixels, captions), _ = data
     model = DistributedDataParallel(TwoTower(seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -108,11 +107,20 @@ def rank_main(rank, directory, data, steps, batch, seed):
         value = loss.detach().clone()
         dist.all_reduce(value)
         curve.append(value.item() / WORLD)  # the mean over ranks is the global batch's loss
-    if rank == 0:
-        run = {"loss": curve, "median_step_ms": statistics.median(step_ms), "state": model.module.state_dict()}
-        torch.save(run, f"{directory}/rank0.pt")
-    dist.barrier()
-    dist.destroy_process_group()
+    return {"loss": curve, "median_step_ms": statistics.median(step_ms), "state": model.module.state_dict()}
+
+
+def rank_main(rank, directory, data, steps, batch, seed):
+    dist.init_process_group("gloo", init_method=f"file://{directory}/init", rank=rank, world_size=WORLD)
+    torch.set_num_threads(1)
+    try:
+        # The DDP model lives in train_rank only: it is gone before its process group is destroyed.
+        run = train_rank(rank, data, steps, batch, seed)
+        if rank == 0:
+            torch.save(run, f"{directory}/rank0.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 def distributed(data, steps, batch, seed):

@@ -17,7 +17,7 @@ def rank_offsets(sizes):
     return [sum(sizes[:rank]) for rank in range(len(sizes))]
 
 
-def _all_gather_padded(tensor, sizes, group):
+def all_gather_padded(tensor, sizes, group):
     """Concatenate every rank's ``tensor`` (rows may differ: padded to the largest for the collective)."""
     padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
     padded[: tensor.shape[0]] = tensor
@@ -30,7 +30,7 @@ class _GatherRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rows, sizes, group):
         ctx.sizes, ctx.group = sizes, group
-        return _all_gather_padded(rows, sizes, group)
+        return all_gather_padded(rows, sizes, group)
 
     @staticmethod
     def backward(ctx, grad):
@@ -52,4 +52,4 @@ def gather_rows(rows, sizes, group):
     """Every rank's ``rows`` concatenated in rank order; differentiable (the gradient goes back to the owners)."""
     if rows.requires_grad:
         return _GatherRows.apply(rows, sizes, group)
-    return _all_gather_padded(rows, sizes, group)
+    return all_gather_padded(rows, sizes, group)

@@ -5,7 +5,7 @@
 the local anchors against the global references, leaving each anchor's own copy out through ``self_offset`` (the
 rank's offset in the global batch), so nothing B×N is built and the result is exact. "ring": every rank's block
 of rows visits each rank in turn, never more than two blocks held at once (``_ring_labels`` for the label losses,
-``_ring_two_tower`` for CLIP and SigLIP).
+``_ring_two_tower`` for CLIP and SigLIP, ``_ring_groups`` for their positives given by ``labels``).
 
 Value and gradient convention (DDP's): each rank returns W × (its anchors' share of the global loss), so the mean
 over ranks is the loss of the concatenated batch and DDP's gradient averaging yields the exact global gradient;

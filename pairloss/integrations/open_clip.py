@@ -16,7 +16,7 @@ from .. import _checks as checks
 from .. import distributed, functional
 from .._numerics import widen
 from ..backends import resolve
-from ..distributed._gather import _all_gather_padded, gather_rows, rank_offsets, rank_sizes
+from ..distributed._gather import all_gather_padded, gather_rows, rank_offsets, rank_sizes
 from ..distributed._losses import clip_rows
 
 # OpenCLIP's SigLIP exchange patterns -> the pairloss strategy with the same result (neighbour exchanges visit
@@ -94,7 +94,7 @@ class ClipLoss(torch.nn.Module):
             if self.gather_with_grad:
                 images, texts = gather_rows(image, sizes, None), gather_rows(text, sizes, None)
             else:
-                images, texts = (_all_gather_padded(rows.detach(), sizes, None) for rows in (image, text))
+                images, texts = (all_gather_padded(rows.detach(), sizes, None) for rows in (image, text))
             return clip_rows(ntxent, image, text, images, texts, offset, scale).mean().to(image.dtype)
         # The global loss, each rank computing its own rows' share: the gathered copies carry their gradients
         # back, which gives every row its exact global gradient (W times it under gather_with_grad, where each of
