@@ -57,16 +57,27 @@ def clip_rows(ntxent, image, text, images, texts, labels, ref_labels, scale):
     return (image_rows + text_rows) / 2
 
 
+def picked_logit_sum(image, text, scale, bias):
+    """Σ_i (scale·image_i·text_{i mod M} + bias): the logits of the pairs the engines' SigLIP (positive_offset=0)
+    takes as positives."""
+    picked = torch.arange(image.shape[0], device=image.device) % text.shape[0]
+    return (widen(scale) * row_dots(image, text[picked]) + widen(bias)).sum()
+
+
+def siglip_pair_sum(siglip, image, text, scale, bias, diagonal_positive):
+    """Σ over the (image, text) pairs of −log σ(z·logit) with the positives at column i mod M, or with
+    ``diagonal_positive=False`` every pair a negative: Σ softplus(logit), the positives' logits added back
+    (softplus(l) − softplus(−l) = l). ``siglip`` is an engine's SigLIP."""
+    total = widen(siglip(image, text, scale, bias, positive_offset=0)) * image.shape[0]
+    return total if diagonal_positive else total + picked_logit_sum(image, text, scale, bias)
+
+
 def siglip_sum(siglip, image, text, scale, bias, labels, text_labels):
-    """Σ over the (image, text) pairs of −log σ(z·(scale·s + bias)), z = +1 iff the labels match: the engine's
-    Σ softplus(logit) over all pairs (its sum with the positive at column i mod M, that column's logit added back),
-    minus the matching pairs' logits, Σ over labels of scale·(Σ images)·(Σ texts) + bias·(count × count)."""
-    rows, columns = image.shape[0], text.shape[0]
-    picked = torch.arange(rows, device=image.device) % columns
-    scale_, bias_ = widen(scale), widen(bias)
-    every_pair = widen(siglip(image, text, scale, bias, positive_offset=0)) * rows
-    every_pair = every_pair + (scale_ * row_dots(image, text[picked]) + bias_).sum()
+    """Σ over the (image, text) pairs of −log σ(z·(scale·s + bias)), z = +1 iff the labels match: Σ softplus(logit)
+    over every pair minus the matching pairs' logits, Σ over labels of scale·(Σ images)·(Σ texts) + bias·(count ×
+    count)."""
+    every_pair = siglip_pair_sum(siglip, image, text, scale, bias, diagonal_positive=False)
     groups = label_groups(labels, text_labels)
     matched_dots = (group_sums(image, groups.first, groups.slots) * group_sums(text, groups.second, groups.slots)).sum()
     matched_count = (group_counts(groups.first, groups.slots) * group_counts(groups.second, groups.slots)).sum()
-    return every_pair - (scale_ * matched_dots + bias_ * matched_count)
+    return every_pair - (widen(scale) * matched_dots + widen(bias) * matched_count)

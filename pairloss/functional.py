@@ -82,14 +82,18 @@ def _temperature_options(temperature):
     return {"temperature": temperature}
 
 
-def _divided_anchors(x, y, labels, ref_labels, self_offset, temperature):
+def _divided_rows(rows, temperature):
     """Per-anchor temperatures: the logits s_ij / τ_i are (x_i / τ_i)·y_j, so the engines run at temperature 1 on
-    rescaled anchors (τ's gradient through autograd); with X = Y the references are the unit rows, each anchor's
-    own copy left out."""
+    rows divided by their τ (computed wide, stored in the rows' dtype; τ's gradient through autograd)."""
+    return (widen(rows) / widen(temperature)[:, None]).to(rows.dtype)
+
+
+def _divided_anchors(x, y, labels, ref_labels, self_offset, temperature):
+    """``_divided_rows`` for a label loss; with X = Y the references are the unit rows, each anchor's own copy
+    left out."""
     if y is None:
         y, ref_labels, self_offset = x, labels, 0
-    anchors = (widen(x) / widen(temperature)[:, None]).to(x.dtype)
-    return anchors, y, ref_labels, self_offset
+    return _divided_rows(x, temperature), y, ref_labels, self_offset
 
 
 # Each label loss's hyper-parameters, checked and normalised (the engines' keyword arguments).
@@ -111,7 +115,7 @@ def _label_loss(name, backend, embeddings, labels, ref_emb, ref_labels, self_off
     temperature = options.get("temperature")
     per_anchor = isinstance(temperature, torch.Tensor)
     if per_anchor:
-        checks.check_per_anchor_positive("temperature", temperature, *embeddings.shape[:1], "embeddings",
+        checks.check_per_anchor_positive("temperature", temperature, embeddings.shape[0], "embeddings",
                                          embeddings.device)  # fmt: skip
         options["temperature"] = 1.0
     options["reduction"] = reduction
@@ -338,8 +342,8 @@ def decoupled_softmax_loss(queries, keys, positives, *, temperature=0.05, backen
     checks.check_backend(backend)
     function = resolve(backend, queries.device, "decoupled_softmax_loss", dtype=queries.dtype)
     queries_unit, keys_unit = _unit_rows_for(function, queries, keys)
-    if isinstance(temperature, torch.Tensor):  # one per query: rescaled queries at temperature 1
-        queries_unit, temperature = (widen(queries_unit) / widen(temperature)[:, None]).to(queries_unit.dtype), 1.0
+    if isinstance(temperature, torch.Tensor):  # one per query
+        queries_unit, temperature = _divided_rows(queries_unit, temperature), 1.0
     loss = function(queries_unit, keys_unit, positives, temperature=temperature)
     return _finish(loss, queries, keys)
 

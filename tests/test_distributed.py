@@ -85,24 +85,45 @@ def test_label_losses_equal_the_global_batch(ranks, backend, strategy):
             _check_ranks(world, values, rank_grads, expected, expected_grads, reduction, f"W={world} {key}", dtype)
 
 
+def _two_tower_oracles(pair_ids):
+    """(CLIP, SigLIP) on the global batch: the reference backend, or the dense multi-positive oracles."""
+    if pair_ids is None:
+        return (
+            lambda image, text, scale, reduction: pairloss.clip_loss(
+                image, text, scale, reduction=reduction, backend="reference"
+            ),
+            lambda image, text, scale, bias: pairloss.siglip_loss(image, text, scale, bias, backend="reference"),
+        )
+    return (
+        lambda image, text, scale, reduction: multi_positive_clip_loss(
+            image, text, scale, pair_ids, reduction=reduction
+        ),
+        lambda image, text, scale, bias: multi_positive_siglip_loss(image, text, scale, bias, pair_ids, pair_ids),
+    )
+
+
+@pytest.mark.parametrize("with_labels", [False, True], ids=["diagonal", "labels"])
 @pytest.mark.parametrize("strategy", pairloss.distributed.STRATEGIES)
 @pytest.mark.parametrize("backend", TWO_TOWER_BACKENDS)
-def test_clip_and_siglip_equal_the_global_batch(ranks, backend, strategy):
+def test_clip_and_siglip_equal_the_global_batch(ranks, backend, strategy, with_labels):
+    """Diagonal positives, or ``labels`` as pair ids (positives on other ranks included)."""
     world, results = ranks
-    _, _, image, text, weights = worker.global_batch(world)
+    _, labels, image, text, weights = worker.global_batch(world)
+    clip, siglip = _two_tower_oracles(labels if with_labels else None)
+    case = f"{strategy} labels" if with_labels else strategy
     for reduction in worker.REDUCTIONS:
         scale = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)
         leaves = [image.clone().requires_grad_(True), text.clone().requires_grad_(True)]
-        loss = pairloss.clip_loss(*leaves, scale, reduction=reduction, backend="reference")
+        loss = clip(*leaves, scale, reduction)
         expected_grads = torch.autograd.grad(worker._backward_weight(loss, weights), [*leaves, scale])
-        key = ("clip_loss", strategy, reduction)
+        key = ("clip_loss", case, reduction)
         values, rank_grads = _per_rank(results, backend, key)
         _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, reduction, f"W={world} {key}")
     leaves = [image.clone().requires_grad_(True), text.clone().requires_grad_(True)]
     scale, bias = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (9.0, -4.0))
-    loss = pairloss.siglip_loss(*leaves, scale, bias, backend="reference")
+    loss = siglip(*leaves, scale, bias)
     expected_grads = torch.autograd.grad(loss * worker.GRAD_OUTPUT, [*leaves, scale, bias])
-    key = ("siglip_loss", strategy, "mean")
+    key = ("siglip_loss", case, "mean")
     values, rank_grads = _per_rank(results, backend, key)
     _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, "mean", f"W={world} {key}")
 
@@ -124,29 +145,6 @@ def test_per_anchor_temperatures_give_the_global_loss(ranks, backend):
             key = (loss_name, "per-anchor temperature", reduction)
             values, rank_grads = _per_rank(results, backend, key)
             _check_ranks(world, values, rank_grads, expected, expected_grads, reduction, f"W={world} {key}")
-
-
-@pytest.mark.parametrize("strategy", pairloss.distributed.STRATEGIES)
-@pytest.mark.parametrize("backend", TWO_TOWER_BACKENDS)
-def test_multi_positive_clip_and_siglip_equal_the_global_batch(ranks, backend, strategy):
-    """labels as pair ids (positives on other ranks included), against the dense oracles."""
-    world, results = ranks
-    _, labels, image, text, weights = worker.global_batch(world)
-    for reduction in worker.REDUCTIONS:
-        scale = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)
-        leaves = [image.clone().requires_grad_(True), text.clone().requires_grad_(True)]
-        loss = multi_positive_clip_loss(*leaves, scale, labels, reduction=reduction)
-        expected_grads = torch.autograd.grad(worker._backward_weight(loss, weights), [*leaves, scale])
-        key = ("clip_loss", f"{strategy} labels", reduction)
-        values, rank_grads = _per_rank(results, backend, key)
-        _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, reduction, f"W={world} {key}")
-    leaves = [image.clone().requires_grad_(True), text.clone().requires_grad_(True)]
-    scale, bias = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (9.0, -4.0))
-    loss = multi_positive_siglip_loss(*leaves, scale, bias, labels, labels)
-    expected_grads = torch.autograd.grad(loss * worker.GRAD_OUTPUT, [*leaves, scale, bias])
-    key = ("siglip_loss", f"{strategy} labels", "mean")
-    values, rank_grads = _per_rank(results, backend, key)
-    _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, "mean", f"W={world} {key}")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -38,7 +38,7 @@ def _world(group, strategy):
     return dist.get_world_size(group), dist.get_rank(group)
 
 
-def _global_rows(tensors, group):
+def global_rows(tensors, group):
     """Gather each of ``tensors`` (local rows) from every rank; also returns this rank's offset and the total."""
     sizes = rank_sizes(tensors[0].shape[0], tensors[0].device, group)
     offset = rank_offsets(sizes)[dist.get_rank(group)]
@@ -66,7 +66,7 @@ def label_loss(public_function, embeddings, labels, *, group=None, strategy="gat
     if strategy == "ring":
         local = ring_label_loss(public_function.__name__, embeddings, labels, local_reduction, group, ring_call)
     else:
-        (refs, ref_labels), offset, _ = _global_rows([embeddings, labels.to(torch.int64)], group)
+        (refs, ref_labels), offset, _ = global_rows([embeddings, labels.to(torch.int64)], group)
         local = public_function(
             embeddings, labels, refs, ref_labels, self_offset=offset, reduction=local_reduction, **options
         )
@@ -123,10 +123,10 @@ def clip_loss(image_features, text_features, logit_scale, *, labels=None, reduct
             positive = row_dots(image_features, text_sums) + row_dots(text_features, image_sums)
             rows = half_lse - widen(scale) * positive / (2 * counts)
     elif labels is None:
-        (images, texts), offset, total = _global_rows([image_features, text_features], group)
+        (images, texts), offset, total = global_rows([image_features, text_features], group)
         rows = clip_rows(ntxent, image_features, text_features, images, texts, offset, scale)
     else:
-        (images, texts, all_labels), _, total = _global_rows(
+        (images, texts, all_labels), _, total = global_rows(
             [image_features, text_features, labels.to(torch.int64)], group
         )
         rows = multi_positive.clip_rows(ntxent, image_features, text_features, images, texts, labels, all_labels, scale)
@@ -162,15 +162,16 @@ def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, label
         if labels is not None:  # the diagonal positives back to negatives, then the pairs with matching labels
             ids = labels.to(torch.int64)
             text_sums, counts = RingGroupSums.apply(ids, text_features, ids, sizes, group)
-            scale_, bias_ = widen(scale), widen(bias)
-            local_sum = local_sum + (scale_ * row_dots(image_features, text_features) + bias_).sum()
-            local_sum = local_sum - (scale_ * row_dots(image_features, text_sums).sum() + bias_ * counts.sum())
+            local_sum = local_sum + multi_positive.picked_logit_sum(image_features, text_features, scale, bias)
+            local_sum = local_sum - (
+                widen(scale) * row_dots(image_features, text_sums).sum() + widen(bias) * counts.sum()
+            )
     elif labels is not None:
-        (texts, text_labels), _, total = _global_rows([text_features, labels.to(torch.int64)], group)
+        (texts, text_labels), _, total = global_rows([text_features, labels.to(torch.int64)], group)
         siglip = resolve(backend, image_features.device, "siglip_loss", dtype=image_features.dtype)
         local_sum = multi_positive.siglip_sum(siglip, image_features, texts, scale, bias, labels, text_labels)
     else:
-        (texts,), offset, total = _global_rows([text_features], group)
+        (texts,), offset, total = global_rows([text_features], group)
         # Σ over the local images' pairs / local rows
         local_mean = functional.siglip_loss(image_features, texts, scale, bias, positive_offset=offset, backend=backend)
         local_sum = local_mean * image_features.shape[0]

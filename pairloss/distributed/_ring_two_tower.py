@@ -5,7 +5,8 @@ import torch
 import torch.distributed as dist
 
 from .._logsumexp import row_logsumexp
-from .._numerics import accumulation_dtype, row_dots, widen
+from .._multi_positive import siglip_pair_sum
+from .._numerics import accumulation_dtype, widen
 from ._ring import ring
 
 
@@ -53,17 +54,6 @@ class RingClip(torch.autograd.Function):
         return d_image, d_text, local[2], None, None, None
 
 
-def _siglip_block(siglip, image, texts, scale, bias, own):
-    """Σ over (local image, block text) pairs of −log σ(z·logit); the own block holds image i's positive (row i),
-    the others none: the kernel's positive at column i mod M is turned back into a negative by adding its
-    logit (softplus(l) − softplus(−l) = l)."""
-    total = widen(siglip(image, texts, scale, bias, positive_offset=0)) * image.shape[0]
-    if own:
-        return total
-    picked = torch.arange(image.shape[0], device=image.device) % texts.shape[0]
-    return total + (scale * row_dots(image, texts[picked]) + bias).sum()
-
-
 class RingSigLip(torch.autograd.Function):
     """Σ over the local images × every rank's texts of SigLIP's pair terms."""
 
@@ -73,7 +63,7 @@ class RingSigLip(torch.autograd.Function):
         total = [image.new_zeros((), dtype=accumulation_dtype(image.dtype))]
 
         def visit(owner, blocks):
-            total[0] = total[0] + _siglip_block(siglip, image, blocks[0], scale, bias, owner == rank)
+            total[0] = total[0] + siglip_pair_sum(siglip, image, blocks[0], scale, bias, owner == rank)
 
         ring([text], sizes, group, visit)
         ctx.save_for_backward(image, text, scale, bias)
@@ -89,7 +79,7 @@ class RingSigLip(torch.autograd.Function):
         def visit(owner, blocks):
             with torch.enable_grad():
                 leaves = [t.detach().requires_grad_(True) for t in (image, scale, bias, blocks[0])]
-                block = _siglip_block(ctx.siglip, leaves[0], leaves[3], leaves[1], leaves[2], owner == rank)
+                block = siglip_pair_sum(ctx.siglip, leaves[0], leaves[3], leaves[1], leaves[2], owner == rank)
                 grads = torch.autograd.grad(block * grad, leaves)
             for k in range(3):
                 local[k] += grads[k]

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from sentence_transformers.sentence_transformer import losses
 from sentence_transformers.util import cos_sim, similarity_fct_name
 
-from ..distributed._gather import gather_rows, rank_offsets, rank_sizes
+from ..distributed._losses import global_rows
 from ._ranking import multiple_negatives_ranking_loss
 
 # similarity_fct (by sentence-transformers' name for it) -> whether the rows are normalised first
@@ -50,9 +50,7 @@ def fused_ranking_loss(loss, embeddings, backend):
     queries, *docs = embeddings
     local_rows, offset = queries.shape[0], 0
     if loss.gather_across_devices and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        sizes = rank_sizes(local_rows, queries.device, None)
-        offset = rank_offsets(sizes)[dist.get_rank()]
-        queries, *docs = (gather_rows(rows, sizes, None) for rows in (queries, *docs))
+        (queries, *docs), offset, _ = global_rows([queries, *docs], None)
     return multiple_negatives_ranking_loss(
         queries, docs, scale=loss.scale, cosine=cosine, directions=loss.directions,
         partition_mode=loss.partition_mode, offset=offset, local_rows=local_rows, backend=backend,
