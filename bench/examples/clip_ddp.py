@@ -8,14 +8,16 @@ global batch is run alongside: the DDP run must follow it step for step (the dis
 """
 
 import math
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 import pairloss
@@ -24,6 +26,7 @@ from ._common import arguments, plot_curves, save
 from .metric_learning_digits import digits
 
 WORLD = 2
+RANK_TIMEOUT_S = 600
 DIGITS, INK_LEVELS = 10, 3
 EMBEDDING = 32
 
@@ -110,12 +113,12 @@ def train_rank(rank, data, steps, batch, seed):
     return {"loss": curve, "median_step_ms": statistics.median(step_ms), "state": model.module.state_dict()}
 
 
-def rank_main(rank, directory, data, steps, batch, seed):
+def rank_main(rank, directory, steps, batch, seed):
+    """One rank, in its own process: train, rank 0 saves the run, then leave the group together."""
     dist.init_process_group("gloo", init_method=f"file://{directory}/init", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
     try:
-        # The DDP model lives in train_rank only: it is gone before its process group is destroyed.
-        run = train_rank(rank, data, steps, batch, seed)
+        run = train_rank(rank, dataset(seed), steps, batch, seed)
         if rank == 0:
             torch.save(run, f"{directory}/rank0.pt")
         dist.barrier()
@@ -123,9 +126,20 @@ def rank_main(rank, directory, data, steps, batch, seed):
         dist.destroy_process_group()
 
 
-def distributed(data, steps, batch, seed):
+def distributed(steps, batch, seed):
+    """The DDP run: WORLD fresh interpreters (``--rank``), as a launcher such as torchrun would start them."""
     with tempfile.TemporaryDirectory() as directory:
-        mp.start_processes(rank_main, args=(directory, data, steps, batch, seed), nprocs=WORLD, start_method="spawn")
+        command = [sys.executable, "-m", "bench.examples.clip_ddp", "--steps", str(steps), "--batch", str(batch),
+                   "--seed", str(seed), "--init-dir", directory]  # fmt: skip
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        ranks = [subprocess.Popen([*command, "--rank", str(rank)], env=env) for rank in range(WORLD)]
+        try:
+            codes = [process.wait(timeout=RANK_TIMEOUT_S) for process in ranks]
+        finally:
+            for process in ranks:  # a hung rank must not outlive the run
+                process.kill()
+        if any(codes):
+            raise SystemExit(f"a DDP rank failed (exit codes {codes})")
         run = torch.load(Path(directory) / "rank0.pt")
     model = TwoTower(seed)
     model.load_state_dict(run.pop("state"))
@@ -138,11 +152,14 @@ def plot(out, single_curve, ddp_curve):
 
 
 def main(argv=None):
-    args = arguments(__doc__.splitlines()[0], steps=120, argv=argv, batch=512, seed=0)
+    args = arguments(__doc__.splitlines()[0], steps=120, argv=argv, batch=512, seed=0, rank=-1, init_dir="")
     if args.batch % WORLD:
         raise SystemExit(f"--batch must be a multiple of {WORLD}")
+    if args.rank >= 0:  # a rank process started by distributed()
+        rank_main(args.rank, args.init_dir, args.steps, args.batch, args.seed)
+        return
     data = dataset(args.seed)
-    ddp_model, ddp = distributed(data, args.steps, args.batch, args.seed)
+    ddp_model, ddp = distributed(args.steps, args.batch, args.seed)
     single_model, single_curve = single_process(data, args.steps, args.batch, args.seed)
     differences = [abs(a - b) for a, b in zip(ddp["loss"], single_curve)]
     difference, early_difference = max(differences), max(differences[:10])
