@@ -6,6 +6,9 @@ import torch
 
 import pairloss
 
+# Multi-label batches: each row holds this many of MULTI_LABELS labels (drawn at random, so rows share some).
+MULTI_LABELS, LABELS_PER_ROW = 1000, 3
+
 
 @dataclass(frozen=True)
 class Loss:
@@ -13,6 +16,7 @@ class Loss:
     function: object  # the pairloss function
     towers: int  # 1: anchors are the references (X=Y); 2: two towers
     options: dict = field(default_factory=dict)
+    multi_hot: bool = False  # labels: a (B, MULTI_LABELS) bool matrix instead of B class ids
 
     def make_inputs(self, rows, dim, dtype, device, seed=0):
         """Leaf tensors that need gradients, plus the rest of the positional arguments."""
@@ -22,6 +26,10 @@ class Loss:
             x = torch.nn.functional.normalize(torch.randn(rows, dim, generator=gen), dim=1)
             return x.to(device=device, dtype=dtype).requires_grad_()
 
+        if self.multi_hot:
+            labels = torch.zeros(rows, MULTI_LABELS, dtype=torch.bool)
+            labels.scatter_(1, torch.randint(0, MULTI_LABELS, (rows, LABELS_PER_ROW), generator=gen), True)
+            return [features()], [labels.to(device)]
         if self.towers == 1 and self.name != "uniformity":
             labels = torch.randint(0, max(rows // 4, 1), (rows,), generator=gen).to(device)
             return [features()], [labels]
@@ -60,6 +68,8 @@ LOSSES = {
         Loss("circle", pairloss.circle_loss, 1),
         Loss("ntxent", pairloss.ntxent_loss, 1),
         Loss("supcon", pairloss.supcon_loss, 1),
+        Loss("supcon_multi_label", pairloss.supcon_loss, 1, multi_hot=True),
+        Loss("supcon_jaccard", pairloss.supcon_loss, 1, {"positive_weights": "jaccard"}, multi_hot=True),
         Loss("clip", pairloss.clip_loss, 2),
         Loss("siglip", pairloss.siglip_loss, 2),
         Loss("decoupled_softmax", pairloss.decoupled_softmax_loss, 2),
@@ -69,8 +79,14 @@ LOSSES = {
 }
 
 
+# The losses pytorch-metric-learning has (with class-id labels only).
+PML_LOSSES = ("multi_similarity", "triplet", "contrastive", "circle", "ntxent", "supcon")
+
+
 def _pml_loss(loss_name):
     """pytorch-metric-learning's equivalent of a label loss (with the same miner), or None."""
+    if loss_name not in PML_LOSSES:
+        return None
     try:
         from pytorch_metric_learning import losses, miners
     except ImportError:
@@ -83,8 +99,6 @@ def _pml_loss(loss_name):
         "ntxent": (losses.NTXentLoss, None),
         "supcon": (losses.SupConLoss, None),
     }
-    if loss_name not in pairs:
-        return None
     make_loss, make_miner = pairs[loss_name]
     loss_fn, miner = make_loss(), (make_miner() if make_miner else None)
 
@@ -118,7 +132,7 @@ def implementations(loss, device, wanted=None):
     pml = _pml_loss(loss.name)
     if pml is not None:
         found.append(Implementation("pml", pml, True))
-    elif loss.towers == 1 and loss.name != "uniformity":
+    elif loss.name in PML_LOSSES:
         missing["pml"] = "pytorch-metric-learning is not installed (pip install '.[bench]')"
     compiled = torch.compile(lambda lv, r: loss.call(lv, r, "reference"), dynamic=False)
     found.append(Implementation("torch.compile-dense", compiled, True))

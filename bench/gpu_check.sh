@@ -50,9 +50,9 @@ if ! stage build 180 "$OUT/build.log" env CI=1 MAX_JOBS="$(nproc)" "$PY" setup.p
 fi
 "$PY" -c 'import pairloss; print("backends on cuda:", pairloss.available_backends("cuda"))' 2>&1 | tee -a "$OUT/summary.txt"
 
-stage tests 210 "$OUT/pytest-cuda.log" "$PY" -m pytest -m cuda -q -rfEs -p no:cacheprovider tests
+stage tests 180 "$OUT/pytest-cuda.log" "$PY" -m pytest -m cuda -q -rfEs -p no:cacheprovider tests
 note "tests: $(tail -1 "$OUT/pytest-cuda.log")"
-stage compile-check 60 "$OUT/compile-check.log" "$PY" -m pairloss.triton_engine._compile_check --arch 90 \
+stage compile-check 90 "$OUT/compile-check.log" "$PY" -m pairloss.triton_engine._compile_check --arch 90 \
   --jobs "$(nproc)"
 note "compile check: $(tail -1 "$OUT/compile-check.log")"
 
@@ -61,7 +61,8 @@ stage bench-engines 100 "$OUT/bench-engines.log" "$PY" -m bench --device cuda --
   --batch 4096 16384 65536 --loss multi_similarity supcon triplet clip siglip --backend triton cpp \
   --repeats 5 --case-seconds 8 --out "$OUT" --name gpu-engines
 stage bench-peers 60 "$OUT/bench-peers.log" "$PY" -m bench --device cuda --dtype bfloat16 --dim 128 \
-  --batch 4096 16384 --loss multi_similarity supcon clip --backend triton pml torch.compile-dense inf-cl \
+  --batch 4096 16384 --loss multi_similarity supcon supcon_multi_label clip \
+  --backend triton pml torch.compile-dense inf-cl \
   --repeats 5 --case-seconds 8 --out "$OUT" --name gpu-peers
 grep -h "faster than" "$OUT"/bench-*.log | tee -a "$OUT/summary.txt"
 note "done, status $STATUS"

@@ -9,22 +9,24 @@
 TORCH_LIBRARY(pairloss, m) {
   m.def(
       "cpp_pair_forward(str loss, Tensor x, Tensor? y, Tensor? labels, Tensor? ref_labels, Tensor? scalars, "
-      "float[] params, int own_offset=-1) -> (Tensor rows, Tensor saved, Tensor counts, Tensor active)");
+      "float[] params, int own_offset=-1, Tensor? row_params=None) "
+      "-> (Tensor rows, Tensor saved, Tensor counts, Tensor active)");
   m.def(
       "cpp_pair_backward(str loss, Tensor grad_rows, Tensor x, Tensor? y, Tensor? labels, Tensor? ref_labels, "
-      "Tensor? scalars, float[] params, int own_offset, Tensor saved, Tensor active, int col_offset=0) "
-      "-> (Tensor dx, Tensor dy, Tensor dscalars)");
+      "Tensor? scalars, float[] params, int own_offset, Tensor saved, Tensor active, int col_offset=0, "
+      "Tensor? row_params=None) -> (Tensor dx, Tensor dy, Tensor dscalars)");
   m.def("cpp_ring_sweeps(str loss, float[] params) -> int[]", &pairloss::ring_sweeps);
-  m.def("cpp_ring_begin(str loss, Tensor x, Tensor labels, float[] params) -> Tensor stats");
+  m.def("cpp_ring_begin(str loss, Tensor x, Tensor labels, float[] params, Tensor? row_params=None) -> Tensor stats");
   m.def(
       "cpp_ring_stats(str loss, Tensor x, Tensor y, Tensor labels, Tensor ref_labels, float[] params, "
-      "int own_offset, int col_offset, Tensor stats) -> Tensor stats");
+      "int own_offset, int col_offset, Tensor stats, Tensor? row_params=None) -> Tensor stats");
   m.def(
       "cpp_ring_accumulate(str loss, Tensor x, Tensor y, Tensor labels, Tensor ref_labels, float[] params, "
-      "int own_offset, int col_offset, Tensor stats, Tensor? accs) -> (Tensor accs, Tensor active)");
+      "int own_offset, int col_offset, Tensor stats, Tensor? accs, Tensor? row_params=None) "
+      "-> (Tensor accs, Tensor active)");
   m.def(
-      "cpp_ring_finish(str loss, Tensor x, Tensor labels, float[] params, Tensor stats, Tensor? accs) "
-      "-> (Tensor rows, Tensor saved, Tensor counts)");
+      "cpp_ring_finish(str loss, Tensor x, Tensor labels, float[] params, Tensor stats, Tensor? accs, "
+      "Tensor? row_params=None) -> (Tensor rows, Tensor saved, Tensor counts)");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -109,6 +109,17 @@ struct OnlineLSE {
   PL_HD T value() const { return max + pl_log(sum); }
 };
 
+// A hyper-parameter that is one number, or one value per anchor (`rows[i · stride]`, e.g. a column of the
+// op's row_params).
+template <typename T>
+struct PerAnchor {
+  T value = T(0);
+  const T* rows = nullptr;
+  int64_t stride = 1;
+
+  PL_HD T operator()(int64_t i) const { return rows == nullptr ? value : rows[i * stride]; }
+};
+
 // A row's results: up to two loss components, four saved statistics for the backward, two global counters.
 template <typename T>
 struct RowResult {

@@ -18,15 +18,55 @@ struct OwnColumn {
   }
 };
 
-// Class labels: positive = same class, negative = other class; the own column is left out.
+PL_HD int popcount64(uint64_t bits) {
+#ifdef __CUDA_ARCH__
+  return __popcll(bits);
+#else
+  return __builtin_popcountll(bits);
+#endif
+}
+
+// Class labels: positive = same class, negative = other class; the own column is left out. With `words` > 0 the
+// labels are multi-hot rows packed into that many 64-bit words (pairloss/_labels.py): positive = at least one
+// label shared, negative = none shared.
 struct LabelKinds {
   const int64_t* row_labels;
   const int64_t* col_labels;
   OwnColumn own;
+  int64_t words = 0;  // 0: one class id per row
 
+  PL_HD bool shared(int64_t i, int64_t j) const {
+    if (words == 0) return row_labels[i] == col_labels[j];
+    const int64_t *a = row_labels + i * words, *b = col_labels + j * words;
+    for (int64_t w = 0; w < words; ++w) {
+      if ((a[w] & b[w]) != 0) return true;
+    }
+    return false;
+  }
   PL_HD Kind operator()(int64_t i, int64_t j) const {
     if (j == own(i)) return kSkip;
-    return row_labels[i] == col_labels[j] ? kPos : kNeg;
+    return shared(i, j) ? kPos : kNeg;
+  }
+};
+
+// Soft positives: a positive pair's weight, 1 (uniform: no words) or the Jaccard similarity |L_i ∩ L_j| /
+// |L_i ∪ L_j| of the multi-hot rows. Columns come as the epilogues see them, global (col_offset + local).
+struct PositiveWeights {
+  const int64_t* row_words = nullptr;
+  const int64_t* col_words = nullptr;
+  int64_t words = 0;
+  int64_t col_offset = 0;
+
+  template <typename T>
+  PL_HD T at(int64_t i, int64_t global_j) const {
+    if (row_words == nullptr) return T(1);
+    const int64_t *a = row_words + i * words, *b = col_words + (global_j - col_offset) * words;
+    int common = 0, either = 0;
+    for (int64_t w = 0; w < words; ++w) {
+      common += popcount64(uint64_t(a[w] & b[w]));
+      either += popcount64(uint64_t(a[w] | b[w]));
+    }
+    return either > 0 ? T(common) / T(either) : T(0);
   }
 };
 
@@ -58,8 +98,13 @@ inline void fill_kinds(const Kinds& kinds, int64_t i, int64_t j0, int64_t n, uin
 
 // Label and diagonal kinds: the own column once per row rather than once per pair.
 inline void fill_kinds(const LabelKinds& kinds, int64_t i, int64_t j0, int64_t n, uint8_t* out) {
-  const int64_t label = kinds.row_labels[i], own = kinds.own(i);
-  for (int64_t c = 0; c < n; ++c) out[c] = kinds.col_labels[j0 + c] == label ? kPos : kNeg;
+  const int64_t own = kinds.own(i);
+  if (kinds.words == 0) {
+    const int64_t label = kinds.row_labels[i];
+    for (int64_t c = 0; c < n; ++c) out[c] = kinds.col_labels[j0 + c] == label ? kPos : kNeg;
+  } else {
+    for (int64_t c = 0; c < n; ++c) out[c] = kinds.shared(i, j0 + c) ? kPos : kNeg;
+  }
   if (own >= j0 && own < j0 + n) out[own - j0] = kSkip;
 }
 

@@ -1,14 +1,19 @@
 // Argument checks and output shapes shared by the CPU and CUDA implementations of the pairloss::cpp_* ops.
 //
-// cpp_pair_forward(loss, x, y?, labels?, ref_labels?, scalars?, params, own_offset) -> (rows, saved, counts, active)
+// cpp_pair_forward(loss, x, y?, labels?, ref_labels?, scalars?, params, own_offset, row_params?)
+//   -> (rows, saved, counts, active)
+//   labels class ids (B), or multi-hot rows packed into int64 words (B × words, pairloss/_labels.py)
 //   own_offset −1, or row i's own column in y is (own_offset + i) mod len(y): left out by the label losses (the
 //          anchors' copies in a memory bank or a gathered batch), the positive of SigLIP
+//   row_params B × k: per-anchor values of the loss's first k params (triplet: margin; contrastive: pos_margin,
+//          neg_margin), read in the accumulation dtype, not differentiated
 //   rows   B × 2 (x's accumulation dtype: fp32 for fp16/bf16/fp32 x, fp64 for fp64 x): per-anchor loss
 //          components (column 1 is only used by contrastive: negatives)
 //   saved  B × 4 float64: per-anchor statistics for the backward
 //   counts 2 int64: batch counters the reduction needs (pairs, non-zero terms)
 //   active ceil(B/kActiveTile) × ceil(M/kActiveTile) uint8: tiles holding a pair with a gradient
-// cpp_pair_backward(loss, grad_rows, x, y?, labels?, ref_labels?, scalars?, params, own_offset, saved, active)
+// cpp_pair_backward(loss, grad_rows, x, y?, labels?, ref_labels?, scalars?, params, own_offset, saved, active,
+//                   col_offset, row_params?)
 //   -> (dx, dy, dscalars); dx, dy in x's dtype, dscalars in the accumulation dtype; dy and dscalars are empty
 //   when y / scalars are absent.
 // Scalars (logit scale, bias) are read in the accumulation dtype, never rounded to fp16/bf16.
@@ -22,6 +27,7 @@
 //   cpp_ring_accumulate(loss, x, y, labels, ref_labels, params, own_offset, col_offset, stats, accs?)
 //     -> (accs, active)
 //   cpp_ring_finish(loss, x, labels, params, stats, accs?) -> (rows, saved, counts) as cpp_pair_forward's
+//   each also takes the anchors' row_params? last (the same in every call of one loss)
 #pragma once
 
 #include <ATen/ATen.h>
@@ -59,17 +65,18 @@ struct LossInfo {
   bool labels;           // needs labels (class ids, or positive indices for decoupled softmax)
   size_t scalars;        // length of `scalars` (learnable logit scale / bias)
   const char* params_doc;
+  size_t row_params = 0;  // columns of the optional per-anchor `row_params` (the first params they replace)
 };
 
 inline const LossInfo& loss_info(c10::string_view name) {
   static const LossInfo table[] = {
       {"multi_similarity", LossId::kMultiSimilarity, 5, true, 0, "alpha, beta, base, epsilon, mining"},
-      {"triplet_hard", LossId::kTripletHard, 2, true, 0, "margin, soft"},
-      {"triplet_all", LossId::kTripletAll, 2, true, 0, "margin, soft"},
-      {"contrastive", LossId::kContrastive, 2, true, 0, "pos_margin, neg_margin"},
+      {"triplet_hard", LossId::kTripletHard, 2, true, 0, "margin, soft", 1},
+      {"triplet_all", LossId::kTripletAll, 2, true, 0, "margin, soft", 1},
+      {"contrastive", LossId::kContrastive, 2, true, 0, "pos_margin, neg_margin", 2},
       {"circle", LossId::kCircle, 2, true, 0, "m, gamma"},
-      {"ntxent", LossId::kNTXent, 1, true, 0, "temperature"},
-      {"supcon", LossId::kSupCon, 1, true, 0, "temperature"},
+      {"ntxent", LossId::kNTXent, 2, true, 0, "temperature, jaccard"},
+      {"supcon", LossId::kSupCon, 2, true, 0, "temperature, jaccard"},
       {"clip", LossId::kClip, 0, false, 1, ""},
       {"siglip", LossId::kSigLip, 0, false, 2, ""},
       {"decoupled_softmax", LossId::kDecoupledSoftmax, 1, true, 0, "temperature"},
@@ -89,6 +96,7 @@ struct PairInputs {
   const LossInfo* info;
   at::Tensor x, y;  // y undefined when the references are the anchors
   at::Tensor labels, ref_labels, scalars;
+  at::Tensor row_params;  // undefined: the params' numbers hold for every anchor
   std::vector<double> params;
   int64_t rows, cols, dim;
   OwnColumn own;  // label losses: left out (the diagonal when X = Y); diagonal losses: the positive
@@ -100,7 +108,8 @@ struct PairInputs {
 inline PairInputs check_inputs(c10::string_view loss, const at::Tensor& x, const c10::optional<at::Tensor>& y,
                                const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
                                const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params,
-                               int64_t own_offset, int64_t col_offset = 0) {
+                               int64_t own_offset, int64_t col_offset = 0,
+                               const c10::optional<at::Tensor>& row_params = c10::nullopt) {
   PairInputs in;
   in.info = &loss_info(loss);
   const char* name = in.info->name;
@@ -136,13 +145,17 @@ inline PairInputs check_inputs(c10::string_view loss, const at::Tensor& x, const
       TORCH_CHECK(labels->dim() == 2 && in.y.defined(), "pairloss ", name,
                   ": labels must be the B × P positive key indices (−1 padded) and y the keys");
     } else {
-      TORCH_CHECK(labels->dim() == 1, "pairloss ", name, ": labels must be 1-D, got shape ", labels->sizes());
+      // Class ids (1-D), or multi-hot rows packed into int64 words (2-D, pairloss/_labels.py).
+      TORCH_CHECK(labels->dim() == 1 || (labels->dim() == 2 && labels->scalar_type() == at::kLong), "pairloss ",
+                  name, ": labels must be 1-D class ids or 2-D int64 packed multi-hot words, got shape ",
+                  labels->sizes());
       TORCH_CHECK(ref_labels.has_value() == y.has_value(), "pairloss ", name,
                   ": ref_labels must be given exactly when y is");
       if (ref_labels.has_value()) {
-        TORCH_CHECK(ref_labels->dim() == 1 && ref_labels->size(0) == in.cols, "pairloss ", name,
-                    ": ref_labels must be 1-D with one entry per row of y (", in.cols, "), got shape ",
-                    ref_labels->sizes());
+        TORCH_CHECK(ref_labels->dim() == labels->dim() && ref_labels->size(0) == in.cols &&
+                        (labels->dim() == 1 || ref_labels->size(1) == labels->size(1)),
+                    "pairloss ", name, ": ref_labels must have one row per row of y (", in.cols,
+                    ") in the form of labels (shape ", labels->sizes(), "), got shape ", ref_labels->sizes());
         TORCH_CHECK(ref_labels->device() == x.device(), "pairloss ", name, ": ref_labels are on ",
                     ref_labels->device(), " but x on ", x.device());
         in.ref_labels = ref_labels->to(at::kLong).contiguous();
@@ -177,12 +190,40 @@ inline PairInputs check_inputs(c10::string_view loss, const at::Tensor& x, const
   in.own = {offset, in.cols};
   TORCH_CHECK(col_offset >= 0, "pairloss ", name, ": col_offset must be ≥ 0, got ", col_offset);
   in.col_offset = col_offset;
+  if (row_params.has_value()) {
+    const int64_t width = in.info->row_params;
+    TORCH_CHECK(width > 0, "pairloss ", name, ": takes no per-anchor row_params");
+    TORCH_CHECK(row_params->dim() == 2 && row_params->size(0) == in.rows && row_params->size(1) == width &&
+                    row_params->is_floating_point(),
+                "pairloss ", name, ": row_params must be floating, one row of ", width, " (", in.info->params_doc,
+                ") per row of x (", in.rows, "), got shape ", row_params->sizes());
+    TORCH_CHECK(row_params->device() == x.device(), "pairloss ", name, ": row_params are on ", row_params->device(),
+                " but x on ", x.device());
+    in.row_params = row_params->to(accumulation_type(x.scalar_type())).contiguous();
+  }
   return in;
 }
 
+// The per-anchor hyper-parameters as the epilogues read them (in T, x's accumulation dtype), or null.
+template <typename T>
+const T* anchor_params(const PairInputs& in) {
+  return in.row_params.defined() ? in.row_params.data_ptr<T>() : nullptr;
+}
+
+inline int64_t label_words(const PairInputs& in) { return in.labels.dim() == 2 ? in.labels.size(1) : 0; }
+
 inline LabelKinds label_kinds(const PairInputs& in) {
   const int64_t* labels = in.labels.data_ptr<int64_t>();
-  return {labels, in.self() ? labels : in.ref_labels.data_ptr<int64_t>(), in.own};
+  return {labels, in.self() ? labels : in.ref_labels.data_ptr<int64_t>(), in.own, label_words(in)};
+}
+
+// NT-Xent's and SupCon's positive weights: Jaccard (their second param, multi-hot labels) or uniform.
+inline PositiveWeights positive_weights(const PairInputs& in) {
+  const bool softmax = in.info->id == LossId::kNTXent || in.info->id == LossId::kSupCon;
+  if (!softmax || in.params[1] == 0) return {};
+  TORCH_CHECK(label_words(in) > 0, "pairloss ", in.info->name, ": Jaccard positive weights need multi-hot labels");
+  const LabelKinds kinds = label_kinds(in);
+  return {kinds.row_labels, kinds.col_labels, kinds.words, in.col_offset};
 }
 
 inline DiagonalKinds diagonal_kinds(const PairInputs& in) { return {in.own}; }

@@ -4,6 +4,7 @@ import math
 
 import torch
 
+from ._labels import POSITIVE_WEIGHTS
 from .backends import BACKEND_NAMES
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -35,6 +36,19 @@ def check_labels(name, labels, rows, rows_name):
         raise TypeError(f"{name} must hold integer class ids, got {labels.dtype}")
     if labels.shape[0] != rows:
         raise ValueError(f"{name} has {labels.shape[0]} entries but {rows_name} has {rows} rows")
+
+
+def check_class_labels(name, labels, rows, rows_name):
+    """The labels of a label loss: (rows,) integer class ids, or a (rows, L) bool multi-hot matrix."""
+    if isinstance(labels, torch.Tensor) and labels.dim() == 2:
+        if labels.dtype != torch.bool:
+            raise TypeError(f"2-D {name} must be a bool multi-hot matrix (rows × labels), got {labels.dtype}")
+        if labels.shape[0] != rows:
+            raise ValueError(f"{name} has {labels.shape[0]} rows but {rows_name} has {rows} rows")
+        if labels.shape[1] == 0:
+            raise ValueError(f"{name} is multi-hot with no label columns (shape {tuple(labels.shape)})")
+        return
+    check_labels(name, labels, rows, rows_name)
 
 
 def check_same_device(**tensors):
@@ -75,6 +89,24 @@ def check_per_anchor_positive(name, value, rows, rows_name, device):
     if not isinstance(value, torch.Tensor):
         check_positive(**{name: value})
         return
+    _check_per_anchor_tensor(name, value, rows, rows_name, device)
+    if rows and not bool(((value > 0) & value.isfinite()).all()):
+        raise ValueError(f"every entry of {name} must be positive and finite")
+
+
+def check_per_anchor_non_negative(name, value, rows, rows_name, device):
+    """As ``check_per_anchor_positive`` for values ≥ 0 that the engines take as constants (no gradient)."""
+    if not isinstance(value, torch.Tensor):
+        check_non_negative(**{name: value})
+        return
+    _check_per_anchor_tensor(name, value, rows, rows_name, device)
+    if value.requires_grad:
+        raise ValueError(f"{name} per anchor is a constant for the engines (no gradient): pass {name}.detach()")
+    if rows and not bool(((value >= 0) & value.isfinite()).all()):
+        raise ValueError(f"every entry of {name} must be non-negative and finite")
+
+
+def _check_per_anchor_tensor(name, value, rows, rows_name, device):
     if not value.is_floating_point():
         raise TypeError(f"{name} must be a number or a floating-point tensor, got {value.dtype}")
     if value.shape != (rows,):
@@ -82,8 +114,6 @@ def check_per_anchor_positive(name, value, rows, rows_name, device):
                          f"{tuple(value.shape)}")  # fmt: skip
     if value.device != torch.device(device):
         raise ValueError(f"{name} is on {value.device} but {rows_name} on {device}")
-    if rows and not bool(((value > 0) & value.isfinite()).all()):
-        raise ValueError(f"every entry of {name} must be positive and finite")
 
 
 def check_positive_int(**values):
@@ -126,19 +156,39 @@ def check_scalar(name, value):
 def check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels, self_offset=None):
     """The shared leading arguments of the label losses (multi-similarity, triplet, …) and ``self_offset``."""
     check_embeddings("embeddings", embeddings)
-    check_labels("labels", labels, embeddings.shape[0], "embeddings")
+    check_class_labels("labels", labels, embeddings.shape[0], "embeddings")
     if (ref_emb is None) != (ref_labels is None):
         given, missing = ("ref_emb", "ref_labels") if ref_labels is None else ("ref_labels", "ref_emb")
         raise ValueError(f"{given} was given without {missing}: pass both or neither")
     if ref_emb is not None:
         check_embeddings("ref_emb", ref_emb, dim=embeddings.shape[1])
         check_same_dtype("ref_emb", ref_emb, "embeddings", embeddings)
-        check_labels("ref_labels", ref_labels, ref_emb.shape[0], "ref_emb")
+        check_class_labels("ref_labels", ref_labels, ref_emb.shape[0], "ref_emb")
+        check_same_label_form(labels, ref_labels)
     check_same_device(embeddings=embeddings, labels=labels, ref_emb=ref_emb, ref_labels=ref_labels)
     if self_offset is not None:
         if ref_emb is None:
             raise ValueError("self_offset places the anchors' own copies in ref_emb, but no ref_emb was given")
         check_row_offset("self_offset", self_offset)
+
+
+def check_same_label_form(labels, ref_labels):
+    """Both class ids, or both multi-hot over the same L labels."""
+    if (labels.dim() == 2) != (ref_labels.dim() == 2):
+        multi_hot, ids = ("labels", "ref_labels") if labels.dim() == 2 else ("ref_labels", "labels")
+        raise ValueError(f"{multi_hot} is multi-hot but {ids} holds class ids: pass both in one form")
+    if labels.dim() == 2 and labels.shape[1] != ref_labels.shape[1]:
+        raise ValueError(f"labels has {labels.shape[1]} label columns but ref_labels has {ref_labels.shape[1]}")
+
+
+def check_positive_weights(positive_weights, labels):
+    """ "uniform", or "jaccard" (soft positives, which need multi-hot labels)."""
+    check_choice("positive_weights", positive_weights, POSITIVE_WEIGHTS)
+    if positive_weights == "jaccard" and labels.dim() != 2:
+        raise ValueError(
+            "positive_weights='jaccard' weighs a positive pair by its label sets' overlap: labels must be a "
+            "(rows × L) bool multi-hot matrix"
+        )
 
 
 def check_row_offset(name, value):

@@ -5,6 +5,7 @@ import torch
 
 from . import _checks as checks
 from . import _multi_positive as multi_positive
+from ._labels import POSITIVE_WEIGHTS
 from ._numerics import accumulation_dtype, unit_rows, widen
 from ._precision import in_dtype, operand_dtype, without_autocast
 from ._reduction import count_parts, reduce
@@ -59,15 +60,20 @@ def _multi_similarity_options(alpha, beta, base, epsilon, mining):
 
 
 def _triplet_margin_options(margin, mining, soft):
-    checks.check_non_negative(margin=margin)
+    _check_margins(margin=margin)
     checks.check_choice("mining", mining, ("batch_hard", "all"))
     checks.check_choice("soft", soft, (True, False))
     return {"margin": margin, "mining": mining, "soft": bool(soft)}
 
 
 def _contrastive_options(pos_margin, neg_margin):
-    checks.check_non_negative(pos_margin=pos_margin, neg_margin=neg_margin)
+    _check_margins(pos_margin=pos_margin, neg_margin=neg_margin)
     return {"pos_margin": pos_margin, "neg_margin": neg_margin}
+
+
+def _check_margins(**margins):
+    """Numbers checked here; one per anchor ((B,) tensors) against the rows (``_label_loss``)."""
+    checks.check_non_negative(**{name: m for name, m in margins.items() if not isinstance(m, torch.Tensor)})
 
 
 def _circle_options(m, gamma):
@@ -76,10 +82,11 @@ def _circle_options(m, gamma):
     return {"m": m, "gamma": gamma}
 
 
-def _temperature_options(temperature):
+def _softmax_options(temperature, positive_weights):
     if not isinstance(temperature, torch.Tensor):  # one per anchor: checked against the rows (_label_loss)
         checks.check_positive(temperature=temperature)
-    return {"temperature": temperature}
+    checks.check_choice("positive_weights", positive_weights, POSITIVE_WEIGHTS)
+    return {"temperature": temperature, "positive_weights": positive_weights}
 
 
 def _divided_rows(rows, temperature):
@@ -96,27 +103,46 @@ def _divided_anchors(x, y, labels, ref_labels, self_offset, temperature):
     return _divided_rows(x, temperature), y, ref_labels, self_offset
 
 
+# The hyper-parameters that may be one per anchor: temperatures (differentiable) and margins (constants).
+PER_ANCHOR_OPTIONS = ("temperature", "margin", "pos_margin", "neg_margin")
+
+
+def _check_per_anchor_options(options, embeddings):
+    """The (B,) tensor options: on the rows' device, one per row; temperatures positive, margins non-negative
+    and without a gradient (the engines take them as constants)."""
+    for name in PER_ANCHOR_OPTIONS:
+        value = options.get(name)
+        if not isinstance(value, torch.Tensor):
+            continue
+        rows, device = embeddings.shape[0], embeddings.device
+        if name == "temperature":
+            checks.check_per_anchor_positive(name, value, rows, "embeddings", device)
+        else:
+            checks.check_per_anchor_non_negative(name, value, rows, "embeddings", device)
+
+
 # Each label loss's hyper-parameters, checked and normalised (the engines' keyword arguments).
 LABEL_OPTIONS = {
     "multi_similarity_loss": _multi_similarity_options,
     "triplet_margin_loss": _triplet_margin_options,
     "contrastive_loss": _contrastive_options,
     "circle_loss": _circle_options,
-    "ntxent_loss": _temperature_options,
-    "supcon_loss": _temperature_options,
+    "ntxent_loss": _softmax_options,
+    "supcon_loss": _softmax_options,
 }
 
 
 def _label_loss(name, backend, embeddings, labels, ref_emb, ref_labels, self_offset, reduction, **options):
     options = LABEL_OPTIONS[name](**options)
     checks.check_label_loss_inputs(embeddings, labels, ref_emb, ref_labels, self_offset)
+    if "positive_weights" in options:
+        checks.check_positive_weights(options["positive_weights"], labels)
     checks.check_backend(backend)
     checks.check_reduction(reduction, checks.LABEL_REDUCTIONS)
+    _check_per_anchor_options(options, embeddings)
     temperature = options.get("temperature")
     per_anchor = isinstance(temperature, torch.Tensor)
     if per_anchor:
-        checks.check_per_anchor_positive("temperature", temperature, embeddings.shape[0], "embeddings",
-                                         embeddings.device)  # fmt: skip
         options["temperature"] = 1.0
     options["reduction"] = reduction
     function = resolve(backend, embeddings.device, name, options, embeddings.dtype)
@@ -144,8 +170,11 @@ def multi_similarity_loss(
 ):
     """Multi-similarity loss (Wang et al. 2019) on cosine similarity, with its pair miner when ``mining``.
 
-    Every label loss takes ``ref_emb``/``ref_labels`` (the references; default: the anchors themselves, self-pairs
-    left out) and ``self_offset``: when ``ref_emb`` holds the anchors' own copies (a memory bank, a gathered
+    Every label loss takes ``labels`` as (B,) integer class ids or a (B, L) bool multi-hot matrix (``ref_labels``
+    in the same form, same L): with multi-hot labels a pair is positive iff its rows share at least one label and
+    negative iff they share none, so a row without labels has no positives; one-hot rows give exactly the
+    integer-label loss. Every label loss takes ``ref_emb``/``ref_labels`` (the references; default: the anchors
+    themselves, self-pairs left out) and ``self_offset``: when ``ref_emb`` holds the anchors' own copies (a memory bank, a gathered
     global batch), anchor i's copy is ``ref_emb[(self_offset + i) % len(ref_emb)]`` and is left out of its pairs.
     Their ``reduction`` is "mean" (the loss's PML reducer), "sum", "none" (per anchor) or "parts": ``(sums,
     counts)`` with mean = Σ_k sums_k / counts_k (0 where counts_k = 0), to average exactly over several batches
@@ -176,6 +205,8 @@ def triplet_margin_loss(
 
     ``mining="batch_hard"``: each anchor's farthest positive and closest negative (PML's BatchHardMiner +
     TripletMarginLoss); ``mining="all"``: every valid triplet. ``soft=True`` replaces the hinge by softplus.
+    ``margin``: a number, or a (B,) tensor with one per anchor (a constant: no gradient), for its triplets against
+    ``ref_emb`` too.
     """
     return _label_loss(
         "triplet_margin_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset, reduction,
@@ -195,7 +226,9 @@ def contrastive_loss(
     reduction="mean",
     backend="auto",
 ):
-    """Contrastive loss on L2 distances of the normalised rows (PML's ContrastiveLoss)."""
+    """Contrastive loss on L2 distances of the normalised rows (PML's ContrastiveLoss). ``pos_margin`` and
+    ``neg_margin``: numbers, or (B,) tensors with one per anchor (constants), for its pairs against ``ref_emb``
+    too."""
     return _label_loss(
         "contrastive_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset, reduction,
         pos_margin=pos_margin, neg_margin=neg_margin,
@@ -228,16 +261,20 @@ def ntxent_loss(
     *,
     self_offset=None,
     temperature=0.07,
+    positive_weights="uniform",
     reduction="mean",
     backend="auto",
 ):
     """Label-aware NT-Xent / InfoNCE on cosine similarity (PML's NTXentLoss); mean over positive pairs.
 
     ``temperature``: a number, or a (B,) tensor with one per anchor (learnable: its gradient flows); anchor i's
-    logits are s_ij / τ_i, against ``ref_emb`` too."""
+    logits are s_ij / τ_i, against ``ref_emb`` too.
+
+    ``positive_weights="jaccard"`` (multi-hot labels): soft positives, each positive pair's term weighted by
+    w_ip = |L_i ∩ L_p| / |L_i ∪ L_p| and the mean taken over Σ w instead of the number of positive pairs."""
     return _label_loss(
         "ntxent_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset, reduction,
-        temperature=temperature,
+        temperature=temperature, positive_weights=positive_weights,
     )  # fmt: skip
 
 
@@ -249,14 +286,19 @@ def supcon_loss(
     *,
     self_offset=None,
     temperature=0.1,
+    positive_weights="uniform",
     reduction="mean",
     backend="auto",
 ):
     """Supervised contrastive loss (Khosla et al. 2020) on cosine similarity (PML's SupConLoss); ``temperature``
-    as in ``ntxent_loss`` (a number or one per anchor)."""
+    as in ``ntxent_loss`` (a number or one per anchor).
+
+    ``positive_weights="jaccard"`` (multi-hot labels): L_i = −Σ_p w_ip (s_ip/τ − log Σ_{k≠i} e^{s_ik/τ}) / Σ_p w_ip
+    with w_ip = |L_i ∩ L_p| / |L_i ∪ L_p|. PML's rule that a batch without any negative pair has loss 0 holds for
+    uniform weights only: soft positives still rank each row's positives."""
     return _label_loss(
         "supcon_loss", backend, embeddings, labels, ref_emb, ref_labels, self_offset, reduction,
-        temperature=temperature,
+        temperature=temperature, positive_weights=positive_weights,
     )  # fmt: skip
 
 

@@ -16,7 +16,9 @@ class CrossBatchMemory(torch.nn.Module):
 
     ``loss`` is a label loss module or function of pairloss (e.g. ``pairloss.MultiSimilarityLoss()`` or
     ``functools.partial(pairloss.ntxent_loss, temperature=0.1)``); it is called as
-    ``loss(embeddings, labels, ref_emb=memory_embeddings, ref_labels=memory_labels, self_offset=...)``.
+    ``loss(embeddings, labels, ref_emb=memory_embeddings, ref_labels=memory_labels, self_offset=...)``. Labels are
+    class ids or multi-hot (B, L) bool rows; the memory takes the form of the first batch it stores (until
+    ``reset_queue``).
 
     Same semantics as PML's CrossBatchMemory: each batch is enqueued before the loss is computed, only the filled
     part of the memory is used, and each anchor's own copy in the memory is left out of its pairs. With
@@ -51,7 +53,7 @@ class CrossBatchMemory(torch.nn.Module):
 
     def forward(self, embeddings, labels, enqueue_mask=None):
         checks.check_embeddings("embeddings", embeddings)
-        checks.check_labels("labels", labels, embeddings.shape[0], "embeddings")
+        checks.check_class_labels("labels", labels, embeddings.shape[0], "embeddings")
         checks.check_same_device(embeddings=embeddings, labels=labels, enqueue_mask=enqueue_mask)
         if embeddings.shape[1] != self.embedding_size:
             raise ValueError(
@@ -91,6 +93,7 @@ class CrossBatchMemory(torch.nn.Module):
         if self.embedding_memory.device != embeddings.device or self.embedding_memory.dtype != embeddings.dtype:
             self.embedding_memory = self.embedding_memory.to(embeddings.device, embeddings.dtype)
             self.label_memory = self.label_memory.to(embeddings.device)
+        self._hold_labels_like(labels)
         start, count = self.queue_idx, embeddings.shape[0]
         slots = torch.arange(start, start + count, device=embeddings.device) % self.memory_size
         self.embedding_memory[slots] = embeddings.detach()
@@ -100,5 +103,22 @@ class CrossBatchMemory(torch.nn.Module):
             self.has_been_filled = True
         return start
 
+    def _hold_labels_like(self, labels):
+        """Label slots of the batch's form: class ids (int64) or multi-hot rows of its L labels (bool); an empty
+        memory switches form, a filled one only after ``reset_queue``."""
+        shape, dtype = (self.memory_size, *labels.shape[1:]), torch.bool if labels.dim() == 2 else torch.int64
+        if self.label_memory.shape == shape and self.label_memory.dtype == dtype:
+            return
+        if self.queue_idx or self.has_been_filled:
+            raise ValueError(
+                f"labels are {_label_form(labels)} but the memory holds {_label_form(self.label_memory)}: call "
+                "reset_queue() to change form"
+            )
+        self.label_memory = torch.zeros(shape, dtype=dtype, device=labels.device)
+
     def extra_repr(self):
         return f"embedding_size={self.embedding_size}, memory_size={self.memory_size}"
+
+
+def _label_form(labels):
+    return f"multi-hot rows of {labels.shape[1]} labels" if labels.dim() == 2 else "class ids"

@@ -91,8 +91,22 @@ OPTIONS = {
     ],
     "contrastive_loss": [{}, {"pos_margin": 0.2, "neg_margin": 0.6}, {"reduction": "none"}, {"reduction": "sum"}],
     "circle_loss": [{}, {"m": 0.25, "gamma": 32.0}, {"reduction": "none"}, {"reduction": "sum"}],
-    "ntxent_loss": [{}, {"temperature": 0.5}, {"reduction": "none"}, {"reduction": "sum"}],
-    "supcon_loss": [{}, {"temperature": 0.05}, {"reduction": "none"}, {"reduction": "sum"}],
+    "ntxent_loss": [
+        {},
+        {"temperature": 0.5},
+        {"reduction": "none"},
+        {"reduction": "sum"},
+        {"positive_weights": "jaccard"},
+        {"positive_weights": "jaccard", "reduction": "none", "temperature": 0.3},
+    ],
+    "supcon_loss": [
+        {},
+        {"temperature": 0.05},
+        {"reduction": "none"},
+        {"reduction": "sum"},
+        {"positive_weights": "jaccard"},
+        {"positive_weights": "jaccard", "reduction": "none", "temperature": 0.3},
+    ],
     "clip_loss": [{}, {"reduction": "none"}, {"reduction": "sum"}],
     "siglip_loss": [{}],
     "decoupled_softmax_loss": [{}, {"temperature": 0.2}],
@@ -126,7 +140,16 @@ LABEL_SCENARIOS = {
     "memory_bank": {"rows": 9, "refs": 13, "dim": 6, "classes": 4, "self_offset": 8},
     "memory_bank_single_class": {"rows": 4, "refs": 6, "dim": 4, "classes": 1, "self_offset": 5},
     "memory_bank_distinct": {"rows": 5, "refs": 5, "dim": 4, "classes": "distinct", "self_offset": 3},
+    # Multi-hot labels: (L label columns, how many of them rows draw from, the chance of each): rows without a
+    # label, the last column of a word (63) and the first of the next (64) in use, L = 1 and a 1000-label space.
+    "multi_hot": {"rows": 13, "dim": 7, "multi_hot": (5, 5, 0.3)},
+    "multi_hot_ref": {"rows": 11, "refs": 17, "dim": 5, "multi_hot": (65, 6, 0.3)},
+    "multi_hot_bank": {"rows": 9, "refs": 13, "dim": 6, "multi_hot": (64, 5, 0.3), "self_offset": 8},
+    "multi_hot_L1": {"rows": 9, "dim": 4, "multi_hot": (1, 1, 0.5)},
+    "multi_hot_L1000": {"rows": 31, "refs": 23, "dim": 6, "multi_hot": (1000, 12, 0.2)},
+    "multi_hot_all_shared": {"rows": 8, "dim": 5, "multi_hot": (3, 3, 1.0)},
 }
+MULTI_HOT_SCENARIOS = tuple(name for name, spec in LABEL_SCENARIOS.items() if "multi_hot" in spec)
 
 OTHER_SCENARIOS = {
     "clip_loss": ("B1", "odd", "large_odd", "transposed", "float_scale", "large_scale", "duplicates"),
@@ -141,15 +164,24 @@ def scenarios(loss_name):
     return tuple(LABEL_SCENARIOS) if loss_name in LABEL_LOSSES else OTHER_SCENARIOS[loss_name]
 
 
+def soft_positives(option):
+    return option.get("positive_weights", "uniform") != "uniform"
+
+
 def all_case_ids(losses=ALL_LOSSES):
-    """(loss, scenario, option index): every scenario with the default options, plus every option on two
-    mid-sized scenarios (with and without separate references)."""
+    """(loss, scenario, option index): every scenario with the default options, plus every option on mid-sized
+    scenarios (with and without separate references, class ids and multi-hot labels); the options for multi-hot
+    labels only (soft positives) on every multi-hot scenario."""
     ids = []
     for loss_name in losses:
         names = scenarios(loss_name)
         ids += [(loss_name, scenario, 0) for scenario in names]
-        for scenario in ("odd", "odd_ref", "memory_bank") if loss_name in LABEL_LOSSES else ("odd",):
-            ids += [(loss_name, scenario, k) for k in range(1, len(OPTIONS[loss_name]))]
+        options = list(enumerate(OPTIONS[loss_name]))[1:]
+        mid_sized = ("odd", "odd_ref", "memory_bank", "multi_hot", "multi_hot_ref")
+        for scenario in mid_sized if loss_name in LABEL_LOSSES else ("odd",):
+            ids += [(loss_name, scenario, k) for k, option in options if not soft_positives(option)]
+        for scenario in MULTI_HOT_SCENARIOS if loss_name in LABEL_LOSSES else ():
+            ids += [(loss_name, scenario, k) for k, option in options if soft_positives(option)]
     return ids
 
 
@@ -185,6 +217,30 @@ def random_labels(generator, count, classes, device="cpu"):
     return labels.to(device)
 
 
+def random_multi_hot(generator, count, width, used, chance, device="cpu"):
+    """``count`` multi-hot rows over ``width`` labels, each of ``used`` label columns (spread over the width, the
+    last one included) set with probability ``chance``; the first row has no label (unless every label is
+    always set)."""
+    columns = torch.randperm(width, generator=_generator("label columns", width, used))[:used]  # same for refs
+    columns[0] = width - 1
+    if width > 64:
+        columns[1] = 63  # the last bit of the first word, beside the first of the next
+    rows = torch.zeros(count, width, dtype=torch.bool)
+    rows[:, columns] = torch.rand(count, used, generator=generator) < chance
+    if chance < 1:
+        rows[0] = False
+    return rows.to(device)
+
+
+def _scenario_labels(generator, spec, count, device, for_refs=False):
+    if "multi_hot" in spec:
+        return random_multi_hot(generator, count, *spec["multi_hot"], device)
+    classes = spec.get("ref_classes", spec["classes"]) if for_refs else spec["classes"]
+    if for_refs and classes == "distinct":
+        return None  # drawn by the caller
+    return random_labels(generator, count, classes, device)
+
+
 def label_case(scenario, dtype=torch.float32, device="cpu", seed=0):
     """Tensors for a label loss: embeddings, labels, ref_emb, ref_labels (the last two may be None), flags."""
     spec = LABEL_SCENARIOS[scenario]
@@ -193,16 +249,14 @@ def label_case(scenario, dtype=torch.float32, device="cpu", seed=0):
     layout = spec.get("layout", "contiguous")
     embedding_layout = layout if layout in ("transposed", "sliced") else "contiguous"
     embeddings = _randn(generator, rows, dim, dtype, device, embedding_layout)
-    labels = random_labels(generator, rows, spec["classes"], device)
+    labels = _scenario_labels(generator, spec, rows, device)
     ref_emb = ref_labels = None
     if refs is not None:
         ref_emb = _randn(generator, refs, dim, dtype, device, embedding_layout)
-        ref_classes = spec.get("ref_classes", spec["classes"])
-        if ref_classes == "distinct":
+        ref_labels = _scenario_labels(generator, spec, refs, device, for_refs=True)
+        if ref_labels is None:
             # Distinct labels that overlap the anchors' labels only partly.
             ref_labels = torch.randperm(refs + rows, generator=generator)[:refs].to(device)
-        else:
-            ref_labels = random_labels(generator, refs, ref_classes, device)
     if "self_offset" in spec:
         own = (torch.arange(rows) + spec["self_offset"]) % refs
         with torch.no_grad():
@@ -339,10 +393,11 @@ def _near(generator, rows):
     return F.normalize(rows + sigma * torch.randn(rows.shape, generator=generator, dtype=torch.float64), dim=1)
 
 
-def clustered_case(loss_name, dtype, device="cpu", seed=0, rows=96, dim=32):
+def clustered_case(loss_name, dtype, device="cpu", seed=0, rows=96, dim=32, multi_hot=False):
     """A realistic low-precision batch for ``loss_name``: clustered unit rows (positives 0.1–0.6 apart, hard
     negatives close by) in ``dtype``; two towers pair each row with a row 0.05–0.3 away; logit scale and bias are
-    fp32 tensors, as a model's parameters are under autocast."""
+    fp32 tensors, as a model's parameters are under autocast. ``multi_hot``: label rows holding the row's class and
+    its pair of classes (class // 2), so positives have Jaccard weights 1 and 1/3."""
     generator = _generator("clustered", loss_name, seed)
     classes = max(2, rows // 8)
     labels = torch.arange(rows) % classes
@@ -352,6 +407,11 @@ def clustered_case(loss_name, dtype, device="cpu", seed=0, rows=96, dim=32):
         return tensor.to(device, dtype)
 
     if loss_name in LABEL_LOSSES:
+        if multi_hot:
+            hot = torch.zeros(rows, classes + (classes + 1) // 2, dtype=torch.bool)
+            hot[torch.arange(rows), labels] = True
+            hot[torch.arange(rows), classes + labels // 2] = True
+            labels = hot
         return {"embeddings": rounded(anchors), "labels": labels.to(device), "flags": set()}
     if loss_name in ("clip_loss", "siglip_loss"):
         scale = torch.tensor(14.3, device=device)

@@ -26,6 +26,16 @@ def per_anchor_temperatures(world):
     return 0.1 + 0.4 * torch.arange(total, dtype=torch.float64) / total
 
 
+# Per-anchor margins of the global batch, by loss (constants: no gradient).
+MARGIN_CASES = {"triplet_margin_loss": ("margin",), "contrastive_loss": ("pos_margin", "neg_margin")}
+
+
+def per_anchor_margins(world):
+    """One margin per row of the global batch, 0.1 … 0.9."""
+    total = sum(split_sizes(world))
+    return 0.1 + 0.8 * torch.arange(total, dtype=torch.float64) / total
+
+
 def global_batch(world, seed=0):
     generator = torch.Generator().manual_seed(seed)
     total = sum(split_sizes(world))
@@ -37,16 +47,36 @@ def global_batch(world, seed=0):
     return embeddings, labels, image, text, weights
 
 
+def global_multi_hot(world, seed=0):
+    """Multi-hot labels of the global batch: 70 label columns (two words), 6 of them in use."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.zeros(sum(split_sizes(world)), 70, dtype=torch.bool)
+    labels[:, [0, 5, 63, 64, 65, 69]] = torch.rand(labels.shape[0], 6, generator=generator) < 0.3
+    return labels
+
+
+# (loss, options, labels: class ids or multi-hot)
 LABEL_CASES = [
-    ("multi_similarity_loss", {}),
-    ("multi_similarity_loss", {"mining": False}),
-    ("triplet_margin_loss", {"margin": 0.3}),
-    ("triplet_margin_loss", {"mining": "all", "margin": 0.3}),
-    ("contrastive_loss", {"pos_margin": 0.1, "neg_margin": 0.9}),
-    ("circle_loss", {}),
-    ("ntxent_loss", {"temperature": 0.3}),
-    ("supcon_loss", {}),
+    ("multi_similarity_loss", {}, "ids"),
+    ("multi_similarity_loss", {"mining": False}, "ids"),
+    ("triplet_margin_loss", {"margin": 0.3}, "ids"),
+    ("triplet_margin_loss", {"mining": "all", "margin": 0.3}, "ids"),
+    ("contrastive_loss", {"pos_margin": 0.1, "neg_margin": 0.9}, "ids"),
+    ("circle_loss", {}, "ids"),
+    ("ntxent_loss", {"temperature": 0.3}, "ids"),
+    ("supcon_loss", {}, "ids"),
+    ("multi_similarity_loss", {}, "multi-hot"),
+    ("triplet_margin_loss", {"margin": 0.3}, "multi-hot"),
+    ("ntxent_loss", {"temperature": 0.3, "positive_weights": "jaccard"}, "multi-hot"),
+    ("supcon_loss", {"positive_weights": "jaccard"}, "multi-hot"),
 ]
+
+
+def case_labels(world, kind):
+    """The global batch's labels of a label case."""
+    return global_batch(world)[1] if kind == "ids" else global_multi_hot(world)
+
+
 REDUCTIONS = ("mean", "sum", "none")
 TWO_TOWER_BACKENDS = ("reference", "cpp")
 GRAD_OUTPUT = 0.37
@@ -75,15 +105,16 @@ def run_cases(world, rank, backend):
     embeddings, labels, image, text, weights = global_batch(world)
     x, y, local_weights = _local(embeddings, world, rank), _local(labels, world, rank), _local(weights, world, rank)
     results = {}
-    for loss_name, options in LABEL_CASES:
+    for loss_name, options, kind in LABEL_CASES:
+        local_labels = _local(case_labels(world, kind), world, rank)
         for strategy in label_strategies(backend, options):
             for reduction in REDUCTIONS:
                 leaf = x.clone().requires_grad_(True)
                 loss = getattr(pairloss.distributed, loss_name)(
-                    leaf, y, reduction=reduction, backend=backend, strategy=strategy, **options
+                    leaf, local_labels, reduction=reduction, backend=backend, strategy=strategy, **options
                 )
                 (grad,) = torch.autograd.grad(_backward_weight(loss, local_weights), leaf)
-                results[(loss_name, repr(options), strategy, reduction)] = (loss.detach(), grad)
+                results[(loss_name, repr(options), kind, strategy, reduction)] = (loss.detach(), grad)
     if backend in TWO_TOWER_BACKENDS:  # per-anchor (learnable) temperatures: each rank holds its rows' ones
         for loss_name in ("ntxent_loss", "supcon_loss"):
             for reduction in REDUCTIONS:
@@ -94,6 +125,15 @@ def run_cases(world, rank, backend):
                 )
                 grads = torch.autograd.grad(_backward_weight(loss, local_weights), leaves)
                 results[(loss_name, "per-anchor temperature", reduction)] = (loss.detach(), *grads)
+        margins = _local(per_anchor_margins(world), world, rank)
+        for loss_name, names in MARGIN_CASES.items():
+            for reduction in REDUCTIONS:
+                leaf = x.clone().requires_grad_(True)
+                loss = getattr(pairloss.distributed, loss_name)(
+                    leaf, y, reduction=reduction, backend=backend, **dict.fromkeys(names, margins)
+                )
+                (grad,) = torch.autograd.grad(_backward_weight(loss, local_weights), leaf)
+                results[(loss_name, "per-anchor margins", reduction)] = (loss.detach(), grad)
     if backend not in TWO_TOWER_BACKENDS:
         return results
     image_local, text_local = _local(image, world, rank), _local(text, world, rank)

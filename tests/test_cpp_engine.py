@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import pairloss
 from pairloss import backends
 from pairloss import reference as oracle
+from pairloss._labels import engine_labels
 
 from .backend_cases import LABEL_LOSSES, OPTIONS, all_case_ids, check_against_reference, make_case
 from .tolerances import assert_close
@@ -209,7 +210,7 @@ def _op_args(loss, rows=9, refs=None, dim=5):
     labels = torch.randint(0, 3, (rows,), generator=g)
     ref_labels = None if refs is None else torch.randint(0, 3, (refs,), generator=g)
     params = {"multi_similarity": [2.0, 50.0, 0.5, 0.1, 1.0], "triplet_hard": [0.05, 0.0], "triplet_all": [0.1, 1.0],
-              "contrastive": [0.0, 1.0], "circle": [0.4, 80.0], "ntxent": [0.07], "supcon": [0.1]}  # fmt: skip
+              "contrastive": [0.0, 1.0], "circle": [0.4, 80.0], "ntxent": [0.07, 0.0], "supcon": [0.1, 0.0]}  # fmt: skip
     if loss in params:
         return (loss, x.requires_grad_(), y, labels, ref_labels, None, params[loss])
     y = F.normalize(torch.randn(rows, dim, generator=g, dtype=torch.float64), dim=1).requires_grad_()
@@ -256,6 +257,16 @@ def test_opcheck_half_inputs(loss, dtype):
     torch.library.opcheck(OPS.cpp_pair_backward.default, backward_args)
     dx, dy, dscalars = OPS.cpp_pair_backward(*backward_args)
     assert dx.dtype == dy.dtype == dtype and dscalars.dtype == torch.float32
+
+
+@pytest.mark.parametrize("loss", ["ntxent", "supcon", "triplet_all"])
+def test_opcheck_multi_hot_labels(loss):
+    """Multi-hot rows packed into int64 words (two words: 70 labels); NT-Xent and SupCon with Jaccard weights."""
+    name, x, y, _, _, scalars, params = _op_args(loss, rows=7, refs=11)
+    g = torch.Generator().manual_seed(1)
+    labels, ref_labels = (engine_labels(torch.rand(n, 70, generator=g) < 0.1) for n in (7, 11))
+    params = params[:1] + [1.0] if loss != "triplet_all" else params
+    torch.library.opcheck(OPS.cpp_pair_forward.default, (name, x, y, labels, ref_labels, scalars, params))
 
 
 def test_opcheck_with_references():
@@ -338,18 +349,27 @@ def test_op_errors_are_clear():
     with pytest.raises(RuntimeError, match="expected 5 params"):
         OPS.cpp_pair_forward("multi_similarity", x, None, torch.zeros(4, dtype=torch.long), None, None, [1.0])
     with pytest.raises(RuntimeError, match="labels must have 4 rows"):
-        OPS.cpp_pair_forward("ntxent", x, None, torch.zeros(3, dtype=torch.long), None, None, [0.1])
+        OPS.cpp_pair_forward("ntxent", x, None, torch.zeros(3, dtype=torch.long), None, None, [0.1, 0.0])
     with pytest.raises(RuntimeError, match="takes float64, float32, float16 or bfloat16, got Float8"):
         OPS.cpp_pair_forward(
-            "ntxent", x.to(torch.float8_e4m3fn), None, torch.zeros(4, dtype=torch.long), None, None, [0.1]
+            "ntxent", x.to(torch.float8_e4m3fn), None, torch.zeros(4, dtype=torch.long), None, None, [0.1, 0.0]
         )
     labels = torch.zeros(4, dtype=torch.long)
     with pytest.raises(RuntimeError, match="own_offset is only for the label losses and siglip, with y given"):
-        OPS.cpp_pair_forward("ntxent", x, None, labels, None, None, [0.1], 2)
+        OPS.cpp_pair_forward("ntxent", x, None, labels, None, None, [0.1, 0.0], 2)
     with pytest.raises(RuntimeError, match="own_offset is only"):
         OPS.cpp_pair_forward("clip", x, x, None, None, torch.ones(1), [], 0)
     with pytest.raises(RuntimeError, match="own_offset must be ≥ 0"):
-        OPS.cpp_pair_forward("ntxent", x, x, labels, labels, None, [0.1], -2)
+        OPS.cpp_pair_forward("ntxent", x, x, labels, labels, None, [0.1, 0.0], -2)
+    words = torch.zeros(4, 2, dtype=torch.long)
+    with pytest.raises(RuntimeError, match="Jaccard positive weights need multi-hot labels"):
+        OPS.cpp_pair_forward("supcon", x, None, labels, None, None, [0.1, 1.0])
+    with pytest.raises(RuntimeError, match="in the form of labels"):
+        OPS.cpp_pair_forward("supcon", x, x, words, words[:, :1], None, [0.1, 0.0])
+    with pytest.raises(RuntimeError, match="in the form of labels"):
+        OPS.cpp_pair_forward("supcon", x, x, words, labels, None, [0.1, 0.0])
+    with pytest.raises(RuntimeError, match="2-D int64 packed multi-hot words"):
+        OPS.cpp_pair_forward("supcon", x, None, words.int(), None, None, [0.1, 0.0])
     with pytest.raises(RuntimeError, match="same number of rows without a positive offset"):
         OPS.cpp_pair_forward("siglip", x, x[:3], None, None, torch.ones(2), [])
 

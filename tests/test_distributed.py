@@ -66,17 +66,16 @@ def _check_ranks(world, values, rank_grads, expected, expected_grads, reduction,
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_label_losses_equal_the_global_batch(ranks, backend, strategy):
     world, results = ranks
-    embeddings, labels, _, _, weights = worker.global_batch(world)
-    cases = [
-        (name, options) for name, options in worker.LABEL_CASES if strategy in worker.label_strategies(backend, options)
-    ]
+    embeddings, _, _, _, weights = worker.global_batch(world)
+    cases = [case for case in worker.LABEL_CASES if strategy in worker.label_strategies(backend, case[1])]
     if not cases:
         pytest.skip(f"strategy {strategy!r} runs no label loss on backend {backend!r}")
-    for loss_name, options in cases:
+    for loss_name, options, kind in cases:
+        labels = worker.case_labels(world, kind)
         for reduction in worker.REDUCTIONS:
-            key = (loss_name, repr(options), strategy, reduction)
+            key = (loss_name, repr(options), kind, strategy, reduction)
 
-            def single(x, reduction, loss_name=loss_name, options=options):
+            def single(x, reduction, loss_name=loss_name, options=options, labels=labels):
                 return getattr(pairloss, loss_name)(x, labels, reduction=reduction, backend="reference", **options)
 
             expected, expected_grads = _oracle(single, [embeddings], weights, reduction)
@@ -143,6 +142,25 @@ def test_per_anchor_temperatures_give_the_global_loss(ranks, backend):
 
             expected, expected_grads = _oracle(single, [embeddings, temperature], weights, reduction)
             key = (loss_name, "per-anchor temperature", reduction)
+            values, rank_grads = _per_rank(results, backend, key)
+            _check_ranks(world, values, rank_grads, expected, expected_grads, reduction, f"W={world} {key}")
+
+
+@pytest.mark.parametrize("backend", TWO_TOWER_BACKENDS)
+def test_per_anchor_margins_equal_the_global_batch(ranks, backend):
+    """Each rank passes its rows' margins (gather strategy)."""
+    world, results = ranks
+    embeddings, labels, _, _, weights = worker.global_batch(world)
+    margins = worker.per_anchor_margins(world)
+    for loss_name, names in worker.MARGIN_CASES.items():
+        for reduction in worker.REDUCTIONS:
+
+            def single(x, reduction, loss_name=loss_name, names=names):
+                function = getattr(pairloss, loss_name)
+                return function(x, labels, reduction=reduction, backend="reference", **dict.fromkeys(names, margins))
+
+            expected, expected_grads = _oracle(single, [embeddings], weights, reduction)
+            key = (loss_name, "per-anchor margins", reduction)
             values, rank_grads = _per_rank(results, backend, key)
             _check_ranks(world, values, rank_grads, expected, expected_grads, reduction, f"W={world} {key}")
 

@@ -25,6 +25,7 @@ from .backend_cases import (
     clustered_case,
     require_backend,
     run_loss,
+    soft_positives,
     split_case,
 )
 from .tolerances import assert_close
@@ -40,7 +41,8 @@ def test_clustered_batch_within_torch_error(loss_name, option, backend, dtype):
     """Under the interpreter Triton's ``tl.dot`` misreads bf16, so bf16 rows reach it as fp32 holding the bf16
     values (what the GPU's bf16 MMA computes); the GPU's own bf16 path is the ``cuda`` test below."""
     require_backend(backend, "cpu")
-    case = {**clustered_case(loss_name, dtype), **OPTIONS[loss_name][option]}
+    options = OPTIONS[loss_name][option]
+    case = {**clustered_case(loss_name, dtype, multi_hot=soft_positives(options)), **options}
     check_against_reference(loss_name, backend, **case)
 
 

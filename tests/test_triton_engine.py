@@ -21,6 +21,7 @@ from .backend_cases import (
     all_case_ids,
     check_against_reference,
     make_case,
+    random_multi_hot,
     run_loss,
     split_case,
 )
@@ -122,6 +123,34 @@ def test_cuda_tile_sizes_under_the_interpreter(monkeypatch, loss_name, dim):
     if loss_name == "decoupled_softmax_loss":
         case["positives"] = torch.randint(-1, 150, (130, 3), generator=generator).to(DEVICE)
     check_within_fp32_error(loss_name, **case)
+
+
+MULTI_HOT_CASES = [
+    ("multi_similarity_loss", {}),
+    ("triplet_margin_loss", {}),
+    ("contrastive_loss", {}),
+    ("circle_loss", {"reduction": "none"}),
+    ("ntxent_loss", {"positive_weights": "jaccard"}),
+    ("supcon_loss", {"positive_weights": "jaccard", "reduction": "none"}),
+]
+
+
+@pytest.mark.skipif(CPU_REASON is not None, reason="runs the GPU's tiles under the interpreter")
+@pytest.mark.parametrize("refs", [None, 90], ids=["self", "refs"])
+@pytest.mark.parametrize("loss_name,options", MULTI_HOT_CASES, ids=[name for name, _ in MULTI_HOT_CASES])
+def test_multi_hot_labels_at_cuda_tile_sizes(monkeypatch, loss_name, options, refs):
+    """The CUDA launch plan on 1000 labels (16 words per row, the words' loop and the Jaccard popcounts) across
+    several 64-wide tiles."""
+    monkeypatch.setenv("PAIRLOSS_TRITON_TILES", "cuda")
+    generator = torch.Generator().manual_seed(7)
+
+    def rows(count):
+        return F.normalize(torch.randn(count, 100, generator=generator), dim=1)
+
+    case = {"embeddings": rows(150), "labels": random_multi_hot(generator, 150, 1000, 12, 0.2)}
+    if refs is not None:
+        case.update(ref_emb=rows(refs), ref_labels=random_multi_hot(generator, refs, 1000, 12, 0.2))
+    check_within_fp32_error(loss_name, **case, **options)
 
 
 def test_column_splits_fill_the_gpu_at_training_batch_sizes(monkeypatch):

@@ -23,6 +23,10 @@ def lab(rows=5, device="cpu"):
     return (torch.arange(rows) % 2).to(device)
 
 
+def hot(rows=5, width=6):
+    return torch.arange(rows * width).reshape(rows, width) % 3 == 0
+
+
 def meta(tensor):
     """The same tensor on another device ("meta": shapes and dtypes only, no data)."""
     return tensor.to("meta")
@@ -36,7 +40,28 @@ LABEL_LOSS_CASES = [
     ("integer embeddings", lambda f: f(emb().long(), lab()), TypeError, r"embeddings must be a floating-point"),
     ("empty batch", lambda f: f(emb(0, 4), lab(0)), ValueError, r"embeddings is empty"),
     ("zero features", lambda f: f(emb(5, 0), lab()), ValueError, r"embeddings has no features"),
-    ("labels 2-D", lambda f: f(emb(), lab()[:, None]), ValueError, r"labels must be 1-D"),
+    ("labels 2-D integers", lambda f: f(emb(), lab()[:, None]), TypeError, r"2-D labels must be a bool multi-hot"),
+    ("labels 3-D", lambda f: f(emb(), lab()[:, None, None]), ValueError, r"labels must be 1-D"),
+    ("multi-hot rows", lambda f: f(emb(), hot(4)), ValueError, r"labels has 4 rows but embeddings has 5 rows"),
+    ("multi-hot without columns", lambda f: f(emb(), hot(5, 0)), ValueError, r"labels is multi-hot with no label"),
+    (
+        "multi-hot ref_labels, class-id labels",
+        lambda f: f(emb(), lab(), emb(3), hot(3)),
+        ValueError,
+        r"ref_labels is multi-hot but labels holds class ids",
+    ),
+    (
+        "class-id ref_labels, multi-hot labels",
+        lambda f: f(emb(), hot(), emb(3), lab(3)),
+        ValueError,
+        r"labels is multi-hot but ref_labels holds class ids",
+    ),
+    (
+        "multi-hot label counts differ",
+        lambda f: f(emb(), hot(5, 7), emb(3), hot(3, 8)),
+        ValueError,
+        r"labels has 7 label columns but ref_labels has 8",
+    ),
     ("labels 0-D", lambda f: f(emb(1, 4), lab(1)[0]), ValueError, r"labels must be 1-D"),
     ("labels length", lambda f: f(emb(), lab(4)), ValueError, r"labels has 4 entries but embeddings has 5 rows"),
     ("float labels", lambda f: f(emb(), lab().float()), TypeError, r"labels must hold integer class ids"),
@@ -64,7 +89,7 @@ LABEL_LOSS_CASES = [
     ),
     ("ref_emb integer", lambda f: f(emb(), lab(), emb(3).long(), lab(3)), TypeError, r"ref_emb must be a floating"),
     ("ref_emb empty", lambda f: f(emb(), lab(), emb(0, 4), lab(0)), ValueError, r"ref_emb is empty"),
-    ("ref_labels 2-D", lambda f: f(emb(), lab(), emb(3), lab(3)[None]), ValueError, r"ref_labels must be 1-D"),
+    ("ref_labels 2-D", lambda f: f(emb(), lab(), emb(3), lab(3)[None]), TypeError, r"2-D ref_labels must be a bool"),
     (
         "ref_labels length",
         lambda f: f(emb(), lab(), emb(3), lab(4)),
@@ -118,6 +143,9 @@ HYPER_PARAMETER_CASES = [
     ("ntxent_loss", "temperature", 0.0, r"temperature must be positive"),
     ("ntxent_loss", "temperature", -0.07, r"temperature must be positive"),
     ("supcon_loss", "temperature", 0.0, r"temperature must be positive"),
+    ("supcon_loss", "positive_weights", "soft", r"positive_weights must be one of"),
+    ("ntxent_loss", "positive_weights", None, r"positive_weights must be one of"),
+    ("ntxent_loss", "positive_weights", "jaccard", r"labels must be a \(rows × L\) bool multi-hot matrix"),
     ("supcon_loss", "temperature", -0.1, r"temperature must be positive"),
 ]
 NAN_CASES = [  # each must reject NaN and +inf

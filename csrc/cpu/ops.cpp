@@ -66,6 +66,15 @@ struct TripletLists {
   at::Tensor offsets, pos_d, pos_j, pos_grad;
 
   explicit TripletLists(const PairInputs& in) {
+    const at::Tensor counts = label_words(in) > 0 ? counted_positives(in) : sorted_positives(in);
+    offsets = at::cat({at::zeros({1}, counts.options()), counts.cumsum(0)});
+    const int64_t total = offsets[-1].item<int64_t>();
+    pos_d = at::empty({total}, in.x.options());
+    pos_j = at::empty({total}, counts.options());
+    pos_grad = at::zeros({total}, in.x.options());
+  }
+  // Class ids: each anchor's label count among the sorted references.
+  static at::Tensor sorted_positives(const PairInputs& in) {
     const at::Tensor& refs = in.self() ? in.labels : in.ref_labels;
     const at::Tensor sorted = std::get<0>(refs.sort());
     at::Tensor counts =
@@ -74,12 +83,22 @@ struct TripletLists {
       const at::Tensor own = (at::arange(in.rows, counts.options()) + in.own.offset).remainder(in.own.cols);
       counts -= (refs.index_select(0, own) == in.labels).to(at::kLong);
     }
-    offsets = at::cat({at::zeros({1}, counts.options()), counts.cumsum(0)});
-    const int64_t total = offsets[-1].item<int64_t>();
-    pos_d = at::empty({total}, in.x.options());
-    pos_j = at::empty({total}, counts.options());
-    pos_grad = at::zeros({total}, in.x.options());
+    return counts;
   }
+
+  // Multi-hot rows: the pairs' kinds counted one anchor at a time (O(B·M·words) bit tests, no B×M tensor).
+  static at::Tensor counted_positives(const PairInputs& in) {
+    at::Tensor counts = at::zeros({in.rows}, in.labels.options());
+    int64_t* out = counts.data_ptr<int64_t>();
+    const LabelKinds kinds = label_kinds(in);
+    at::parallel_for(0, in.rows, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        for (int64_t j = 0; j < in.cols; ++j) out[i] += kinds(i, j) == kPos;
+      }
+    });
+    return counts;
+  }
+
   void attach(TripletAll<T>& loss) const {
     loss.offsets = offsets.data_ptr<int64_t>();
     loss.pos_d = pos_d.data_ptr<T>();
@@ -96,27 +115,18 @@ T scalar(const PairInputs& in, int64_t k) {
 template <typename T>
 void forward_impl(const PairInputs& in, ForwardOutputs& out) {
   const std::vector<double>& prm = in.params;
+  if (is_block_loss(in.info->id)) {
+    return with_block_loss<T>(in, [&](const auto& loss) { run_forward<T>(in, loss, label_kinds(in), out); });
+  }
   switch (in.info->id) {
-    case LossId::kMultiSimilarity:
-      return run_forward<T>(in, multi_similarity<T>(prm), label_kinds(in), out);
-    case LossId::kTripletHard:
-      return run_forward<T>(in, triplet<TripletHard<T>>(prm), label_kinds(in), out);
     case LossId::kTripletAll: {
-      auto loss = triplet<TripletAll<T>>(prm);
+      auto loss = triplet<TripletAll<T>>(prm, anchor_params<T>(in));
       TripletLists<T> lists(in);
       lists.attach(loss);
       return run_forward<T>(in, loss, label_kinds(in), out);
     }
-    case LossId::kContrastive:
-      return run_forward<T>(in, contrastive<T>(prm), label_kinds(in), out);
-    case LossId::kCircle:
-      return run_forward<T>(in, circle<T>(prm), label_kinds(in), out);
-    case LossId::kNTXent:
-      return run_forward<T>(in, softmax<NTXent<T>>(prm), label_kinds(in), out);
     case LossId::kDecoupledSoftmax:
       return run_forward<T>(in, softmax<NTXent<T>>(prm), positive_kinds(in), out);
-    case LossId::kSupCon:
-      return run_forward<T>(in, softmax<SupCon<T>>(prm), label_kinds(in), out);
     case LossId::kClip: {  // both directions in one sweep: row LSEs (image→text) and column LSEs (text→image)
       Clip<T> loss;
       loss.scale = scalar<T>(in, 0);
@@ -131,6 +141,8 @@ void forward_impl(const PairInputs& in, ForwardOutputs& out) {
       return run_forward<T>(in, uniformity<T>(prm), OffDiagonalKinds{}, out);
     case LossId::kMannWhitney:
       return run_forward<T>(in, mann_whitney<T>(prm, in.cols), diagonal_kinds(in), out);
+    default:
+      TORCH_CHECK(false, "pairloss ", in.info->name, ": no CPU forward");
   }
 }
 
@@ -193,21 +205,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const PairInputs& i
     attach(loss);
     return backward(Operands<T>(in, loss.kDistance).problem, loss, kinds, tiles, dx, dy);
   };
+  if (is_block_loss(in.info->id) && in.info->id != LossId::kTripletHard) {
+    with_block_loss<T>(in, [&](auto loss) { run(loss, label_kinds(in)); });
+    return {dx, dy, dscalars};
+  }
   switch (in.info->id) {
-    case LossId::kMultiSimilarity: {
-      auto loss = multi_similarity<T>(prm);
-      run(loss, label_kinds(in));
-      break;
-    }
     case LossId::kTripletHard: {
-      auto loss = triplet<TripletHard<T>>(prm);
+      auto loss = triplet<TripletHard<T>>(prm, anchor_params<T>(in));
       attach(loss);
       triplet_hard_backward(Operands<T>(in, /*distance=*/false).problem, loss, dx, dy);
       break;
     }
     case LossId::kTripletAll: {
       // Rebuild the positive lists and their hinge-derivative sums (passes 1–2), then the gradient pass.
-      auto loss = triplet<TripletAll<T>>(prm);
+      auto loss = triplet<TripletAll<T>>(prm, anchor_params<T>(in));
       TripletLists<T> lists(in);
       lists.attach(loss);
       std::vector<RowResult<T>> unused(in.rows);
@@ -215,29 +226,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const PairInputs& i
       run(loss, label_kinds(in));
       break;
     }
-    case LossId::kContrastive: {
-      auto loss = contrastive<T>(prm);
-      run(loss, label_kinds(in));
-      break;
-    }
-    case LossId::kCircle: {
-      auto loss = circle<T>(prm);
-      run(loss, label_kinds(in));
-      break;
-    }
-    case LossId::kNTXent: {
-      auto loss = softmax<NTXent<T>>(prm);
-      run(loss, label_kinds(in));
-      break;
-    }
     case LossId::kDecoupledSoftmax: {
       auto loss = softmax<NTXent<T>>(prm);
       run(loss, positive_kinds(in));
-      break;
-    }
-    case LossId::kSupCon: {
-      auto loss = softmax<SupCon<T>>(prm);
-      run(loss, label_kinds(in));
       break;
     }
     case LossId::kClip: {
@@ -265,6 +256,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const PairInputs& i
       run(loss, diagonal_kinds(in));
       break;
     }
+    default:
+      TORCH_CHECK(false, "pairloss ", in.info->name, ": no CPU backward");
   }
   return {dx, dy, dscalars};
 }
@@ -284,8 +277,10 @@ PairInputs cpu_inputs(PairInputs in) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pair_forward(
     c10::string_view loss, const at::Tensor& x, const c10::optional<at::Tensor>& y,
     const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
-    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset) {
-  const PairInputs in = cpu_inputs(check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset));
+    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
+    const c10::optional<at::Tensor>& row_params) {
+  const PairInputs in =
+      cpu_inputs(check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset, 0, row_params));
   ForwardOutputs out = allocate_forward(in);
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "pairloss_cpu_forward", [&] { forward_impl<scalar_t>(in, out); });
   return {out.rows, out.saved, out.counts, out.active};
@@ -295,9 +290,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_backward(
     c10::string_view loss, const at::Tensor& grad_rows, const at::Tensor& x, const c10::optional<at::Tensor>& y,
     const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
     const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
-    const at::Tensor& saved, const at::Tensor& active, int64_t col_offset) {
+    const at::Tensor& saved, const at::Tensor& active, int64_t col_offset, const c10::optional<at::Tensor>& row_params) {
   const PairInputs in =
-      cpu_inputs(check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset, col_offset));
+      cpu_inputs(check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset, col_offset, row_params));
   check_backward_inputs(in, grad_rows, saved, active);
   at::Tensor dx, dy, dscalars;
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "pairloss_cpu_backward", [&] {
@@ -331,15 +326,15 @@ at::Tensor new_state(const PairInputs& in) {
 template <typename F>
 void with_block_epilogue(const PairInputs& in, F&& f) {
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "pairloss_cpu_ring", [&] {
-    with_block_loss<scalar_t>(*in.info, in.params, [&](const auto& epilogue) { f(scalar_t(0), epilogue); });
+    with_block_loss<scalar_t>(in, [&](const auto& epilogue) { f(scalar_t(0), epilogue); });
   });
 }
 
 // Every anchor's empty statistics.
 at::Tensor ring_begin(c10::string_view loss, const at::Tensor& x, const at::Tensor& labels,
-                      at::ArrayRef<double> params) {
-  const PairInputs in =
-      cpu_inputs(check_inputs(loss, x, c10::nullopt, labels, c10::nullopt, c10::nullopt, params, -1));
+                      at::ArrayRef<double> params, const c10::optional<at::Tensor>& row_params) {
+  const PairInputs in = cpu_inputs(
+      check_inputs(loss, x, c10::nullopt, labels, c10::nullopt, c10::nullopt, params, -1, 0, row_params));
   at::Tensor stats;
   with_block_epilogue(in, [&](auto, const auto& epilogue) {
     using Stats = typename std::decay_t<decltype(epilogue)>::Stats;
@@ -353,9 +348,9 @@ at::Tensor ring_begin(c10::string_view loss, const at::Tensor& x, const at::Tens
 // The statistics continued over the block y (global columns col_offset …).
 at::Tensor ring_stats(c10::string_view loss, const at::Tensor& x, const at::Tensor& y, const at::Tensor& labels,
                       const at::Tensor& ref_labels, at::ArrayRef<double> params, int64_t own_offset,
-                      int64_t col_offset, const at::Tensor& stats_in) {
-  const PairInputs in =
-      cpu_inputs(check_inputs(loss, x, y, labels, ref_labels, c10::nullopt, params, own_offset, col_offset));
+                      int64_t col_offset, const at::Tensor& stats_in, const c10::optional<at::Tensor>& row_params) {
+  const PairInputs in = cpu_inputs(
+      check_inputs(loss, x, y, labels, ref_labels, c10::nullopt, params, own_offset, col_offset, row_params));
   at::Tensor stats = stats_in.clone();
   with_block_epilogue(in, [&](auto zero, const auto& epilogue) {
     using T = decltype(zero);
@@ -372,9 +367,10 @@ std::tuple<at::Tensor, at::Tensor> ring_accumulate(c10::string_view loss, const 
                                                    const at::Tensor& labels, const at::Tensor& ref_labels,
                                                    at::ArrayRef<double> params, int64_t own_offset,
                                                    int64_t col_offset, const at::Tensor& stats,
-                                                   const c10::optional<at::Tensor>& accs_in) {
-  const PairInputs in =
-      cpu_inputs(check_inputs(loss, x, y, labels, ref_labels, c10::nullopt, params, own_offset, col_offset));
+                                                   const c10::optional<at::Tensor>& accs_in,
+                                                   const c10::optional<at::Tensor>& row_params) {
+  const PairInputs in = cpu_inputs(
+      check_inputs(loss, x, y, labels, ref_labels, c10::nullopt, params, own_offset, col_offset, row_params));
   at::Tensor accs, active = allocate_forward(in).active;
   with_block_epilogue(in, [&](auto zero, const auto& epilogue) {
     using T = decltype(zero);
@@ -400,9 +396,10 @@ std::tuple<at::Tensor, at::Tensor> ring_accumulate(c10::string_view loss, const 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ring_finish(c10::string_view loss, const at::Tensor& x,
                                                            const at::Tensor& labels, at::ArrayRef<double> params,
                                                            const at::Tensor& stats,
-                                                           const c10::optional<at::Tensor>& accs) {
-  const PairInputs in =
-      cpu_inputs(check_inputs(loss, x, c10::nullopt, labels, c10::nullopt, c10::nullopt, params, -1));
+                                                           const c10::optional<at::Tensor>& accs,
+                                                           const c10::optional<at::Tensor>& row_params) {
+  const PairInputs in = cpu_inputs(
+      check_inputs(loss, x, c10::nullopt, labels, c10::nullopt, c10::nullopt, params, -1, 0, row_params));
   ForwardOutputs out = allocate_forward(in);
   with_block_epilogue(in, [&](auto zero, const auto& epilogue) {
     using T = decltype(zero);

@@ -113,8 +113,9 @@ void launch_forward(const Problem<T>& p, const Loss& loss, const Kinds& kinds, a
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pair_forward(
     c10::string_view name, const at::Tensor& x, const c10::optional<at::Tensor>& y,
     const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
-    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset) {
-  const PairInputs in = check_inputs(name, x, y, labels, ref_labels, scalars, params, own_offset);
+    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
+    const c10::optional<at::Tensor>& row_params) {
+  const PairInputs in = check_inputs(name, x, y, labels, ref_labels, scalars, params, own_offset, 0, row_params);
   check_cuda(in);
   const c10::cuda::CUDAGuard guard(x.device());
   ForwardOutputs out = allocate_forward(in);
@@ -131,16 +132,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pair_forward(
                        row_counts, active, active_cols);
         break;
       case LossId::kTripletHard:
-        launch_forward(Operands<T>(in, true).problem, triplet<TripletHard<float>>(prm), label_kinds(in), rows,
-                       out.saved, row_counts, active, active_cols);
+        launch_forward(Operands<T>(in, true).problem,
+                       triplet<TripletHard<float>>(prm, anchor_params<float>(in)), label_kinds(in), rows, out.saved,
+                       row_counts, active, active_cols);
         break;
       case LossId::kNTXent:
-        launch_forward(Operands<T>(in, false).problem, softmax<NTXent<float>>(prm), label_kinds(in), rows, out.saved,
-                       row_counts, active, active_cols);
+        launch_forward(Operands<T>(in, false).problem, softmax<NTXent<float>>(prm, positive_weights(in)),
+                       label_kinds(in), rows, out.saved, row_counts, active, active_cols);
         break;
       case LossId::kSupCon:
-        launch_forward(Operands<T>(in, false).problem, softmax<SupCon<float>>(prm), label_kinds(in), rows, out.saved,
-                       row_counts, active, active_cols);
+        launch_forward(Operands<T>(in, false).problem, softmax<SupCon<float>>(prm, positive_weights(in)),
+                       label_kinds(in), rows, out.saved, row_counts, active, active_cols);
         break;
       case LossId::kClip: {
         // One direction per launch (the CPU engine takes the column LSEs in the same sweep): the column LSE is the
@@ -189,8 +191,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_backward(
     c10::string_view name, const at::Tensor& grad_rows, const at::Tensor& x, const c10::optional<at::Tensor>& y,
     const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
     const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
-    const at::Tensor& saved_in, const at::Tensor& active_in, int64_t col_offset) {
-  const PairInputs in = check_inputs(name, x, y, labels, ref_labels, scalars, params, own_offset);
+    const at::Tensor& saved_in, const at::Tensor& active_in, int64_t col_offset,
+    const c10::optional<at::Tensor>& row_params) {
+  const PairInputs in = check_inputs(name, x, y, labels, ref_labels, scalars, params, own_offset, 0, row_params);
   check_cuda(in);
   TORCH_CHECK(col_offset == 0, "pairloss ", name, ": the CUDA kernels take the whole reference set (col_offset 0)");
   check_backward_inputs(in, grad_rows, saved_in, active_in);
@@ -218,18 +221,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_backward(
         const Operands<T> ops(in, false);
         const auto stream = c10::cuda::getCurrentCUDAStream();
         float* dy_data = in.self() ? dx.data_ptr<float>() : dy.data_ptr<float>();
-        triplet_hard_backward_kernel<<<in.rows, 128, 0, stream>>>(ops.problem, attach(triplet<TripletHard<float>>(prm)),
-                                                                  dx.data_ptr<float>(), dy_data);
+        const auto loss = attach(triplet<TripletHard<float>>(prm, anchor_params<float>(in)));
+        triplet_hard_backward_kernel<<<in.rows, 128, 0, stream>>>(ops.problem, loss, dx.data_ptr<float>(), dy_data);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         break;
       }
       case LossId::kNTXent:
-        launch_backward(Operands<T>(in, false), attach(softmax<NTXent<float>>(prm)), label_kinds(in), active, dx, dy,
-                        in.self());
+        launch_backward(Operands<T>(in, false), attach(softmax<NTXent<float>>(prm, positive_weights(in))),
+                        label_kinds(in), active, dx, dy, in.self());
         break;
       case LossId::kSupCon:
-        launch_backward(Operands<T>(in, false), attach(softmax<SupCon<float>>(prm)), label_kinds(in), active, dx, dy,
-                        in.self());
+        launch_backward(Operands<T>(in, false), attach(softmax<SupCon<float>>(prm, positive_weights(in))),
+                        label_kinds(in), active, dx, dy, in.self());
         break;
       case LossId::kClip: {
         ClipGrad<float> loss;

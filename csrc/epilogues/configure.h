@@ -24,17 +24,20 @@ MultiSimilarity<T> multi_similarity(const Params& p) {
   return loss;
 }
 
+// Per-anchor margins (the op's row_params) replace the params' numbers when given.
 template <typename Triplet>
-Triplet triplet(const Params& p) {
+Triplet triplet(const Params& p, const typename Triplet::Value* row_margins = nullptr) {
   Triplet loss;
-  loss.margin = p[0], loss.soft = p[1] != 0;
+  loss.margin = {typename Triplet::Value(p[0]), row_margins, 1};
+  loss.soft = p[1] != 0;
   return loss;
 }
 
 template <typename T>
-Contrastive<T> contrastive(const Params& p) {
+Contrastive<T> contrastive(const Params& p, const T* row_margins = nullptr) {
   Contrastive<T> loss;
-  loss.pos_margin = p[0], loss.neg_margin = p[1];
+  loss.pos_margin = {T(p[0]), row_margins, 2};
+  loss.neg_margin = {T(p[1]), row_margins == nullptr ? nullptr : row_margins + 1, 2};
   return loss;
 }
 
@@ -45,11 +48,13 @@ Circle<T> circle(const Params& p) {
   return loss;
 }
 
-// NT-Xent, decoupled softmax and SupCon: params = (temperature,).
+// NT-Xent, decoupled softmax and SupCon: params = (temperature, …); the positive weights from the labels
+// (op_inputs.h's positive_weights; uniform when omitted).
 template <typename Softmax>
-Softmax softmax(const Params& p) {
+Softmax softmax(const Params& p, const PositiveWeights& weights = {}) {
   Softmax loss;
   loss.inv_temperature = 1 / p[0];
+  loss.weights = weights;
   return loss;
 }
 

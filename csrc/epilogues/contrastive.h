@@ -10,7 +10,7 @@ template <typename T>
 struct Contrastive : LossPassOnly<T> {
   static constexpr bool kDistance = true;
   static constexpr bool kLogits = false;
-  T pos_margin, neg_margin;
+  PerAnchor<T> pos_margin, neg_margin;
 
   using Stats = NoStats;
 
@@ -19,15 +19,15 @@ struct Contrastive : LossPassOnly<T> {
     int64_t pos_nonzero = 0, neg_nonzero = 0;
   };
   PL_HD Acc acc_init(const Stats&, int64_t) const { return {}; }
-  PL_HD bool acc_add(Acc& acc, const Stats&, Kind kind, T, T sq, int64_t, int64_t) const {
+  PL_HD bool acc_add(Acc& acc, const Stats&, Kind kind, T, T sq, int64_t i, int64_t) const {
     const T d = distance(sq);
-    if (kind == kPos && d - pos_margin > T(0)) {
-      acc.pos_sum += d - pos_margin;
+    if (kind == kPos && d - pos_margin(i) > T(0)) {
+      acc.pos_sum += d - pos_margin(i);
       ++acc.pos_nonzero;
       return true;
     }
-    if (kind == kNeg && neg_margin - d > T(0)) {
-      acc.neg_sum += neg_margin - d;
+    if (kind == kNeg && neg_margin(i) - d > T(0)) {
+      acc.neg_sum += neg_margin(i) - d;
       ++acc.neg_nonzero;
       return true;
     }
@@ -48,13 +48,15 @@ struct Contrastive : LossPassOnly<T> {
   }
 
   struct Grad {
-    T pos_weight, neg_weight;
+    T pos_weight, neg_weight, pos_margin, neg_margin;
   };
-  PL_HD Grad grad_row(int64_t i) const { return {this->weight[2 * i], this->weight[2 * i + 1]}; }
+  PL_HD Grad grad_row(int64_t i) const {
+    return {this->weight[2 * i], this->weight[2 * i + 1], pos_margin(i), neg_margin(i)};
+  }
   PL_HD T grad(const Grad& g, Kind kind, T, T sq, int64_t, int64_t) const {
     const T d = distance(sq);
-    if (kind == kPos && d - pos_margin > T(0)) return distance_grad_to_sim(g.pos_weight, sq);
-    if (kind == kNeg && neg_margin - d > T(0)) return distance_grad_to_sim(-g.neg_weight, sq);
+    if (kind == kPos && d - g.pos_margin > T(0)) return distance_grad_to_sim(g.pos_weight, sq);
+    if (kind == kNeg && g.neg_margin - d > T(0)) return distance_grad_to_sim(-g.neg_weight, sq);
     return T(0);
   }
 };

@@ -8,7 +8,8 @@ namespace pairloss {
 
 template <typename T>
 struct TripletHinge {
-  T margin;
+  using Value = T;
+  PerAnchor<T> margin;
   bool soft;
 
   PL_HD T hinge(T v) const { return soft ? softplus(v) : (v > T(0) ? v : T(0)); }
@@ -32,8 +33,9 @@ struct TripletHard : BackwardInputs<T>, TripletHinge<T> {
     int64_t pos_j;
     T neg_d;
     int64_t neg_j;
+    T margin;  // the anchor's
   };
-  PL_HD Stats stats_init(int64_t) const { return {-infinity<T>(), -1, infinity<T>(), -1}; }
+  PL_HD Stats stats_init(int64_t i) const { return {-infinity<T>(), -1, infinity<T>(), -1, this->margin(i)}; }
   PL_HD void stats_add(Stats& st, Kind kind, T, T sq, int64_t, int64_t j) const {
     const T d = distance(sq);
     if (kind == kPos && (d > st.pos_d || (d == st.pos_d && j < st.pos_j))) {
@@ -63,7 +65,7 @@ struct TripletHard : BackwardInputs<T>, TripletHinge<T> {
 
   PL_HD void finish(const Stats& st, const Acc&, RowResult<T>& out) const {
     const bool has_triplet = st.pos_j >= 0 && st.neg_j >= 0;
-    out.rows[0] = has_triplet ? this->hinge(st.pos_d - st.neg_d + this->margin) : T(0);
+    out.rows[0] = has_triplet ? this->hinge(st.pos_d - st.neg_d + st.margin) : T(0);
     out.saved[0] = double(st.pos_j);
     out.saved[1] = double(st.neg_j);
     out.saved[2] = st.pos_d;
@@ -74,7 +76,7 @@ struct TripletHard : BackwardInputs<T>, TripletHinge<T> {
   PL_HD T grad_d(int64_t i) const {
     const double* saved = this->saved + 4 * i;
     if (saved[0] < 0 || saved[1] < 0) return T(0);
-    return this->weight[2 * i] * this->hinge_grad(T(saved[2]) - T(saved[3]) + this->margin);
+    return this->weight[2 * i] * this->hinge_grad(T(saved[2]) - T(saved[3]) + this->margin(i));
   }
 };
 
@@ -111,10 +113,10 @@ struct TripletAll : BackwardInputs<T>, TripletHinge<T> {
   Acc acc_init(const Stats&, int64_t) const { return {}; }
   bool acc_add(Acc& acc, const Stats&, Kind kind, T, T sq, int64_t i, int64_t) const {
     if (kind != kNeg) return kind == kPos;  // a positive's gradient is only known after the whole row
-    const T d_neg = distance(sq);
+    const T d_neg = distance(sq), margin = this->margin(i);
     bool active = false;
     for (int64_t p = offsets[i]; p < offsets[i + 1]; ++p) {
-      const T v = pos_d[p] - d_neg + this->margin;
+      const T v = pos_d[p] - d_neg + margin;
       const T term = this->hinge(v), slope = this->hinge_grad(v);
       acc.sum += term;
       acc.nonzero += term > T(0);
@@ -131,9 +133,9 @@ struct TripletAll : BackwardInputs<T>, TripletHinge<T> {
 
   struct Grad {
     int64_t begin, end;
-    T weight;
+    T weight, margin;
   };
-  Grad grad_row(int64_t i) const { return {offsets[i], offsets[i + 1], this->weight[2 * i]}; }
+  Grad grad_row(int64_t i) const { return {offsets[i], offsets[i + 1], this->weight[2 * i], this->margin(i)}; }
   T grad(const Grad& g, Kind kind, T, T sq, int64_t, int64_t j) const {
     if (kind == kPos) {
       int64_t lo = g.begin, hi = g.end;  // the slot of column j in the anchor's sorted positive list
@@ -146,7 +148,7 @@ struct TripletAll : BackwardInputs<T>, TripletHinge<T> {
     if (kind != kNeg) return T(0);
     const T d_neg = distance(sq);
     T slope = T(0);
-    for (int64_t p = g.begin; p < g.end; ++p) slope += this->hinge_grad(pos_d[p] - d_neg + this->margin);
+    for (int64_t p = g.begin; p < g.end; ++p) slope += this->hinge_grad(pos_d[p] - d_neg + g.margin);
     return distance_grad_to_sim(-g.weight * slope, sq);
   }
 };

@@ -74,7 +74,7 @@ def _register(active_tile):
     forward = "pairloss::cpp_pair_forward"
 
     @torch.library.register_fake(forward)
-    def _forward_fake(loss, x, y, labels, ref_labels, scalars, params, own_offset=-1):  # fakes get no defaults
+    def _forward_fake(loss, x, y, labels, ref_labels, scalars, params, own_offset=-1, row_params=None):
         rows, cols = x.shape[0], (x if y is None else y).shape[0]
         tiles = (-(-rows // active_tile), -(-cols // active_tile))
         return (
@@ -86,41 +86,47 @@ def _register(active_tile):
 
     @torch.library.register_fake("pairloss::cpp_pair_backward")
     def _backward_fake(
-        loss, grad_rows, x, y, labels, ref_labels, scalars, params, own_offset, saved, active, col_offset=0
-    ):
+        loss, grad_rows, x, y, labels, ref_labels, scalars, params, own_offset, saved, active, col_offset=0,
+        row_params=None,
+    ):  # fmt: skip
         dy = x.new_empty(0) if y is None else torch.empty_like(y, memory_format=torch.contiguous_format)
         dscalars = x.new_empty(0 if scalars is None else scalars.numel(), dtype=accumulation_dtype(x.dtype))
         return torch.empty_like(x, memory_format=torch.contiguous_format), dy, dscalars
 
     def setup_context(ctx, inputs, output):
-        loss, x, y, labels, ref_labels, scalars, params, own_offset = inputs  # defaults filled in by torch
+        loss, x, y, labels, ref_labels, scalars, params, own_offset, row_params = inputs  # defaults filled in
         _, saved, counts, active = output
         ctx.loss, ctx.params, ctx.own_offset = loss, params, own_offset
-        ctx.save_for_backward(x, y, labels, ref_labels, scalars, saved, active)
+        ctx.save_for_backward(x, y, labels, ref_labels, scalars, saved, active, row_params)
         ctx.mark_non_differentiable(saved, counts, active)
 
     def backward(ctx, grad_rows, *_):
-        x, y, labels, ref_labels, scalars, saved, active = ctx.saved_tensors
+        x, y, labels, ref_labels, scalars, saved, active, row_params = ctx.saved_tensors
         if grad_rows is None:
             grad_rows = x.new_zeros(x.shape[0], 2)
         dx, dy, dscalars = torch.ops.pairloss.cpp_pair_backward(
-            ctx.loss, grad_rows, x, y, labels, ref_labels, scalars, ctx.params, ctx.own_offset, saved, active
-        )
-        return None, dx, None if y is None else dy, None, None, None if scalars is None else dscalars, None, None
+            ctx.loss, grad_rows, x, y, labels, ref_labels, scalars, ctx.params, ctx.own_offset, saved, active, 0,
+            row_params,
+        )  # fmt: skip
+        d_scalars = None if scalars is None else dscalars
+        return None, dx, None if y is None else dy, None, None, d_scalars, None, None, None
 
     torch.library.register_autograd(forward, backward, setup_context=setup_context)
 
 
-def pair_forward(loss, x, y=None, labels=None, ref_labels=None, scalars=None, params=(), own_offset=None):
+def pair_forward(loss, x, y=None, labels=None, ref_labels=None, scalars=None, params=(), own_offset=None,
+                 row_params=None):  # fmt: skip
     """Per-anchor loss components (B × 2, differentiable) and the batch counters (2,) of one engine loss.
 
     ``own_offset``: row i's own column in ``y`` is (own_offset + i) mod len(y): left out by the label losses,
-    SigLIP's positive."""
+    SigLIP's positive. ``row_params``: per-anchor values of the loss's first params (B × k, constants)."""
     reason = unavailable_reason(x.device.type) or _kernel_missing(loss, x.device.type, x.dtype)
     if reason is not None:
         raise BackendUnavailableError(f"backend 'cpp' is unavailable on {x.device.type} tensors: {reason}")
     own = -1 if own_offset is None else own_offset
-    rows, _, counts, _ = torch.ops.pairloss.cpp_pair_forward(loss, x, y, labels, ref_labels, scalars, list(params), own)
+    rows, _, counts, _ = torch.ops.pairloss.cpp_pair_forward(
+        loss, x, y, labels, ref_labels, scalars, list(params), own, row_params
+    )
     return rows, counts
 
 

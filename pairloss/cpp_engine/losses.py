@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from .._labels import engine_labels
 from .._numerics import widen
 from .._precision import accumulation_operands, backend_loss, tensor_core_operands
 from .._reduction import count_parts, nonzero_parts, ratio, reduce
@@ -26,8 +27,21 @@ def _multi_similarity(rows_of, *, alpha, beta, base, epsilon, mining, reduction)
     return reduce(rows, reduction, lambda: count_parts(rows, rows.shape[0]))
 
 
+def _per_anchor(*values):
+    """The engine's (params, row_params) of hyper-parameters given as numbers or one per anchor ((B,) tensors):
+    tensors become the row_params' columns (their params entries are placeholders), None when all are numbers."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    if not tensors:
+        return values, None
+    rows = tensors[0].shape[0]
+    columns = [v if isinstance(v, torch.Tensor) else tensors[0].new_full((rows,), v) for v in values]
+    return [0.0 if isinstance(v, torch.Tensor) else v for v in values], torch.stack(columns, 1)
+
+
 def _triplet_margin(rows_of, *, margin, mining, soft, reduction):
-    rows, counts = rows_of(kernel_name("triplet_margin_loss", {"mining": mining}), (margin, float(soft)))
+    (margin,), row_params = _per_anchor(margin)
+    kernel = kernel_name("triplet_margin_loss", {"mining": mining})
+    rows, counts = rows_of(kernel, (margin, float(soft)), row_params)
     rows = rows[:, 0]
     if mining == "batch_hard":  # one term per anchor (0 without a triplet)
         return reduce(rows, reduction, lambda: nonzero_parts(rows))
@@ -35,7 +49,8 @@ def _triplet_margin(rows_of, *, margin, mining, soft, reduction):
 
 
 def _contrastive(rows_of, *, pos_margin, neg_margin, reduction):
-    parts, counts = rows_of("contrastive", (pos_margin, neg_margin))
+    params, row_params = _per_anchor(pos_margin, neg_margin)
+    parts, counts = rows_of("contrastive", params, row_params)
     # Positive and negative terms are averaged apart, each over its non-zero terms (counts).
     return reduce(parts.sum(1), reduction, lambda: (parts.sum(0), counts))
 
@@ -45,21 +60,28 @@ def _circle(rows_of, *, m, gamma, reduction):
     return reduce(rows, reduction, lambda: nonzero_parts(rows))
 
 
-def _ntxent(rows_of, *, temperature, reduction):
-    rows, counts = rows_of("ntxent", (temperature,))
+def _softmax_params(temperature, positive_weights):
+    return temperature, float(positive_weights == "jaccard")
+
+
+def _ntxent(rows_of, *, temperature, positive_weights="uniform", reduction):
+    parts, _ = rows_of("ntxent", _softmax_params(temperature, positive_weights))
+    rows, weight_sums = parts[:, 0], parts[:, 1].detach()
+    # The mean over the positive pairs' weights (their number when uniform: exact integers).
+    return reduce(rows, reduction, lambda: count_parts(rows, weight_sums.sum(dtype=torch.float64)))
+
+
+def _supcon(rows_of, *, temperature, positive_weights="uniform", reduction):
+    rows, counts = rows_of("supcon", _softmax_params(temperature, positive_weights))
     rows = rows[:, 0]
-    return reduce(rows, reduction, lambda: count_parts(rows, counts[0]))  # mean over positive pairs
-
-
-def _supcon(rows_of, *, temperature, reduction):
-    rows, counts = rows_of("supcon", (temperature,))
-    # PML: a batch without any positive pair or without any negative pair has loss 0.
-    rows = rows[:, 0] * ((counts[0] > 0) & (counts[1] > 0))
+    if positive_weights == "uniform":  # PML: a batch without any positive pair or any negative pair has loss 0
+        rows = rows * ((counts[0] > 0) & (counts[1] > 0))
     return reduce(rows, reduction, lambda: nonzero_parts(rows))
 
 
-# Each label loss from ``rows_of(kernel, params) -> (per-anchor rows, batch counters)`` of the engine: over one
-# reference set here, or over references arriving block by block (pairloss.distributed's ring).
+# Each label loss from ``rows_of(kernel, params, row_params=None) -> (per-anchor rows, batch counters)`` of the
+# engine: over one reference set here, or over references arriving block by block (pairloss.distributed's ring,
+# which takes no row_params).
 LABEL_LOSSES = {
     "multi_similarity_loss": _multi_similarity,
     "triplet_margin_loss": _triplet_margin,
@@ -73,8 +95,11 @@ LABEL_LOSSES = {
 def _on_references(loss_name):
     @backend_loss(operands=_operands)
     def loss(x, labels, y, ref_labels, *, self_offset=None, **options):
-        def rows_of(kernel, params):
-            return pair_forward(kernel, x, y, labels, ref_labels, params=params, own_offset=self_offset)
+        row_labels, col_labels = engine_labels(labels), None if ref_labels is None else engine_labels(ref_labels)
+
+        def rows_of(kernel, params, row_params=None):
+            return pair_forward(kernel, x, y, row_labels, col_labels, params=params, own_offset=self_offset,
+                                row_params=row_params)  # fmt: skip
 
         return LABEL_LOSSES[loss_name](rows_of, **options)
 

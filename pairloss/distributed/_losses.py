@@ -53,11 +53,13 @@ def _scale_to_global(local_sum, world, total):
 def label_loss(public_function, embeddings, labels, *, group=None, strategy="gather", reduction="mean", **options):
     """``public_function`` (a pairloss label loss) on the global batch; see the module docstring."""
     checks.check_label_loss_inputs(embeddings, labels, None, None)  # locally, before any collective
+    checks.check_positive_weights(options.get("positive_weights", "uniform"), labels)
     checks.check_reduction(reduction)
     checks.check_choice("strategy", strategy, STRATEGIES)
     # A ring call the engine cannot run is refused at once, whatever the world size.
-    if strategy == "ring" and isinstance(options.get("temperature"), torch.Tensor):
-        raise ValueError("per-anchor temperatures need strategy='gather'; the ring takes a number")
+    per_anchor = [name for name in functional.PER_ANCHOR_OPTIONS if isinstance(options.get(name), torch.Tensor)]
+    if strategy == "ring" and per_anchor:
+        raise ValueError(f"per-anchor {', '.join(per_anchor)} need strategy='gather'; the ring takes numbers")
     ring_call = check_ring(public_function, embeddings, labels, options) if strategy == "ring" else None
     world, _ = _world(group, strategy)
     if world == 1:
@@ -66,7 +68,11 @@ def label_loss(public_function, embeddings, labels, *, group=None, strategy="gat
     if strategy == "ring":
         local = ring_label_loss(public_function.__name__, embeddings, labels, local_reduction, group, ring_call)
     else:
-        (refs, ref_labels), offset, _ = global_rows([embeddings, labels.to(torch.int64)], group)
+        # Class ids travel as int64, multi-hot rows as uint8 (the collectives' types), made bool again.
+        multi_hot = labels.dtype == torch.bool
+        wire = labels.to(torch.uint8 if multi_hot else torch.int64)
+        (refs, ref_labels), offset, _ = global_rows([embeddings, wire], group)
+        ref_labels = ref_labels.bool() if multi_hot else ref_labels
         local = public_function(
             embeddings, labels, refs, ref_labels, self_offset=offset, reduction=local_reduction, **options
         )

@@ -4,9 +4,8 @@ engine's block-by-block ops on CPU tensors (``_ring_cpp``), the Triton engine el
 
 import inspect
 
-import torch
-
 from .. import cpp_engine, functional
+from .._labels import engine_labels
 from ..backends import BackendUnavailableError, unavailable_reason
 from ._gather import rank_sizes
 from ._ring_cpp import RingRows
@@ -60,12 +59,12 @@ def ring_label_loss(name, embeddings, labels, reduction, group, ring_call):
     ``check_ring``."""
     engine, options = ring_call
     sizes = rank_sizes(embeddings.shape[0], embeddings.device, group)
-    global_labels = labels.to(torch.int64)
+    global_labels = engine_labels(labels)  # class ids, or multi-hot rows as packed words
     if engine == "cpp":
         # The unit rows in the dtype the engine takes them in, as for the single-process loss.
         (x,) = functional._unit_rows_for(getattr(cpp_engine, name), embeddings)
 
-        def rows_of(kernel, params):
+        def rows_of(kernel, params, row_params=None):  # per-anchor values are refused before the ring (label_loss)
             return RingRows.apply(x, global_labels, kernel, [float(p) for p in params], sizes, group)
 
         local = cpp_engine.losses.LABEL_LOSSES[name](rows_of, reduction=reduction, **options)

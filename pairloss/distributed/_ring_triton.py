@@ -13,7 +13,7 @@ import torch.distributed as dist
 from .._numerics import squared_norms
 from ..triton_engine import _launch, _ops
 from ..triton_engine._ids import CIRCLE, CONTRASTIVE, MULTI_SIMILARITY, NTXENT, SUPCON, TRIPLET_HARDEST
-from ..triton_engine.losses import grad_inputs, pair_rows_inputs
+from ..triton_engine.losses import grad_inputs, label_mask, pair_rows_inputs
 from ._gather import rank_offsets
 from ._ring import ring
 
@@ -66,17 +66,19 @@ class RingReferences:
     and rows of ``triton_engine.losses.References`` over them."""
 
     def __init__(self, x, labels, sizes, group):
+        """``labels``: the local rows' labels in the engines' form (``pairloss._labels.engine_labels``)."""
         self.x, self._labels, self._sizes, self._group = x, labels, sizes, group
         self._rank = dist.get_rank(group)
         self._offsets = rank_offsets(sizes)
         self._tf32 = _launch.tf32_allowed()  # one precision decision for every block and pass of the call
 
-    def run(self, loss, *, distances=False, stats_pass=False, stats=None, params=()):
+    def run(self, loss, *, distances=False, jaccard=False, stats_pass=False, stats=None, params=()):
         row_vec = squared_norms(self.x) if distances else None
+        mask = label_mask(self._labels, stats_pass, jaccard)
         if stats_pass:
             with torch.no_grad():
-                return self.sweep(loss, True, distances, row_vec, stats, params)[0]
-        return RingPass.apply(self.x, row_vec, self, loss, stats, params, distances)
+                return self.sweep(loss, True, mask, distances, row_vec, stats, params)[0]
+        return RingPass.apply(self.x, row_vec, self, loss, mask, stats, params, distances)
 
     def rows(self, columns):
         return RingPick.apply(self.x, columns, self._sizes, self._group, self._offsets)
@@ -84,22 +86,22 @@ class RingReferences:
     def pair_count(self):
         return self.x.shape[0] * (sum(self._sizes) - 1)
 
-    def block_inputs(self, loss, owner, block, distances, row_vec, stats, params, stats_pass=False):
+    def block_inputs(self, loss, mask, owner, block, distances, row_vec, stats, params, stats_pass=False):
         """``pair_rows``'s arguments for the local anchors against the block of rank ``owner``."""
         rows, labels = block
         return pair_rows_inputs(
-            loss, self.x, rows, tf32=self._tf32, stats_pass=stats_pass, row_labels=self._labels, col_labels=labels, row_vec=row_vec,
-            col_vec=squared_norms(rows) if distances else None, stats=stats, self_pairs=owner == self._rank,
-            params=params,
+            loss, self.x, rows, tf32=self._tf32, stats_pass=stats_pass, row_labels=self._labels, col_labels=labels,
+            row_vec=row_vec, col_vec=squared_norms(rows) if distances else None, stats=stats, mask=mask,
+            self_pairs=owner == self._rank, params=params,
         )  # fmt: skip
 
-    def sweep(self, loss, stats_pass, distances, row_vec, stats, params):
+    def sweep(self, loss, stats_pass, mask, distances, row_vec, stats, params):
         """The merged outputs of one pass over every block, and each block's tile map."""
         merged, tile_bits = [None], {}
         lse_slots = LSE_SLOTS.get((loss, stats_pass), ())
 
         def visit(owner, block):
-            inputs = self.block_inputs(loss, owner, block, distances, row_vec, stats, params, stats_pass)
+            inputs = self.block_inputs(loss, mask, owner, block, distances, row_vec, stats, params, stats_pass)
             values, tile_bits[owner] = _ops.pair_rows(*inputs)
             if loss == TRIPLET_HARDEST:  # block columns → global ones (exact in fp64)
                 values = values.double()
@@ -124,10 +126,11 @@ class RingPass(torch.autograd.Function):
     """A LOSS pass over every block: its merged (4, b) outputs, differentiable."""
 
     @staticmethod
-    def forward(ctx, x, row_vec, refs, loss, stats, params, distances):
-        values, tile_bits = refs.sweep(loss, False, distances, row_vec, stats, params)
+    def forward(ctx, x, row_vec, refs, loss, mask, stats, params, distances):
+        values, tile_bits = refs.sweep(loss, False, mask, distances, row_vec, stats, params)
         ctx.save_for_backward(x, row_vec, stats, values)
-        ctx.refs, ctx.loss, ctx.params, ctx.distances, ctx.tile_bits = refs, loss, params, distances, tile_bits
+        ctx.refs, ctx.loss, ctx.mask, ctx.params = refs, loss, mask, params
+        ctx.distances, ctx.tile_bits = distances, tile_bits
         return values
 
     @staticmethod
@@ -138,7 +141,7 @@ class RingPass(torch.autograd.Function):
         d_row_vec = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device)
 
         def visit(owner, block):
-            inputs = ctx.refs.block_inputs(ctx.loss, owner, block, ctx.distances, row_vec, stats, ctx.params)
+            inputs = ctx.refs.block_inputs(ctx.loss, ctx.mask, owner, block, ctx.distances, row_vec, stats, ctx.params)
             dx, dy, row_grads, col_grad = _ops.pair_grad(*grad_inputs(inputs, values, coefs, ctx.tile_bits[owner]))
             d_x.add_(dx)
             d_row_vec.add_(row_grads[0])
@@ -148,7 +151,7 @@ class RingPass(torch.autograd.Function):
 
         (d_own,) = ctx.refs.ring_gradient(visit)
         d_row = None if row_vec is None else d_row_vec.to(row_vec.dtype)
-        return (d_x + d_own).to(x.dtype), d_row, None, None, None, None, None
+        return (d_x + d_own).to(x.dtype), d_row, None, None, None, None, None, None
 
 
 class RingPick(torch.autograd.Function):

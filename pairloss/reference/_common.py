@@ -6,6 +6,7 @@ formulas, not to be fast. The fused engines must reproduce these numbers without
 
 import torch
 
+from .._labels import jaccard, shared_label
 from .._numerics import distance_from_gram
 
 
@@ -21,7 +22,8 @@ def own_columns(rows, cols, offset, device):
 
 
 def pair_masks(labels, ref_labels, self_offset=None):
-    """Positive and negative pair masks (B×M); an anchor's own copy is neither.
+    """Positive and negative pair masks (B×M); an anchor's own copy is neither. Labels are class ids (positive:
+    equal) or multi-hot rows (positive: at least one label shared).
 
     ``ref_labels is None`` means the references are the anchors themselves (own copy: the diagonal);
     ``self_offset`` says that anchor i's own copy is reference row (self_offset + i) mod M (a memory bank or a
@@ -29,11 +31,19 @@ def pair_masks(labels, ref_labels, self_offset=None):
     """
     if ref_labels is None:
         ref_labels, self_offset = labels, 0
-    same = labels[:, None] == ref_labels[None, :]
+    same = shared_label(labels, ref_labels)
     if self_offset is None:
         return same, ~same
     kept = ~own_columns(len(labels), len(ref_labels), self_offset, labels.device)
     return same & kept, ~same & kept
+
+
+def positive_weights(pos, labels, ref_labels, weighting, dtype):
+    """Each positive pair's weight (B×M in ``dtype``, 0 off the positives): 1 ("uniform"), or the Jaccard
+    similarity of the pair's label sets ("jaccard")."""
+    if weighting == "uniform":
+        return pos.to(dtype)
+    return (jaccard(labels, labels if ref_labels is None else ref_labels) * pos).to(dtype)
 
 
 def l2_distance(x, y):

@@ -1,7 +1,8 @@
 """Triplet margin loss on L2 distances of the (normalised) rows, as PML's TripletMarginLoss.
 
 ``mining="batch_hard"`` pairs each anchor with its farthest positive and closest negative (PML's
-BatchHardMiner); ``mining="all"`` uses every valid (anchor, positive, negative) triplet.
+BatchHardMiner); ``mining="all"`` uses every valid (anchor, positive, negative) triplet. ``margin``: a number or
+one per anchor ((B,) tensor).
 """
 
 import torch
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 
 from .._numerics import softplus
 from .._reduction import nonzero_parts, reduce
-from ._common import l2_distance, pair_masks
+from ._common import l2_distance, pair_masks, per_anchor
 
 
 def _hinge(violation, soft):
@@ -21,7 +22,7 @@ def _batch_hard(dist, pos, neg, margin, soft):
     # reaches exactly one positive and one negative per anchor even when distances tie.
     hardest_pos = dist.detach().masked_fill(~pos, float("-inf")).argmax(1, keepdim=True)
     hardest_neg = dist.detach().masked_fill(~neg, float("inf")).argmin(1, keepdim=True)
-    violation = dist.gather(1, hardest_pos) - dist.gather(1, hardest_neg) + margin
+    violation = dist.gather(1, hardest_pos) - dist.gather(1, hardest_neg) + per_anchor(margin)
     has_triplet = pos.any(1) & neg.any(1)
     rows = torch.where(has_triplet, _hinge(violation.squeeze(1), soft), 0.0)
     return rows, rows[has_triplet]
@@ -32,7 +33,8 @@ def _all_triplets(dist, pos, neg, margin, soft):
     rows, terms = [], []
     for i in range(dist.shape[0]):
         d_pos, d_neg = dist[i][pos[i]], dist[i][neg[i]]
-        anchor_terms = _hinge(d_pos[:, None] - d_neg[None, :] + margin, soft).flatten()
+        anchor_margin = margin[i] if isinstance(margin, torch.Tensor) else margin
+        anchor_terms = _hinge(d_pos[:, None] - d_neg[None, :] + anchor_margin, soft).flatten()
         rows.append(anchor_terms.sum())
         terms.append(anchor_terms)
     return torch.stack(rows), torch.cat(terms)

@@ -64,7 +64,7 @@ EXTRAS = {
 _NAMES = {
     "loss": ("MULTI_SIMILARITY", "TRIPLET_HARDEST", "CONTRASTIVE", "CIRCLE", "NTXENT", "SUPCON", "CLIP",
              "SIGLIP", "MW", "UNIFORMITY", "TRIPLET_ALL"),
-    "mask": ("LABELS", "DIAGONAL", "INDEX"),
+    "mask": ("LABELS", "DIAGONAL", "INDEX", "MULTI_HOT", "JACCARD"),
 }  # fmt: skip
 LOSS_NAMES, MASK_NAMES = ({getattr(_ids, name).value: name for name in names} for names in _NAMES.values())
 
@@ -110,9 +110,16 @@ def launches(variant):
     dtypes and shapes that ``losses._run`` passes."""
     (loss, stats_pass, mask, self_pairs, symmetric), (dtype, tf32) = variant.engine_pass, OPERANDS[variant.operands]
     rows, refs, features, aligned = LAYOUTS[variant.layout]
-    has_labels = mask == _ids.LABELS.value
+    # Class ids, multi-hot rows as 32 int32 words (L = 1024), or a placeholder for the masks without labels.
+    multi_hot = mask in (_ids.MULTI_HOT.value, _ids.JACCARD.value)
+
+    def labels(count):
+        if multi_hot:
+            return torch.zeros(count, 32, dtype=torch.int32)
+        return torch.zeros(count if mask == _ids.LABELS.value else 1, dtype=torch.int64)
+
     x = _operand(rows, features, dtype, aligned, transposed=True)
-    row_labels = torch.zeros(rows if has_labels else 1, dtype=torch.int64)
+    row_labels = labels(rows)
     positives = torch.zeros(rows, 2 if mask == _ids.INDEX.value else 0, dtype=torch.int64)
     row_vec, stats = torch.zeros(rows), torch.zeros(4, rows)
     # The kernels do not specialise on the own-column offset: any value compiles the kernel of every value.
@@ -121,7 +128,7 @@ def launches(variant):
         y, col_labels, col_vec, own_offset = x, row_labels, row_vec, 0
     else:
         y = _operand(refs, features, dtype, aligned, transposed=False)
-        col_labels = torch.zeros(refs if has_labels else 1, dtype=torch.int64)
+        col_labels = labels(refs)
         col_vec = torch.zeros(refs)
     inputs = (x, y, row_labels, col_labels, positives, row_vec, col_vec, stats)
     (values, tile_bits), found = _launch.rows_launches(

@@ -16,10 +16,12 @@ A loss is a few small jitted pieces:
 loss's scalar hyper-parameters. Output layouts (unused slots are 0):
 - MULTI_SIMILARITY  STATS: max_N s, min_P s.  LOSS: log(1+Σ_P e^(−α(s−λ))), log(1+Σ_N e^(β(s−λ))) over mined pairs.
 - TRIPLET_HARDEST   STATS: max_P d, its first column, min_N d, its first column (columns as fp32: exact < 2²⁴).
-- CONTRASTIVE       LOSS: Σ_P [d−m_p]₊, Σ_N [m_n−d]₊, their numbers of non-zero terms.
+- CONTRASTIVE       LOSS: Σ_P [d−m_p]₊, Σ_N [m_n−d]₊, their numbers of non-zero terms (the margins per anchor, given
+                    as the pass's ``stats``).
 - CIRCLE            LOSS: LSE_P of the positive logits, LSE_N of the negative logits, |P|>0, |N|>0.
-- NTXENT            STATS: LSE_N s/τ, |N|>0.  LOSS: Σ_P softplus(LSE_N − s/τ), |P|, Σ_P σ(LSE_N − s/τ).
-- SUPCON            LOSS: LSE_{P∪N} s/τ, Σ_P s/τ, |P|.
+- NTXENT            STATS: LSE_N s/τ, |N|>0.  LOSS: Σ_P w·softplus(LSE_N − s/τ), Σ_P w, Σ_P w·σ(LSE_N − s/τ).
+- SUPCON            LOSS: LSE_{P∪N} s/τ, Σ_P w·s/τ, Σ_P w.
+  (w: each positive's weight, 1 unless the JACCARD mask gives soft positives; Σ_P w = |P| when it is 1.)
 - CLIP              STATS: LSE over all columns of scale·s.  LOSS: that LSE, and the column i's LSE over all rows
                     (given as the per-row vector, from the STATS pass on the transposed problem; B = M).
                     Both are differentiated from the same tile, the column one through ``col_coefs``.
@@ -159,11 +161,12 @@ def combine(LOSS: tl.constexpr, PASS: tl.constexpr, ptr, rows, row_mask, B, acc)
 
 @triton.jit
 def accumulate(
-    LOSS: tl.constexpr, PASS: tl.constexpr, s, pos, neg, cols, row_vec, col_vec, stats, scale, bias, params, acc,
-    SHARED: tl.constexpr = False,
+    LOSS: tl.constexpr, PASS: tl.constexpr, s, pos, neg, weight, cols, row_vec, col_vec, stats, scale, bias, params,
+    acc, SHARED: tl.constexpr = False,
 ):  # fmt: skip
     """Fold the tile into ``acc``; returns (acc, 1 if the tile has a pair with a non-zero gradient else 0).
-    ``SHARED``: ``acc`` comes from ``init_shared``, its log-sums with fixed shifts."""
+    ``weight``: each positive pair's weight (NT-Xent, SupCon). ``SHARED``: ``acc`` comes from ``init_shared``,
+    its log-sums with fixed shifts."""
     if LOSS == MULTI_SIMILARITY:
         alpha, beta, base, epsilon = params
         if PASS == STATS_PASS:
@@ -187,7 +190,7 @@ def accumulate(
         acc = (far_pos, far_pos_col, near_neg, near_neg_col)
         active = 0
     elif LOSS == CONTRASTIVE:
-        pos_margin, neg_margin, _, _ = params
+        pos_margin, neg_margin = stats[0], stats[1]  # per anchor
         _, distance, _ = l2_distance(s, row_vec, col_vec)
         pos_terms = tl.where(pos, tl.maximum(distance - pos_margin, 0.0), 0.0)
         neg_terms = tl.where(neg, tl.maximum(neg_margin - distance, 0.0), 0.0)
@@ -218,16 +221,21 @@ def accumulate(
             counted = pos & has_neg
             terms, slopes = softplus_and_sigmoid(stats[0] - logits)
             acc = (
-                acc[0] + tl.sum(tl.where(counted, terms, 0.0), 1),
-                acc[1] + count(pos),
-                acc[2] + tl.sum(tl.where(counted, slopes, 0.0), 1),
+                acc[0] + tl.sum(tl.where(counted, weight * terms, 0.0), 1),
+                acc[1] + tl.sum(tl.where(pos, weight, 0.0), 1),
+                acc[2] + tl.sum(tl.where(counted, weight * slopes, 0.0), 1),
                 acc[3],
             )
             active = any_pair((pos | neg) & has_neg)
     elif LOSS == SUPCON:
         logits = s / params[0]
         all_max, all_sum = online_logsumexp(acc[0], acc[1], logits, pos | neg, SHARED)
-        acc = (all_max, all_sum, acc[2] + tl.sum(tl.where(pos, logits, 0.0), 1), acc[3] + count(pos))
+        acc = (
+            all_max,
+            all_sum,
+            acc[2] + tl.sum(tl.where(pos, weight * logits, 0.0), 1),
+            acc[3] + tl.sum(tl.where(pos, weight, 0.0), 1),
+        )
         active = any_pair(pos | neg)
     elif LOSS == CLIP:
         row_max, row_sum = online_logsumexp(acc[0], acc[1], scale * s, pos | neg)
@@ -303,9 +311,11 @@ def merge(LOSS: tl.constexpr, PASS: tl.constexpr, acc, later):
 
 
 @triton.jit
-def gradient(LOSS: tl.constexpr, s, pos, neg, row_vec, col_vec, stats, values, coefs, col_coefs, scale, bias, params):
-    """(∂L/∂S, g_vec, g_scale, g_bias) tiles for one tile of pairs; ``col_coefs`` is the upstream gradient of
-    output slot 1 at the tile's columns, [1, BLOCK_N] (CLIP only, else 0)."""
+def gradient(LOSS: tl.constexpr, s, pos, neg, weight, row_vec, col_vec, stats, values, coefs, col_coefs, scale, bias,
+             params):  # fmt: skip
+    """(∂L/∂S, g_vec, g_scale, g_bias) tiles for one tile of pairs; ``weight`` as in ``accumulate``;
+    ``col_coefs`` is the upstream gradient of output slot 1 at the tile's columns, [1, BLOCK_N] (CLIP only, else
+    0)."""
     zero = tl.zeros_like(s)
     g_vec = zero
     g_scale = zero
@@ -319,7 +329,7 @@ def gradient(LOSS: tl.constexpr, s, pos, neg, row_vec, col_vec, stats, values, c
         slope = tl.where(pos, -alpha * coefs[0], beta * coefs[1])
         g_s = slope * masked_exp(exponent, mined_pos | mined_neg)
     elif LOSS == CONTRASTIVE:
-        pos_margin, neg_margin, _, _ = params
+        pos_margin, neg_margin = stats[0], stats[1]
         _, distance, d_distance = l2_distance(s, row_vec, col_vec)
         g_distance = tl.where(pos & (distance > pos_margin), coefs[0], 0.0)
         g_distance -= tl.where(neg & (distance < neg_margin), coefs[1], 0.0)
@@ -338,12 +348,12 @@ def gradient(LOSS: tl.constexpr, s, pos, neg, row_vec, col_vec, stats, values, c
         # and every negative up through LSE_N: one exponential per pair (+inf for a positive far above LSE_N).
         counted = (pos | neg) & has_neg
         e = masked_exp(logits - stats[0], counted)
-        g_logits = tl.where(counted, coefs[0] * tl.where(pos, -1.0 / (1.0 + e), values[2] * e), 0.0)
+        g_logits = tl.where(counted, coefs[0] * tl.where(pos, -weight / (1.0 + e), values[2] * e), 0.0)
         g_s = g_logits / temperature
     elif LOSS == SUPCON:
         temperature = params[0]
         logits = s / temperature
-        g_logits = coefs[0] * masked_exp(logits - values[0], pos | neg) + tl.where(pos, coefs[1], 0.0)
+        g_logits = coefs[0] * masked_exp(logits - values[0], pos | neg) + tl.where(pos, coefs[1] * weight, 0.0)
         g_s = g_logits / temperature
     elif LOSS == CLIP:
         # Row softmax (image → text) and column softmax (text → image) of the same logits.

@@ -23,11 +23,14 @@ STATS_PASS = tl.constexpr(0)
 LOSS_PASS = tl.constexpr(1)
 
 # Where positive pairs come from: equal labels, the row's own column (two towers: row i pairs column
-# (i + own offset) % M, the diagonal at offset 0), or a −1 padded B×P tensor of column indices. Negatives are the
-# other valid pairs.
+# (i + own offset) % M, the diagonal at offset 0), a −1 padded B×P tensor of column indices, or multi-hot labels
+# packed into int64 words (a label shared; JACCARD also weighs each positive by the Jaccard similarity of the
+# label sets, for the losses with soft positives). Negatives are the other valid pairs.
 LABELS = tl.constexpr(0)
 DIAGONAL = tl.constexpr(1)
 INDEX = tl.constexpr(2)
+MULTI_HOT = tl.constexpr(3)
+JACCARD = tl.constexpr(4)
 
 # Rows of the (4, B) per-row tensors every pass reads or writes.
 ROW_SLOTS = 4

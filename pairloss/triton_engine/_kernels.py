@@ -82,7 +82,7 @@ def _split_range(split, tiles_per_split, num_tiles):
 def pair_rows_kernel(
     x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, row_vec_ptr, col_vec_ptr, stats_ptr,
     scale_ptr, bias_ptr, partials_ptr, tile_bits_ptr,
-    B, M, D, num_positives, own_offset, tiles_per_split, stride_xr, stride_xd, stride_yr, stride_yd,
+    B, M, D, label_width, own_offset, tiles_per_split, stride_xr, stride_xd, stride_yr, stride_yd,
     p0, p1, p2, p3,
     LOSS: tl.constexpr, PASS: tl.constexpr, MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, SYMMETRIC: tl.constexpr,
     PRECISION: tl.constexpr, ONE_CHUNK: tl.constexpr,
@@ -115,14 +115,14 @@ def pair_rows_kernel(
         col_mask = cols < M
         if ONE_CHUNK:
             s = similarity_with_rows(x, y_ptr, cols, col_mask, D, stride_yr, stride_yd, PRECISION, BLOCK_N, BLOCK_D)
-            pos, neg = pair_masks(
+            pos, neg, weight = pair_masks(
                 rows, cols, row_mask, col_mask, own_cols, row_labels_ptr, col_labels_ptr, positives_ptr,
-                num_positives, MASK, SELF_PAIRS,
+                label_width, MASK, SELF_PAIRS,
             )  # fmt: skip
         else:
-            s, pos, neg = pair_tile(
+            s, pos, neg, weight = pair_tile(
                 x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask,
-                own_cols, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd, MASK, SELF_PAIRS, PRECISION,
+                own_cols, D, label_width, stride_xr, stride_xd, stride_yr, stride_yd, MASK, SELF_PAIRS, PRECISION,
                 BLOCK_M, BLOCK_N, BLOCK_D,
             )  # fmt: skip
         col_vec = tl.load(col_vec_ptr + cols, mask=col_mask, other=0.0)[None, :]
@@ -130,13 +130,14 @@ def pair_rows_kernel(
             _, distance, _ = l2_distance(s, row_vec, col_vec)
             acc = triplet_all.accumulate(
                 x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, own_cols,
-                row_vec, distance, pos, params, acc, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
+                row_vec, distance, pos, stats[0], params, acc, M, D, label_width, stride_xr, stride_xd, stride_yr,
+                stride_yd,
                 MASK, SELF_PAIRS, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
             )  # fmt: skip
             active = any_pair(pos | neg)  # conservative: which pairs sit in a non-zero triplet is not tracked
         else:
             acc, active = epilogue.accumulate(
-                LOSS, PASS, s, pos, neg, cols, row_vec, col_vec, stats, scale, bias, params, acc, SYMMETRIC
+                LOSS, PASS, s, pos, neg, weight, cols, row_vec, col_vec, stats, scale, bias, params, acc, SYMMETRIC
             )
         if PASS == LOSS_PASS:
             tl.store(tile_bits_ptr + row_block * num_col_blocks + col_block, active.to(tl.int8))
@@ -144,7 +145,7 @@ def pair_rows_kernel(
             # X = Y: the mirrored tile (J, I) is this one transposed; its rows' accumulators go out atomically. None
             # on the diagonal tile, whose pairs the rows above already hold.
             mirror_acc, mirror_active = epilogue.accumulate(
-                LOSS, PASS, tl.trans(s), tl.trans(pos), tl.trans(neg), rows, col_vec.reshape(BLOCK_N, 1),
+                LOSS, PASS, tl.trans(s), tl.trans(pos), tl.trans(neg), tl.trans(weight), rows, col_vec.reshape(BLOCK_N, 1),
                 row_vec.reshape(1, BLOCK_M), row_slots(stats_ptr, cols, col_mask, B), scale, bias, params,
                 epilogue.init_shared(LOSS, PASS, BLOCK_N, params), True,
             )  # fmt: skip
@@ -183,8 +184,8 @@ def merge_splits_kernel(partials_ptr, out_ptr, B, splits, LOSS: tl.constexpr, PA
 @triton.jit
 def _tile_gradient(
     x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, row_vec_ptr, col_vec_ptr, stats_ptr,
-    values_ptr, coefs_ptr, s, pos, neg, rows, cols, row_mask, col_mask, own_cols, scale, bias, params,
-    B, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
+    values_ptr, coefs_ptr, s, pos, neg, weight, rows, cols, row_mask, col_mask, own_cols, scale, bias, params,
+    B, M, D, label_width, stride_xr, stride_xd, stride_yr, stride_yd,
     LOSS: tl.constexpr, MASK: tl.constexpr, SELF_PAIRS: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
@@ -196,7 +197,8 @@ def _tile_gradient(
         _, distance, d_distance = l2_distance(s, row_vec, col_vec)
         coefficient = triplet_all.pair_coefficients(
             x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, own_cols,
-            row_vec, distance, pos, neg, params, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
+            row_vec, distance, pos, neg, row_slots(stats_ptr, rows, row_mask, B)[0], params, M, D, label_width,
+            stride_xr, stride_xd, stride_yr, stride_yd,
             MASK, SELF_PAIRS, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
         )  # fmt: skip
         g_vec = coefs[0] * coefficient * d_distance  # ∂L/∂(squared distance)
@@ -207,7 +209,7 @@ def _tile_gradient(
         if LOSS == CLIP:
             col_coefs = tl.load(coefs_ptr + B + cols, mask=col_mask, other=0.0)[None, :]  # slot 1 by column (B = M)
         grads = epilogue.gradient(
-            LOSS, s, pos, neg, row_vec, col_vec, row_slots(stats_ptr, rows, row_mask, B),
+            LOSS, s, pos, neg, weight, row_vec, col_vec, row_slots(stats_ptr, rows, row_mask, B),
             row_slots(values_ptr, rows, row_mask, B), coefs, col_coefs, scale, bias, params,
         )  # fmt: skip
     return grads
@@ -215,14 +217,14 @@ def _tile_gradient(
 
 @triton.jit
 def _mirror_gradient(
-    row_vec_ptr, col_vec_ptr, stats_ptr, values_ptr, coefs_ptr, s, pos, neg, rows, cols, row_mask, col_mask,
-    scale, bias, params, B, LOSS: tl.constexpr,
+    row_vec_ptr, col_vec_ptr, stats_ptr, values_ptr, coefs_ptr, s, pos, neg, weight, rows, cols, row_mask,
+    col_mask, scale, bias, params, B, LOSS: tl.constexpr,
 ):  # fmt: skip
     """The gradient of tile (J, I) from this tile (I, J)'s S and masks, transposed (equal to (J, I)'s when X = Y):
     (its G in this tile's orientation, its g_vec summed over I for the J rows and over J for the I rows, its
     g_scale and g_bias summed over I). The J rows' per-row inputs broadcast along this tile's columns."""
     m_s, m_vec, m_scale, m_bias = epilogue.gradient(
-        LOSS, s, pos, neg, tl.load(row_vec_ptr + cols, mask=col_mask, other=0.0)[None, :],
+        LOSS, s, pos, neg, weight, tl.load(row_vec_ptr + cols, mask=col_mask, other=0.0)[None, :],
         tl.load(col_vec_ptr + rows, mask=row_mask, other=0.0)[:, None], column_slots(stats_ptr, cols, col_mask, B),
         column_slots(values_ptr, cols, col_mask, B), column_slots(coefs_ptr, cols, col_mask, B), 0.0, scale, bias,
         params,
@@ -246,7 +248,7 @@ def _add_products(out_ptr, out_rows, out_mask, g_op, g_unscale, operand_ptr, ope
 def pair_grad_kernel(
     x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, row_vec_ptr, col_vec_ptr, stats_ptr,
     values_ptr, coefs_ptr, scale_ptr, bias_ptr, tile_bits_ptr, dx_ptr, dy_ptr, row_grads_ptr, col_grad_ptr,
-    B, M, D, num_positives, own_offset, tiles_per_split, stride_xr, stride_xd, stride_yr, stride_yd,
+    B, M, D, label_width, own_offset, tiles_per_split, stride_xr, stride_xd, stride_yr, stride_yd,
     p0, p1, p2, p3,
     LOSS: tl.constexpr, MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, PRECISION: tl.constexpr,
     OWN_ROWS: tl.constexpr, ATOMIC: tl.constexpr, SYMMETRIC: tl.constexpr, OWNED_D: tl.constexpr,
@@ -293,15 +295,15 @@ def pair_grad_kernel(
         col_mask = cols < M
         # Exact skip: the forward saw no pair with a non-zero gradient in this tile (nor, SYMMETRIC, its mirror).
         if tile_bit != 0:
-            s, pos, neg = pair_tile(
+            s, pos, neg, weight = pair_tile(
                 x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask,
-                own_cols, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd, MASK, SELF_PAIRS, PRECISION,
+                own_cols, D, label_width, stride_xr, stride_xd, stride_yr, stride_yd, MASK, SELF_PAIRS, PRECISION,
                 BLOCK_M, BLOCK_N, BLOCK_D,
             )  # fmt: skip
             g_s, g_vec, g_scale, g_bias = _tile_gradient(
                 x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, row_vec_ptr, col_vec_ptr, stats_ptr,
-                values_ptr, coefs_ptr, s, pos, neg, rows, cols, row_mask, col_mask, own_cols, scale, bias, params,
-                B, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
+                values_ptr, coefs_ptr, s, pos, neg, weight, rows, cols, row_mask, col_mask, own_cols, scale, bias,
+                params, B, M, D, label_width, stride_xr, stride_xd, stride_yr, stride_yd,
                 LOSS, MASK, SELF_PAIRS, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
             )  # fmt: skip
             if OWN_ROWS:
@@ -314,7 +316,7 @@ def pair_grad_kernel(
                     # X = Y: this tile also stands for tile (J, I), skipped. Its pair gradients join G (on the
                     # diagonal tile they are G's transpose: dX += (G + Gᵀ)·X there).
                     m_s, m_vec_cols, m_vec_rows, m_scale, m_bias = _mirror_gradient(
-                        row_vec_ptr, col_vec_ptr, stats_ptr, values_ptr, coefs_ptr, s, pos, neg, rows, cols,
+                        row_vec_ptr, col_vec_ptr, stats_ptr, values_ptr, coefs_ptr, s, pos, neg, weight, rows, cols,
                         row_mask, col_mask, scale, bias, params, B, LOSS,
                     )  # fmt: skip
                     g_s += m_s

@@ -197,6 +197,11 @@ def shared_forward(loss, stats_pass, params):
     return False
 
 
+def _label_width(row_labels, positives):
+    """The kernels' ``label_width``: words per multi-hot row (2-D labels), else entries per index-list row."""
+    return row_labels.shape[1] if row_labels.dim() == 2 else positives.shape[1]
+
+
 def rows_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass,
                   mask, self_pairs, own_offset, params, device, tf32, symmetric=False):  # fmt: skip
     """((values, tile_bits) outputs, launches) of one forward pass for tensors that will run on ``device``: the
@@ -214,8 +219,8 @@ def rows_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
     tile_bits = torch.zeros((row_blocks, col_blocks), dtype=torch.int8, device=x.device)
     args = (
         x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, partials, tile_bits,
-        B, M, D, positives.shape[1], own_offset, splits.tiles, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
-        *params,
+        B, M, D, _label_width(row_labels, positives), own_offset, splits.tiles, x.stride(0), x.stride(1),
+        y.stride(0), y.stride(1), *params,
     )  # fmt: skip
     pass_id = (STATS_PASS if stats_pass else LOSS_PASS).value
     constexprs = _constexprs(dtype, D, device, tf32, LOSS=loss, PASS=pass_id, MASK=mask, SELF_PAIRS=self_pairs,
@@ -268,8 +273,8 @@ def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
     def launch(own_rows, grid):
         args = (
             x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias, tile_bits,
-            *outputs, B, M, D, positives.shape[1], own_offset, splits.tiles, x.stride(0), x.stride(1), y.stride(0),
-            y.stride(1), *params,
+            *outputs, B, M, D, _label_width(row_labels, positives), own_offset, splits.tiles, x.stride(0),
+            x.stride(1), y.stride(0), y.stride(1), *params,
         )  # fmt: skip
         constexprs = _constexprs(dtype, D, device, tf32, LOSS=loss, MASK=mask, SELF_PAIRS=self_pairs,
                                  OWN_ROWS=own_rows, ATOMIC=atomic, SYMMETRIC=symmetric and atomic)  # fmt: skip

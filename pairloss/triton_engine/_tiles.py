@@ -5,7 +5,7 @@ import triton
 import triton.language as tl
 
 from .._numerics import ZERO_DISTANCE_ULPS
-from ._ids import DIAGONAL, INDEX, LABELS
+from ._ids import DIAGONAL, INDEX, JACCARD, LABELS
 
 INF = tl.constexpr(float("inf"))
 # ZERO_DISTANCE_ULPS ulps of fp32, the precision of every tile.
@@ -75,16 +75,30 @@ def own_columns(rows, own_offset, M):
 
 
 @triton.jit
+def popcount(words):
+    """Set bits of each int32 entry (SWAR: bit counts of pairs, nibbles, bytes, then the bytes summed by a
+    multiply). Every right shift is masked, so the sign bit's arithmetic shift never leaks into a count."""
+    words = words - ((words >> 1) & 0x55555555)
+    words = (words & 0x33333333) + ((words >> 2) & 0x33333333)
+    words = (words + (words >> 4)) & 0x0F0F0F0F
+    return (words * 0x01010101) >> 24
+
+
+@triton.jit
 def pair_masks(
-    rows, cols, row_mask, col_mask, own_cols, row_labels_ptr, col_labels_ptr, positives_ptr, num_positives,
+    rows, cols, row_mask, col_mask, own_cols, row_labels_ptr, col_labels_ptr, positives_ptr, label_width,
     MASK: tl.constexpr, SELF_PAIRS: tl.constexpr,
 ):  # fmt: skip
-    """(positive, negative) boolean tiles; ``SELF_PAIRS`` leaves each row's own column out of both (the anchor
-    itself, or its copy among the references)."""
+    """(positive, negative, positive weight) tiles; ``SELF_PAIRS`` leaves each row's own column out of both (the
+    anchor itself, or its copy among the references). ``label_width``: the entries per row of the index list
+    (INDEX) or the 32-bit words per multi-hot row (MULTI_HOT, JACCARD: the packed int64 words viewed as int32, so
+    that a pair's AND is one register, not two). The weight is JACCARD's |a ∩ b| / |a ∪ b|, else 1 (read only by
+    the losses with soft positives)."""
     valid = row_mask[:, None] & col_mask[None, :]
     own = own_cols[:, None] == cols[None, :]
     if SELF_PAIRS:
         valid = valid & ~own
+    weight = tl.full(own.shape, 1.0, tl.float32)
     if MASK == LABELS:
         row_labels = tl.load(row_labels_ptr + rows, mask=row_mask, other=0)
         col_labels = tl.load(col_labels_ptr + cols, mask=col_mask, other=0)
@@ -94,29 +108,49 @@ def pair_masks(
     elif MASK == INDEX:
         # Membership of each column in the row's −1 padded index list; a repeated index counts once.
         same = (rows[:, None] < 0) & (cols[None, :] < 0)  # all False, tile-shaped
-        for slot in range(num_positives):
-            index = tl.load(positives_ptr + rows * num_positives + slot, mask=row_mask, other=-1)
+        for slot in range(label_width):
+            index = tl.load(positives_ptr + rows * label_width + slot, mask=row_mask, other=-1)
             same = same | (index[:, None] == cols[None, :])
-    return valid & same, valid & ~same
+    else:  # MULTI_HOT, JACCARD: one AND per word and pair, in registers
+        same = (rows[:, None] < 0) & (cols[None, :] < 0)  # all False, tile-shaped
+        # JACCARD: |a ∩ b| per pair, |a| per row and |b| per column (|a ∪ b| = |a| + |b| − |a ∩ b|), int32.
+        common = same.to(tl.int32)
+        row_counts = (rows * 0).to(tl.int32)
+        col_counts = (cols * 0).to(tl.int32)
+        for word in range(label_width):
+            row_words = tl.load(row_labels_ptr + rows * label_width + word, mask=row_mask, other=0)
+            col_words = tl.load(col_labels_ptr + cols * label_width + word, mask=col_mask, other=0)
+            both = row_words[:, None] & col_words[None, :]
+            if MASK == JACCARD:
+                common += popcount(both)
+                row_counts += popcount(row_words)
+                col_counts += popcount(col_words)
+            else:
+                same = same | (both != 0)
+        if MASK == JACCARD:
+            same = common > 0
+            union = row_counts[:, None] + col_counts[None, :] - common
+            weight = common.to(tl.float32) / tl.maximum(union, 1).to(tl.float32)
+    return valid & same, valid & ~same, weight
 
 
 @triton.jit
 def pair_tile(
     x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask, own_cols,
-    D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
+    D, label_width, stride_xr, stride_xd, stride_yr, stride_yd,
     MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    """(S, positive, negative) tiles: what every pass starts from."""
+    """(S, positive, negative, positive weight) tiles: what every pass starts from."""
     s = similarity_tile(
         x_ptr, y_ptr, rows, cols, row_mask, col_mask, D, stride_xr, stride_xd, stride_yr, stride_yd,
         PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
     )  # fmt: skip
-    pos, neg = pair_masks(
-        rows, cols, row_mask, col_mask, own_cols, row_labels_ptr, col_labels_ptr, positives_ptr, num_positives,
+    pos, neg, weight = pair_masks(
+        rows, cols, row_mask, col_mask, own_cols, row_labels_ptr, col_labels_ptr, positives_ptr, label_width,
         MASK, SELF_PAIRS,
     )  # fmt: skip
-    return s, pos, neg
+    return s, pos, neg, weight
 
 
 @triton.jit

@@ -4,7 +4,8 @@ For a block of anchors and an outer column tile j, an inner loop over every colu
 distances d_ik and forms the BLOCK_M × BLOCK_N × BLOCK_N triplet tile in registers. Forward (j as the positive):
 Σ_{p∈j, n∈k} h(d_ip − d_in + m) and the number of non-zero terms. Backward: the coefficient of pair (i, j) is
 Σ_n h'(d_ij − d_in + m) when j is a positive of i and −Σ_p h'(d_ip − d_ij + m) when j is a negative, each summed
-over all tiles k; G = ∂L/∂S follows through the distance. h is relu, or softplus when ``soft`` (``params[1]``).
+over all tiles k; G = ∂L/∂S follows through the distance. h is relu, or softplus when ``soft`` (``params[1]``); m
+is the anchor's margin (slot 0 of the pass's per-row inputs).
 The work is O(B·M²·(D/BLOCK_N + 1)), the price of the exact all-triplets loss.
 """
 
@@ -17,16 +18,16 @@ from ._tiles import count, l2_distance, pair_tile, softplus
 @triton.jit
 def _distances(
     x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, own_cols, row_vec,
-    tile, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
+    tile, M, D, label_width, stride_xr, stride_xd, stride_yr, stride_yd,
     MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """(distance, positive, negative) tiles of the anchors against column tile ``tile``."""
     cols = tile * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
     col_mask = cols < M
-    s, pos, neg = pair_tile(
+    s, pos, neg, _ = pair_tile(
         x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask, own_cols,
-        D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd, MASK, SELF_PAIRS, PRECISION,
+        D, label_width, stride_xr, stride_xd, stride_yr, stride_yd, MASK, SELF_PAIRS, PRECISION,
         BLOCK_M, BLOCK_N, BLOCK_D,
     )  # fmt: skip
     _, distance, _ = l2_distance(s, row_vec, tl.load(col_vec_ptr + cols, mask=col_mask, other=0.0)[None, :])
@@ -47,19 +48,20 @@ def _hinge_slope(violation, soft):
 @triton.jit
 def accumulate(
     x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, own_cols, row_vec,
-    distance, pos, params, acc,
-    M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
+    distance, pos, margins, params, acc,
+    M, D, label_width, stride_xr, stride_xd, stride_yr, stride_yd,
     MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    """Fold the triplets whose positive is in the outer tile into (Σ terms, # non-zero terms, ·, ·)."""
-    margin, soft = params[0], params[1]  # not `_, _ = …`: a `_` the loop below reassigns to a tile must keep its type
+    """Fold the triplets whose positive is in the outer tile into (Σ terms, # non-zero terms, ·, ·);
+    ``margins``: each anchor's, [BLOCK_M, 1]."""
+    margin, soft = margins[:, :, None], params[1]
     term_sum = acc[0]
     nonzero = acc[1]
     for tile in range(tl.cdiv(M, BLOCK_N)):
         inner, _, inner_neg = _distances(
             x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, own_cols,
-            row_vec, tile, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
+            row_vec, tile, M, D, label_width, stride_xr, stride_xd, stride_yr, stride_yd,
             MASK, SELF_PAIRS, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
         )  # fmt: skip
         valid = pos[:, :, None] & inner_neg[:, None, :]
@@ -72,18 +74,18 @@ def accumulate(
 @triton.jit
 def pair_coefficients(
     x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, own_cols, row_vec,
-    distance, pos, neg, params,
-    M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
+    distance, pos, neg, margins, params,
+    M, D, label_width, stride_xr, stride_xd, stride_yr, stride_yd,
     MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """∂(Σ_triplets h)/∂d for the outer tile's pairs: + over its role as a positive, − as a negative."""
-    margin, soft = params[0], params[1]
+    margin, soft = margins[:, :, None], params[1]
     coefficient = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for tile in range(tl.cdiv(M, BLOCK_N)):
         inner, inner_pos, inner_neg = _distances(
             x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, col_vec_ptr, rows, row_mask, own_cols,
-            row_vec, tile, M, D, num_positives, stride_xr, stride_xd, stride_yr, stride_yd,
+            row_vec, tile, M, D, label_width, stride_xr, stride_xd, stride_yr, stride_yd,
             MASK, SELF_PAIRS, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
         )  # fmt: skip
         as_positive = _hinge_slope(distance[:, :, None] - inner[:, None, :] + margin, soft)

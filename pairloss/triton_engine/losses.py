@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .._labels import engine_labels
 from .._numerics import distance_from_gram, row_dots, softplus, squared_norms
 from .._precision import backend_loss
 from .._reduction import count_parts, nonzero_parts, ratio, reduce
@@ -29,7 +30,9 @@ from ._ids import (
     CONTRASTIVE,
     DIAGONAL,
     INDEX,
+    JACCARD,
     LABELS,
+    MULTI_HOT,
     MULTI_SIMILARITY,
     MW,
     NTXENT,
@@ -38,6 +41,16 @@ from ._ids import (
     TRIPLET_ALL,
     TRIPLET_HARDEST,
     UNIFORMITY,
+)
+from ._slots import (
+    CircleTerms,
+    ClipTerms,
+    ContrastiveTerms,
+    HardestPairs,
+    MultiSimilarityTerms,
+    SoftmaxTerms,
+    SupConTerms,
+    TripletTerms,
 )
 
 INF = float("inf")
@@ -64,11 +77,13 @@ def _mirrored(loss, stats_pass):
     return loss.value in (MIRRORED_STATS if stats_pass else MIRRORED)
 
 
-def _passes(loss, stats_passes=(False,), mask=LABELS, self_pairs=(True, False)):
-    """The passes of ``loss``; with the own pairs left out, also the symmetric X = Y one where it has one."""
+def _passes(loss, stats_passes=(False,), masks=(LABELS, MULTI_HOT), self_pairs=(True, False)):
+    """The passes of ``loss`` (by default: for class ids and for multi-hot labels); with the own pairs left out,
+    also the symmetric X = Y one where it has one."""
     return {
         EnginePass(loss.value, s, mask.value, p, symmetric)
         for s in stats_passes
+        for mask in masks
         for p in self_pairs
         for symmetric in {False, p and _mirrored(loss, s)}
     }
@@ -83,10 +98,11 @@ ENGINE_PASSES = sorted(
     | _passes(CONTRASTIVE)
     | _passes(CIRCLE)
     | _passes(NTXENT, stats_passes=(True, False))
-    | _passes(NTXENT, stats_passes=(True, False), mask=INDEX, self_pairs=(False,))
-    | _passes(SUPCON)
-    | _passes(CLIP, stats_passes=(True, False), mask=DIAGONAL, self_pairs=(False,))
-    | set().union(*(_passes(loss, mask=DIAGONAL, self_pairs=(False,)) for loss in (SIGLIP, MW)))
+    | _passes(NTXENT, masks=(JACCARD,))  # soft positives: the LOSS pass (the STATS pass reads negatives only)
+    | _passes(NTXENT, stats_passes=(True, False), masks=(INDEX,), self_pairs=(False,))
+    | _passes(SUPCON, masks=(LABELS, MULTI_HOT, JACCARD))
+    | _passes(CLIP, stats_passes=(True, False), masks=(DIAGONAL,), self_pairs=(False,))
+    | set().union(*(_passes(loss, masks=(DIAGONAL,), self_pairs=(False,)) for loss in (SIGLIP, MW)))
     | {EnginePass(UNIFORMITY.value, False, DIAGONAL.value, False, True)}
 )
 
@@ -110,8 +126,8 @@ def pair_rows_inputs(loss, x, y, *, tf32, stats_pass=False, row_labels=None, col
     return (
         x,
         y,
-        no_labels if row_labels is None else row_labels.to(torch.int64).contiguous(),
-        no_labels if col_labels is None else col_labels.to(torch.int64).contiguous(),
+        no_labels if row_labels is None else _kernel_labels(row_labels),
+        no_labels if col_labels is None else _kernel_labels(col_labels),
         x.new_zeros((rows, 0), dtype=torch.int64) if positives is None else positives.to(torch.int64).contiguous(),
         x.new_zeros((rows,), dtype=torch.float32) if row_vec is None else row_vec.float().contiguous(),
         x.new_zeros((cols,), dtype=torch.float32) if col_vec is None else col_vec.float().contiguous(),
@@ -129,6 +145,12 @@ def pair_rows_inputs(loss, x, y, *, tf32, stats_pass=False, row_labels=None, col
     )
 
 
+def _kernel_labels(labels):
+    """Class ids as int64; multi-hot rows' packed int64 words (``engine_labels``) as twice as many int32 words."""
+    labels = labels.contiguous()
+    return labels.view(torch.int32) if labels.dim() == 2 else labels.to(torch.int64)
+
+
 def grad_inputs(inputs, values, coefs, tile_bits):
     """``pairloss::pair_grad``'s arguments for the ``pair_rows`` call of ``inputs`` that gave ``values`` and
     ``tile_bits``, with the upstream gradient ``coefs`` of ``values``."""
@@ -143,11 +165,22 @@ def _run(loss, x, y, **options):
     return _ops.pair_rows(*pair_rows_inputs(loss, x, y, **options))[0]
 
 
+def label_mask(packed_labels, stats_pass=False, jaccard=False):
+    """The mask of a label loss's pass on labels in the engines' form (``pairloss._labels.engine_labels``: 2-D
+    words for multi-hot rows); ``jaccard``: soft positives, which only the LOSS pass reads."""
+    if packed_labels.dim() == 1:
+        return LABELS
+    return JACCARD if jaccard and not stats_pass else MULTI_HOT
+
+
 def _label_pairs(labels, y, ref_labels, self_offset):
-    """Keyword arguments of ``_run`` for a label loss; ``y is None`` means the anchors are the references, and
-    ``self_offset`` (with ``y``) where their copies sit in ``y``: either way each anchor's own pair is left out."""
+    """Keyword arguments of ``_run`` for a label loss (labels packed for the engine); ``y is None`` means the
+    anchors are the references, and ``self_offset`` (with ``y``) where their copies sit in ``y``: either way each
+    anchor's own pair is left out."""
+    labels = engine_labels(labels)
     if y is None:
         return {"row_labels": labels, "col_labels": labels, "self_pairs": True}
+    ref_labels = engine_labels(ref_labels)
     if self_offset is None:
         return {"row_labels": labels, "col_labels": ref_labels, "self_pairs": False}
     return {"row_labels": labels, "col_labels": ref_labels, "self_pairs": True, "own_offset": self_offset}
@@ -179,13 +212,17 @@ class References:
         self._pairs = _label_pairs(labels, y, ref_labels, self_offset)
         self._tf32 = _launch.tf32_allowed()
 
-    def run(self, loss, *, distances=False, **options):
-        """The (4, B) outputs of one pass; ``distances``: the per-row/column vectors are squared norms. With the
-        anchors as references a mirrored pass runs symmetric (``MIRRORED``, ``MIRRORED_STATS``)."""
+    def run(self, loss, *, distances=False, jaccard=False, **options):
+        """The (4, B) outputs of one pass; ``distances``: the per-row/column vectors are squared norms;
+        ``jaccard``: soft positives (multi-hot labels). With the anchors as references a mirrored pass runs
+        symmetric (``MIRRORED``, ``MIRRORED_STATS``)."""
         if distances:
             options["row_vec"], options["col_vec"] = _squared_norms(self.x, self._y)
-        symmetric = self._y is None and _mirrored(loss, options.get("stats_pass", False))
-        return _run(loss, self.x, self._refs, tf32=self._tf32, symmetric=symmetric, **self._pairs, **options)
+        stats_pass = options.get("stats_pass", False)
+        symmetric = self._y is None and _mirrored(loss, stats_pass)
+        mask = label_mask(self._pairs["row_labels"], stats_pass, jaccard)
+        return _run(loss, self.x, self._refs, tf32=self._tf32, symmetric=symmetric, mask=mask, **self._pairs,
+                    **options)  # fmt: skip
 
     def rows(self, columns):
         """The reference rows at these columns (differentiable)."""
@@ -204,57 +241,69 @@ def _multi_similarity(refs, *, alpha, beta, base, epsilon, mining, reduction):
     else:
         # Thresholds that keep every pair: s − ε < +inf and s + ε > −inf.
         stats = torch.tensor([INF, -INF, 0.0, 0.0], device=x.device)[:, None].expand(4, x.shape[0]).contiguous()
-    values = refs.run(MULTI_SIMILARITY, stats=stats, params=params)
-    rows = values[0] / alpha + values[1] / beta
+    terms = MultiSimilarityTerms(*refs.run(MULTI_SIMILARITY, stats=stats, params=params))
+    rows = terms.positive_log1p / alpha + terms.negative_log1p / beta
     return reduce(rows, reduction, lambda: count_parts(rows, rows.shape[0]))
+
+
+def _row_inputs(x, *values):
+    """A pass's (4, B) fp32 per-row inputs (its ``stats``) holding hyper-parameters given as numbers or one per
+    anchor ((B,) tensors), in slot order."""
+    rows = torch.zeros((4, x.shape[0]), dtype=torch.float32, device=x.device)
+    for slot, value in enumerate(values):
+        rows[slot] = value
+    return rows
 
 
 def _triplet_margin(refs, *, margin, mining, soft, reduction):
     x = refs.x
     if mining == "all":
-        values = refs.run(TRIPLET_ALL, distances=True, params=(margin, float(soft)))
-        rows = values[0]
+        stats = _row_inputs(x, margin)
+        terms = TripletTerms(*refs.run(TRIPLET_ALL, distances=True, stats=stats, params=(0.0, float(soft))))
+        rows = terms.term_sum
         # The mean is over the non-zero triplet terms (PML's AvgNonZeroReducer over triplets, not anchors).
-        return reduce(rows, reduction, lambda: count_parts(rows, _total(values[1])))
-    stats = refs.run(TRIPLET_HARDEST, stats_pass=True, distances=True)
-    has_triplet = (stats[0] > -INF) & (stats[2] < INF)
+        return reduce(rows, reduction, lambda: count_parts(rows, _total(terms.nonzero_terms)))
+    hardest = HardestPairs(*refs.run(TRIPLET_HARDEST, stats_pass=True, distances=True))
+    has_triplet = (hardest.far_positive > -INF) & (hardest.near_negative < INF)
     # The kernel only picks the hardest columns; the distances there are recomputed with autograd (O(B·D)),
     # so the gradient reaches exactly one positive and one negative per anchor, as in PML.
-    far_pos = _l2_rows(x, refs.rows(stats[1].long()))
-    near_neg = _l2_rows(x, refs.rows(stats[3].long()))
+    far_pos = _l2_rows(x, refs.rows(hardest.far_positive_column.long()))
+    near_neg = _l2_rows(x, refs.rows(hardest.near_negative_column.long()))
     hinge = softplus if soft else F.relu
     rows = torch.where(has_triplet, hinge(far_pos - near_neg + margin), 0.0)
     return reduce(rows, reduction, lambda: nonzero_parts(rows))
 
 
 def _contrastive(refs, *, pos_margin, neg_margin, reduction):
-    values = refs.run(CONTRASTIVE, distances=True, params=(pos_margin, neg_margin))
-    rows = values[0] + values[1]
+    terms = ContrastiveTerms(*refs.run(CONTRASTIVE, distances=True, stats=_row_inputs(refs.x, pos_margin, neg_margin)))
+    rows = terms.positive_sum + terms.negative_sum
 
     def parts():
         # PML averages each kind over its own non-zero pairs, then adds the two averages.
-        return torch.stack([values[0].sum(), values[1].sum()]), torch.cat([_total(values[2]), _total(values[3])])
+        sums = torch.stack([terms.positive_sum.sum(), terms.negative_sum.sum()])
+        return sums, torch.cat([_total(terms.positive_nonzero), _total(terms.negative_nonzero)])
 
     return reduce(rows, reduction, parts)
 
 
 def _circle(refs, *, m, gamma, reduction):
-    values = refs.run(CIRCLE, params=(m, gamma))
-    has_both = (values[2] > 0) & (values[3] > 0)
-    rows = torch.where(has_both, softplus(values[0] + values[1]), 0.0)
+    terms = CircleTerms(*refs.run(CIRCLE, params=(m, gamma)))
+    has_both = (terms.has_positive > 0) & (terms.has_negative > 0)
+    rows = torch.where(has_both, softplus(terms.positive_lse + terms.negative_lse), 0.0)
     return reduce(rows, reduction, lambda: nonzero_parts(rows))
 
 
-def _ntxent_values(run, params):
-    """(Σ over each row's positives of the pair loss, number of positives) of label-aware InfoNCE."""
+def _ntxent_values(run, params, **loss_options):
+    """(Σ over each row's positives of the weighted pair loss, Σ of the positives' weights) of label-aware
+    InfoNCE (the weights are 1 but with ``jaccard=True`` in ``loss_options``)."""
     stats = run(NTXENT, stats_pass=True, params=params)
-    values = run(NTXENT, stats=stats, params=params)
-    return values[0], values[1].detach()
+    terms = SoftmaxTerms(*run(NTXENT, stats=stats, params=params, **loss_options))
+    return terms.pair_loss_sum, terms.weight_sum.detach()
 
 
-def _ntxent(refs, *, temperature, reduction):
-    rows, positives = _ntxent_values(refs.run, (temperature,))
-    return reduce(rows, reduction, lambda: count_parts(rows, _total(positives)))
+def _ntxent(refs, *, temperature, positive_weights="uniform", reduction):
+    rows, weight_sums = _ntxent_values(refs.run, (temperature,), jaccard=positive_weights == "jaccard")
+    return reduce(rows, reduction, lambda: count_parts(rows, _total(weight_sums)))
 
 
 @backend_loss
@@ -268,14 +317,20 @@ def decoupled_softmax_loss(queries, keys, positives, *, temperature):
     return ratio(rows.sum(), counts.sum())
 
 
-def _supcon(refs, *, temperature, reduction):
-    values = refs.run(SUPCON, params=(temperature,))
-    log_denominator, positive_logits, positives = values[0], values[1], values[2].detach()
-    rows = torch.where(positives > 0, log_denominator - positive_logits / positives.clamp_min(1), 0.0)
-    # PML returns 0 for a batch with no positive pair or no negative pair at all (e.g. a single class). Every
-    # pair that is not left out is one or the other, so the negatives are those pairs less the positives.
-    positive_count = positives.to(torch.int64).sum()
-    rows = torch.where((positive_count > 0) & (positive_count < refs.pair_count()), rows, rows * 0)
+def _supcon(refs, *, temperature, positive_weights="uniform", reduction):
+    jaccard = positive_weights == "jaccard"
+    terms = SupConTerms(*refs.run(SUPCON, params=(temperature,), jaccard=jaccard))
+    weight_sums = terms.weight_sum.detach()
+    # A positive's weight is never 0: Σ w > 0 exactly for the rows with positives.
+    has_positives = weight_sums > 0
+    mean_positive_logit = terms.positive_logit_sum / torch.where(has_positives, weight_sums, 1)
+    rows = torch.where(has_positives, terms.log_denominator - mean_positive_logit, 0.0)
+    if not jaccard:
+        # PML returns 0 for a batch with no positive pair or no negative pair at all (e.g. a single class). Every
+        # pair that is not left out is one or the other, so the negatives are those pairs less the positives
+        # (Σ w: their number, exact integers).
+        positive_count = weight_sums.to(torch.int64).sum()
+        rows = torch.where((positive_count > 0) & (positive_count < refs.pair_count()), rows, rows * 0)
     return reduce(rows, reduction, lambda: nonzero_parts(rows))
 
 
@@ -313,11 +368,12 @@ def clip_loss(image, text, logit_scale, *, reduction):
     # The column log-sum-exps are the row ones of the transposed problem (a STATS pass); the LOSS pass returns
     # them beside the row ones and differentiates both from each recomputed tile (one backward, not one per side).
     tf32 = _launch.tf32_allowed()
-    text_lse = _run(CLIP, text, image, tf32=tf32, stats_pass=True, scale=logit_scale, mask=DIAGONAL)[0]
-    values = _run(CLIP, image, text, tf32=tf32, row_vec=text_lse, col_vec=text_lse, scale=logit_scale, mask=DIAGONAL)
-    image_lse, text_lse = values[0], values[1]
+    text_lse = ClipTerms(*_run(CLIP, text, image, tf32=tf32, stats_pass=True, scale=logit_scale, mask=DIAGONAL)).row_lse
+    terms = ClipTerms(
+        *_run(CLIP, image, text, tf32=tf32, row_vec=text_lse, col_vec=text_lse, scale=logit_scale, mask=DIAGONAL)
+    )
     matching = logit_scale * row_dots(image, text)
-    rows = (image_lse + text_lse) / 2 - matching
+    rows = (terms.row_lse + terms.column_lse) / 2 - matching
     return reduce(rows, reduction, lambda: count_parts(rows, rows.shape[0]))
 
 
