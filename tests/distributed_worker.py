@@ -115,25 +115,7 @@ def run_cases(world, rank, backend):
                 )
                 (grad,) = torch.autograd.grad(_backward_weight(loss, local_weights), leaf)
                 results[(loss_name, repr(options), kind, strategy, reduction)] = (loss.detach(), grad)
-    if backend in TWO_TOWER_BACKENDS:  # per-anchor (learnable) temperatures: each rank holds its rows' ones
-        for loss_name in ("ntxent_loss", "supcon_loss"):
-            for reduction in REDUCTIONS:
-                leaves = [x.clone().requires_grad_(True), _local(per_anchor_temperatures(world), world, rank)]
-                leaves[1].requires_grad_(True)
-                loss = getattr(pairloss.distributed, loss_name)(
-                    leaves[0], y, temperature=leaves[1], reduction=reduction, backend=backend
-                )
-                grads = torch.autograd.grad(_backward_weight(loss, local_weights), leaves)
-                results[(loss_name, "per-anchor temperature", reduction)] = (loss.detach(), *grads)
-        margins = _local(per_anchor_margins(world), world, rank)
-        for loss_name, names in MARGIN_CASES.items():
-            for reduction in REDUCTIONS:
-                leaf = x.clone().requires_grad_(True)
-                loss = getattr(pairloss.distributed, loss_name)(
-                    leaf, y, reduction=reduction, backend=backend, **dict.fromkeys(names, margins)
-                )
-                (grad,) = torch.autograd.grad(_backward_weight(loss, local_weights), leaf)
-                results[(loss_name, "per-anchor margins", reduction)] = (loss.detach(), grad)
+    results.update(run_per_anchor_cases(world, rank, backend))
     if backend not in TWO_TOWER_BACKENDS:
         return results
     image_local, text_local = _local(image, world, rank), _local(text, world, rank)
@@ -155,6 +137,33 @@ def run_cases(world, rank, backend):
             )
             grads = torch.autograd.grad(loss * GRAD_OUTPUT, [*leaves, scale, bias])
             results[("siglip_loss", case, "mean")] = (loss.detach(), *grads)
+    return results
+
+
+def run_per_anchor_cases(world, rank, backend):
+    """Per-anchor hyper-parameters with every strategy the backend runs: each rank passes its rows' learnable
+    temperatures (NT-Xent, SupCon) or margins (triplet, contrastive)."""
+    embeddings, labels, _, _, weights = global_batch(world)
+    x, y, local_weights = _local(embeddings, world, rank), _local(labels, world, rank), _local(weights, world, rank)
+    temperatures = _local(per_anchor_temperatures(world), world, rank)
+    margins = _local(per_anchor_margins(world), world, rank)
+    results = {}
+    for strategy in label_strategies(backend, {}):
+        for reduction in REDUCTIONS:
+            for loss_name in ("ntxent_loss", "supcon_loss"):
+                leaves = [x.clone().requires_grad_(True), temperatures.clone().requires_grad_(True)]
+                loss = getattr(pairloss.distributed, loss_name)(
+                    leaves[0], y, temperature=leaves[1], reduction=reduction, backend=backend, strategy=strategy
+                )
+                grads = torch.autograd.grad(_backward_weight(loss, local_weights), leaves)
+                results[(loss_name, "per-anchor temperature", strategy, reduction)] = (loss.detach(), *grads)
+            for loss_name, names in MARGIN_CASES.items():
+                leaf = x.clone().requires_grad_(True)
+                loss = getattr(pairloss.distributed, loss_name)(
+                    leaf, y, reduction=reduction, backend=backend, strategy=strategy, **dict.fromkeys(names, margins)
+                )
+                (grad,) = torch.autograd.grad(_backward_weight(loss, local_weights), leaf)
+                results[(loss_name, "per-anchor margins", strategy, reduction)] = (loss.detach(), grad)
     return results
 
 

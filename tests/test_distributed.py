@@ -127,42 +127,37 @@ def test_clip_and_siglip_equal_the_global_batch(ranks, backend, strategy, with_l
     _check_ranks(world, values, rank_grads, loss.detach(), expected_grads, "mean", f"W={world} {key}")
 
 
-@pytest.mark.parametrize("backend", TWO_TOWER_BACKENDS)
-def test_per_anchor_temperatures_give_the_global_loss(ranks, backend):
-    """NT-Xent and SupCon with one (learnable) temperature per row, gather strategy: values, embedding and
-    temperature gradients against the single-process oracle."""
+@pytest.mark.parametrize("strategy", pairloss.distributed.STRATEGIES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_per_anchor_hyper_parameters_give_the_global_loss(ranks, backend, strategy):
+    """NT-Xent and SupCon with one learnable temperature per row (values, embedding and temperature gradients),
+    triplet and contrastive with one margin per row, against the single-process oracle."""
     world, results = ranks
+    if strategy not in worker.label_strategies(backend, {}):
+        pytest.skip(f"backend {backend!r} runs no label loss with strategy {strategy!r}")
     embeddings, labels, _, _, weights = worker.global_batch(world)
-    temperature = worker.per_anchor_temperatures(world)
-    for loss_name in ("ntxent_loss", "supcon_loss"):
-        for reduction in worker.REDUCTIONS:
+    temperature, margins = worker.per_anchor_temperatures(world), worker.per_anchor_margins(world)
+    dtype = COMPUTE_DTYPE.get(backend)
+    for reduction in worker.REDUCTIONS:
+        for loss_name in ("ntxent_loss", "supcon_loss"):
 
-            def single(x, t, reduction, loss_name=loss_name):
+            def with_temperatures(x, t, reduction, loss_name=loss_name):
                 return getattr(pairloss, loss_name)(x, labels, temperature=t, reduction=reduction, backend="reference")
 
-            expected, expected_grads = _oracle(single, [embeddings, temperature], weights, reduction)
-            key = (loss_name, "per-anchor temperature", reduction)
+            expected, expected_grads = _oracle(with_temperatures, [embeddings, temperature], weights, reduction)
+            key = (loss_name, "per-anchor temperature", strategy, reduction)
             values, rank_grads = _per_rank(results, backend, key)
-            _check_ranks(world, values, rank_grads, expected, expected_grads, reduction, f"W={world} {key}")
+            _check_ranks(world, values, rank_grads, expected, expected_grads, reduction, f"W={world} {key}", dtype)
+        for loss_name, names in worker.MARGIN_CASES.items():
 
-
-@pytest.mark.parametrize("backend", TWO_TOWER_BACKENDS)
-def test_per_anchor_margins_equal_the_global_batch(ranks, backend):
-    """Each rank passes its rows' margins (gather strategy)."""
-    world, results = ranks
-    embeddings, labels, _, _, weights = worker.global_batch(world)
-    margins = worker.per_anchor_margins(world)
-    for loss_name, names in worker.MARGIN_CASES.items():
-        for reduction in worker.REDUCTIONS:
-
-            def single(x, reduction, loss_name=loss_name, names=names):
+            def with_margins(x, reduction, loss_name=loss_name, names=names):
                 function = getattr(pairloss, loss_name)
                 return function(x, labels, reduction=reduction, backend="reference", **dict.fromkeys(names, margins))
 
-            expected, expected_grads = _oracle(single, [embeddings], weights, reduction)
-            key = (loss_name, "per-anchor margins", reduction)
+            expected, expected_grads = _oracle(with_margins, [embeddings], weights, reduction)
+            key = (loss_name, "per-anchor margins", strategy, reduction)
             values, rank_grads = _per_rank(results, backend, key)
-            _check_ranks(world, values, rank_grads, expected, expected_grads, reduction, f"W={world} {key}")
+            _check_ranks(world, values, rank_grads, expected, expected_grads, reduction, f"W={world} {key}", dtype)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

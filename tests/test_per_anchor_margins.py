@@ -106,7 +106,8 @@ def test_argument_checks(keyword, value, error, match):
         pairloss.contrastive_loss(embeddings, labels, **{"neg_" + keyword: value})
 
 
-def test_the_ring_refuses_per_anchor_margins():
-    with pytest.raises(ValueError, match=r"per-anchor pos_margin need strategy='gather'"):
-        pairloss.distributed.contrastive_loss(torch.randn(5, 4), torch.arange(5), pos_margin=torch.zeros(5),
-                                              strategy="ring")  # fmt: skip
+def test_the_ring_checks_per_anchor_margins_before_any_collective():
+    with pytest.raises(ValueError, match=r"every entry of pos_margin must be non-negative"):
+        pairloss.distributed.contrastive_loss(
+            torch.randn(5, 4), torch.arange(5), pos_margin=-torch.ones(5), strategy="ring"
+        )

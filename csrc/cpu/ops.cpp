@@ -205,17 +205,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const PairInputs& i
     attach(loss);
     return backward(Operands<T>(in, loss.kDistance).problem, loss, kinds, tiles, dx, dy);
   };
-  if (is_block_loss(in.info->id) && in.info->id != LossId::kTripletHard) {
-    with_block_loss<T>(in, [&](auto loss) { run(loss, label_kinds(in)); });
+  if (is_block_loss(in.info->id)) {
+    with_block_loss<T>(in, [&](auto loss) {
+      if constexpr (std::is_same_v<decltype(loss), TripletHard<T>>) {
+        attach(loss);
+        triplet_hard_backward(Operands<T>(in, /*distance=*/false).problem, loss, dx, dy);
+      } else {
+        run(loss, label_kinds(in));
+      }
+    });
     return {dx, dy, dscalars};
   }
   switch (in.info->id) {
-    case LossId::kTripletHard: {
-      auto loss = triplet<TripletHard<T>>(prm, anchor_params<T>(in));
-      attach(loss);
-      triplet_hard_backward(Operands<T>(in, /*distance=*/false).problem, loss, dx, dy);
-      break;
-    }
     case LossId::kTripletAll: {
       // Rebuild the positive lists and their hinge-derivative sums (passes 1–2), then the gradient pass.
       auto loss = triplet<TripletAll<T>>(prm, anchor_params<T>(in));

@@ -57,9 +57,6 @@ def label_loss(public_function, embeddings, labels, *, group=None, strategy="gat
     checks.check_reduction(reduction)
     checks.check_choice("strategy", strategy, STRATEGIES)
     # A ring call the engine cannot run is refused at once, whatever the world size.
-    per_anchor = [name for name in functional.PER_ANCHOR_OPTIONS if isinstance(options.get(name), torch.Tensor)]
-    if strategy == "ring" and per_anchor:
-        raise ValueError(f"per-anchor {', '.join(per_anchor)} need strategy='gather'; the ring takes numbers")
     ring_call = check_ring(public_function, embeddings, labels, options) if strategy == "ring" else None
     world, _ = _world(group, strategy)
     if world == 1:

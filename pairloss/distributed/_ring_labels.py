@@ -4,6 +4,8 @@ engine's block-by-block ops on CPU tensors (``_ring_cpp``), the Triton engine el
 
 import inspect
 
+import torch
+
 from .. import cpp_engine, functional
 from .._labels import engine_labels
 from ..backends import BackendUnavailableError, unavailable_reason
@@ -45,6 +47,7 @@ def check_ring(public_function, embeddings, labels, options):
     """(engine, hyper-parameters with their defaults, checked) of a ring call; raises where it cannot run."""
     name = public_function.__name__
     options, backend = _options(public_function, embeddings, labels, options)
+    functional._check_per_anchor_options(options, embeddings)
     if name == "triplet_margin_loss" and options["mining"] == "all":
         raise ValueError(
             "triplet_margin_loss(mining='all') has no ring form: each anchor's triplets pair positives and "
@@ -60,21 +63,32 @@ def ring_label_loss(name, embeddings, labels, reduction, group, ring_call):
     engine, options = ring_call
     sizes = rank_sizes(embeddings.shape[0], embeddings.device, group)
     global_labels = engine_labels(labels)  # class ids, or multi-hot rows as packed words
+    module = cpp_engine if engine == "cpp" else _triton_engine()
+    # The unit rows in the dtype the engine takes them in, as for the single-process loss; with per-anchor
+    # temperatures the anchors are those rows divided by their τ (the rows travelling the ring are not).
+    (x,) = functional._unit_rows_for(getattr(module, name), embeddings)
+    anchors = x
+    temperature = options.get("temperature")
+    if isinstance(temperature, torch.Tensor):
+        anchors, options = functional._divided_rows(x, temperature), {**options, "temperature": 1.0}
     if engine == "cpp":
-        # The unit rows in the dtype the engine takes them in, as for the single-process loss.
-        (x,) = functional._unit_rows_for(getattr(cpp_engine, name), embeddings)
 
-        def rows_of(kernel, params, row_params=None):  # per-anchor values are refused before the ring (label_loss)
-            return RingRows.apply(x, global_labels, kernel, [float(p) for p in params], sizes, group)
+        def rows_of(kernel, params, row_params=None):
+            params = [float(p) for p in params]
+            return RingRows.apply(anchors, x, global_labels, kernel, params, row_params, sizes, group)
 
         local = cpp_engine.losses.LABEL_LOSSES[name](rows_of, reduction=reduction, **options)
     else:
-        # Imported here: triton is an optional dependency, and _ring_engine has checked that it is usable.
-        from .. import triton_engine
         from ..triton_engine.losses import LABEL_LOSSES
         from ._ring_triton import RingReferences
 
-        (x,) = functional._unit_rows_for(getattr(triton_engine, name), embeddings)
-        references = RingReferences(x, global_labels, sizes, group)
+        references = RingReferences(anchors, x, global_labels, sizes, group)
         local = LABEL_LOSSES[name](references, reduction=reduction, **options)
     return functional._with_guard(local, embeddings)
+
+
+def _triton_engine():
+    # Imported here: triton is an optional dependency, and _ring_engine has checked that it is usable.
+    from .. import triton_engine
+
+    return triton_engine

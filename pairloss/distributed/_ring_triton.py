@@ -62,12 +62,13 @@ LSE_SLOTS = {
 
 
 class RingReferences:
-    """The references of the local anchors ``x`` are every rank's rows (row counts ``sizes``); the engine passes
-    and rows of ``triton_engine.losses.References`` over them."""
+    """The references of the local ``anchors`` are every rank's rows ``rows`` (row counts ``sizes``); the engine
+    passes and rows of ``triton_engine.losses.References`` over them."""
 
-    def __init__(self, x, labels, sizes, group):
-        """``labels``: the local rows' labels in the engines' form (``pairloss._labels.engine_labels``)."""
-        self.x, self._labels, self._sizes, self._group = x, labels, sizes, group
+    def __init__(self, anchors, rows, labels, sizes, group):
+        """``anchors``: the local rows, or those rows divided by per-anchor temperatures; ``rows``: the local rows
+        the ring carries; ``labels``: theirs, in the engines' form (``pairloss._labels.engine_labels``)."""
+        self.x, self._rows, self._labels, self._sizes, self._group = anchors, rows, labels, sizes, group
         self._rank = dist.get_rank(group)
         self._offsets = rank_offsets(sizes)
         self._tf32 = _launch.tf32_allowed()  # one precision decision for every block and pass of the call
@@ -78,10 +79,10 @@ class RingReferences:
         if stats_pass:
             with torch.no_grad():
                 return self.sweep(loss, True, mask, distances, row_vec, stats, params)[0]
-        return RingPass.apply(self.x, row_vec, self, loss, mask, stats, params, distances)
+        return RingPass.apply(self.x, self._rows, row_vec, self, loss, mask, stats, params, distances)
 
     def rows(self, columns):
-        return RingPick.apply(self.x, columns, self._sizes, self._group, self._offsets)
+        return RingPick.apply(self._rows, columns, self._sizes, self._group, self._offsets)
 
     def pair_count(self):
         return self.x.shape[0] * (sum(self._sizes) - 1)
@@ -113,29 +114,30 @@ class RingReferences:
                     values[slot] = -torch.inf
             merged[0] = values if merged[0] is None else MERGES[loss, stats_pass](merged[0], values)
 
-        ring([self.x, self._labels], self._sizes, self._group, visit)
+        ring([self._rows, self._labels], self._sizes, self._group, visit)
         for slot, _ in lse_slots:  # back to the engine's convention for the passes and losses that read them
             merged[0][slot] = merged[0][slot].masked_fill(merged[0][slot] == -torch.inf, 0.0)
         return merged[0], tile_bits
 
     def ring_gradient(self, visit):
-        return ring([self.x, self._labels], self._sizes, self._group, visit)
+        return ring([self._rows, self._labels], self._sizes, self._group, visit)
 
 
 class RingPass(torch.autograd.Function):
-    """A LOSS pass over every block: its merged (4, b) outputs, differentiable."""
+    """A LOSS pass over every block: its merged (4, b) outputs, differentiable in the anchors ``x`` and in the
+    ``rows`` the ring carries (their gradients go back to their owners)."""
 
     @staticmethod
-    def forward(ctx, x, row_vec, refs, loss, mask, stats, params, distances):
+    def forward(ctx, x, rows, row_vec, refs, loss, mask, stats, params, distances):
         values, tile_bits = refs.sweep(loss, False, mask, distances, row_vec, stats, params)
-        ctx.save_for_backward(x, row_vec, stats, values)
+        ctx.save_for_backward(x, rows, row_vec, stats, values)
         ctx.refs, ctx.loss, ctx.mask, ctx.params = refs, loss, mask, params
         ctx.distances, ctx.tile_bits = distances, tile_bits
         return values
 
     @staticmethod
     def backward(ctx, grad_values):
-        x, row_vec, stats, values = ctx.saved_tensors
+        x, rows, row_vec, stats, values = ctx.saved_tensors
         coefs = grad_values.float().contiguous()
         d_x = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         d_row_vec = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device)
@@ -151,7 +153,7 @@ class RingPass(torch.autograd.Function):
 
         (d_own,) = ctx.refs.ring_gradient(visit)
         d_row = None if row_vec is None else d_row_vec.to(row_vec.dtype)
-        return (d_x + d_own).to(x.dtype), d_row, None, None, None, None, None, None
+        return d_x.to(x.dtype), d_own.to(rows.dtype), d_row, None, None, None, None, None, None
 
 
 class RingPick(torch.autograd.Function):
