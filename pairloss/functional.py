@@ -174,8 +174,9 @@ def multi_similarity_loss(
     in the same form, same L): with multi-hot labels a pair is positive iff its rows share at least one label and
     negative iff they share none, so a row without labels has no positives; one-hot rows give exactly the
     integer-label loss. Every label loss takes ``ref_emb``/``ref_labels`` (the references; default: the anchors
-    themselves, self-pairs left out) and ``self_offset``: when ``ref_emb`` holds the anchors' own copies (a memory bank, a gathered
-    global batch), anchor i's copy is ``ref_emb[(self_offset + i) % len(ref_emb)]`` and is left out of its pairs.
+    themselves, self-pairs left out) and ``self_offset``: when ``ref_emb`` holds the anchors' own copies (a memory
+    bank, a gathered global batch), anchor i's copy is ``ref_emb[(self_offset + i) % len(ref_emb)]`` and is left
+    out of its pairs.
     Their ``reduction`` is "mean" (the loss's PML reducer), "sum", "none" (per anchor) or "parts": ``(sums,
     counts)`` with mean = Σ_k sums_k / counts_k (0 where counts_k = 0), to average exactly over several batches
     or ranks (add the parts, then divide).
