@@ -9,6 +9,7 @@ B×M matrix: memory banks of a million rows cost their M×D storage only.
 import torch
 
 from . import _checks as checks
+from ._labels import is_multi_hot
 
 
 class CrossBatchMemory(torch.nn.Module):
@@ -106,7 +107,7 @@ class CrossBatchMemory(torch.nn.Module):
     def _hold_labels_like(self, labels):
         """Label slots of the batch's form: class ids (int64) or multi-hot rows of its L labels (bool); an empty
         memory switches form, a filled one only after ``reset_queue``."""
-        shape, dtype = (self.memory_size, *labels.shape[1:]), torch.bool if labels.dim() == 2 else torch.int64
+        shape, dtype = (self.memory_size, *labels.shape[1:]), torch.bool if is_multi_hot(labels) else torch.int64
         if self.label_memory.shape == shape and self.label_memory.dtype == dtype:
             return
         if self.queue_idx or self.has_been_filled:

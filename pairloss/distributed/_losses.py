@@ -20,6 +20,7 @@ import torch.distributed as dist
 from .. import _checks as checks
 from .. import _multi_positive as multi_positive
 from .. import functional
+from .._labels import is_multi_hot
 from .._numerics import row_dots, widen
 from .._reduction import mean_of_parts
 from ..backends import resolve
@@ -66,7 +67,7 @@ def label_loss(public_function, embeddings, labels, *, group=None, strategy="gat
         local = ring_label_loss(public_function.__name__, embeddings, labels, local_reduction, group, ring_call)
     else:
         # Class ids travel as int64, multi-hot rows as uint8 (the collectives' types), made bool again.
-        multi_hot = labels.dtype == torch.bool
+        multi_hot = is_multi_hot(labels)
         wire = labels.to(torch.uint8 if multi_hot else torch.int64)
         (refs, ref_labels), offset, _ = global_rows([embeddings, wire], group)
         ref_labels = ref_labels.bool() if multi_hot else ref_labels
@@ -121,8 +122,7 @@ def clip_loss(image_features, text_features, logit_scale, *, labels=None, reduct
             rows = half_lse - scale * row_dots(image_features, text_features)
         else:  # each direction's mean positive logit, from the per-label sums of the other tower's global rows
             ids = labels.to(torch.int64)
-            text_sums, counts = RingGroupSums.apply(ids, text_features, ids, sizes, group)
-            image_sums, _ = RingGroupSums.apply(ids, image_features, ids, sizes, group)
+            text_sums, image_sums, counts = RingGroupSums.apply(ids, ids, sizes, group, text_features, image_features)
             positive = row_dots(image_features, text_sums) + row_dots(text_features, image_sums)
             rows = half_lse - widen(scale) * positive / (2 * counts)
     elif labels is None:
@@ -164,7 +164,7 @@ def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, label
         )
         if labels is not None:  # the diagonal positives back to negatives, then the pairs with matching labels
             ids = labels.to(torch.int64)
-            text_sums, counts = RingGroupSums.apply(ids, text_features, ids, sizes, group)
+            text_sums, counts = RingGroupSums.apply(ids, ids, sizes, group, text_features)
             local_sum = local_sum + multi_positive.picked_logit_sum(image_features, text_features, scale, bias)
             local_sum = local_sum - (
                 widen(scale) * row_dots(image_features, text_sums).sum() + widen(bias) * counts.sum()

@@ -25,9 +25,9 @@ def ring(local, sizes, group, visit):
     """Call ``visit(owner, blocks)`` on every rank's ``local`` tensors (rows first, row counts ``sizes``), this
     rank's own first, receiving the next blocks while ``visit`` computes.
 
-    ``visit`` returns None, or gradients of the leading blocks (one per block up to some k): those travel with the
-    blocks, and ``ring`` returns the sum over all ranks of the gradients of this rank's own first k tensors (None
-    without gradients).
+    ``visit`` returns None, or accumulators shaped by the block owner's rows (gradients of its rows, which need not
+    travel themselves when ``visit`` only reads their labels): those travel with the blocks, and ``ring`` returns
+    the sum over all ranks of this rank's own accumulators (None without them).
     """
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     blocks, totals = local, None
