@@ -15,6 +15,15 @@ TORCH_LIBRARY(pairloss, m) {
       "cpp_pair_backward(str loss, Tensor grad_rows, Tensor x, Tensor? y, Tensor? labels, Tensor? ref_labels, "
       "Tensor? scalars, float[] params, int own_offset, Tensor saved, Tensor active, int col_offset=0, "
       "Tensor? row_params=None) -> (Tensor dx, Tensor dy, Tensor dscalars)");
+  // The same ops on the chunked engine (CUDA's) with an explicit chunk budget in bytes (tests: tiny chunks).
+  m.def(
+      "cpp_chunked_forward(str loss, Tensor x, Tensor? y, Tensor? labels, Tensor? ref_labels, Tensor? scalars, "
+      "float[] params, int own_offset, Tensor? row_params, int budget) "
+      "-> (Tensor rows, Tensor saved, Tensor counts, Tensor active)");
+  m.def(
+      "cpp_chunked_backward(str loss, Tensor grad_rows, Tensor x, Tensor? y, Tensor? labels, Tensor? ref_labels, "
+      "Tensor? scalars, float[] params, int own_offset, Tensor saved, Tensor active, int col_offset, "
+      "Tensor? row_params, int budget) -> (Tensor dx, Tensor dy, Tensor dscalars)");
   m.def("cpp_ring_sweeps(str loss, float[] params) -> int[]", &pairloss::ring_sweeps);
   m.def("cpp_ring_begin(str loss, Tensor x, Tensor labels, float[] params, Tensor? row_params=None) -> Tensor stats");
   m.def(

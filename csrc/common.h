@@ -53,6 +53,14 @@ PL_HD T pl_sqrt(T x) {
 // identical rows are at distance exactly 0 (the rule of pairloss/_numerics.py, shared by every backend).
 constexpr int kZeroDistanceUlps = 64;
 
+// The squared distance of the Gram form, |x|² + |y|² − 2s, with that rule applied.
+template <typename T>
+PL_HD T gram_squared_distance(T x_sq, T y_sq, T s) {
+  const T norms = x_sq + y_sq;
+  const T sq = norms - 2 * s;
+  return sq > kZeroDistanceUlps * std::numeric_limits<T>::epsilon() * norms ? sq : T(0);
+}
+
 // Distance of the Gram-matrix formula as the oracle: sqrt of the squared distance where it is positive, else 0
 // (the oracle's square root has a zero gradient there, so duplicate rows give finite gradients).
 template <typename T>

@@ -88,6 +88,14 @@ struct OffDiagonalKinds {
 struct PositiveListKinds {
   const int64_t* positives;
   int64_t width;
+
+  PL_HD Kind operator()(int64_t i, int64_t j) const {
+    const int64_t* row = positives + i * width;
+    for (int64_t p = 0; p < width; ++p) {
+      if (row[p] == j) return kPos;
+    }
+    return kNeg;
+  }
 };
 
 // The kinds of row i against columns [j0, j0 + n) (host side, used by the CPU engine).

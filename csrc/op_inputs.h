@@ -241,9 +241,29 @@ inline ForwardOutputs allocate_forward(const PairInputs& in) {
           at::zeros({blocks(in.rows), blocks(in.cols)}, options.dtype(at::kByte))};
 }
 
+// The backward's accumulators in the accumulation dtype: dx, and dy unless X = Y (then ∂L/∂Y adds into dx).
+struct Gradients {
+  at::Tensor dx, dy;
+
+  explicit Gradients(const PairInputs& in) {
+    const auto options = in.x.options().dtype(accumulation_type(in.x.scalar_type()));
+    dx = at::zeros({in.rows, in.dim}, options);
+    if (!in.self()) dy = at::zeros({in.cols, in.dim}, options);
+  }
+  const at::Tensor& dy_or_dx() const { return dy.defined() ? dy : dx; }
+  // The op's (dx, dy, dscalars): gradients in the inputs' dtype, dy empty when X = Y.
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> outputs(at::ScalarType dtype, const at::Tensor& dscalars) const {
+    return {dx.to(dtype), dy.defined() ? dy.to(dtype) : at::empty({0}, dx.options().dtype(dtype)), dscalars};
+  }
+};
+
 inline void check_backward_inputs(const PairInputs& in, const at::Tensor& grad_rows, const at::Tensor& saved,
                                   const at::Tensor& active) {
   const char* name = in.info->name;
+  for (const auto& [tensor, what] : {std::pair{&grad_rows, "grad_rows"}, {&saved, "saved"}, {&active, "active"}}) {
+    TORCH_CHECK(tensor->device() == in.x.device(), "pairloss ", name, ": ", what, " is on ", tensor->device(),
+                " but x on ", in.x.device());
+  }
   TORCH_CHECK(grad_rows.dim() == 2 && grad_rows.size(0) == in.rows && grad_rows.size(1) == 2, "pairloss ", name,
               ": grad_rows must be ", in.rows, " × 2, got ", grad_rows.sizes());
   TORCH_CHECK(saved.dim() == 2 && saved.size(0) == in.rows && saved.size(1) == 4 &&

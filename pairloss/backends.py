@@ -57,22 +57,16 @@ def available_backends(device=None):
     return [name for name in BACKEND_NAMES if any(unavailable_reason(name, dt) is None for dt in device_types)]
 
 
-def _loss_reason(name, loss_name, device_type, options, dtype):
-    """None when backend ``name`` (usable on the device) computes ``loss_name`` with ``options`` there on
-    ``dtype`` inputs (None: any dtype)."""
-    module = _load(name)[0]
-    if not hasattr(module, loss_name):
+def _loss_reason(name, loss_name):
+    """None when backend ``name`` implements ``loss_name``."""
+    if not hasattr(_load(name)[0], loss_name):
         return f"backend {name!r} does not implement {loss_name}"
-    # Optional hook for engines whose coverage differs per device, option or dtype (e.g. CUDA kernels for some
-    # losses and dtypes only): loss_unavailable_reason(loss_name, device_type, options, dtype) -> str | None.
-    check = getattr(module, "loss_unavailable_reason", None)
-    return None if check is None else check(loss_name, device_type, options, dtype)
+    return None
 
 
-def resolve(backend, device, loss_name, options=None, dtype=None):
-    """The function computing ``loss_name`` with ``options`` for ``backend`` ("auto" or a name) on ``device``
-    tensors of ``dtype``: "auto" never picks a backend that would refuse them."""
-    options = options or {}
+def resolve(backend, device, loss_name):
+    """The function computing ``loss_name`` for ``backend`` ("auto" or a name) on ``device`` tensors: "auto" never
+    picks a backend that would refuse them."""
     if backend == "auto":
         backend = os.environ.get("PAIRLOSS_BACKEND", "auto")
         if backend not in BACKEND_NAMES and backend != "auto":
@@ -80,10 +74,10 @@ def resolve(backend, device, loss_name, options=None, dtype=None):
     if backend == "auto":
         for name in AUTO_ORDER.get(device.type, ("reference",)):
             usable = unavailable_reason(name, device.type) is None
-            if usable and _loss_reason(name, loss_name, device.type, options, dtype) is None:
+            if usable and _loss_reason(name, loss_name) is None:
                 return getattr(_load(name)[0], loss_name)
         raise BackendUnavailableError(f"no backend implements {loss_name} on {device.type} tensors")
-    reason = unavailable_reason(backend, device.type) or _loss_reason(backend, loss_name, device.type, options, dtype)
+    reason = unavailable_reason(backend, device.type) or _loss_reason(backend, loss_name)
     if reason is not None:
         raise BackendUnavailableError(f"backend {backend!r} is unavailable on {device.type} tensors: {reason}")
     return getattr(_load(backend)[0], loss_name)

@@ -145,7 +145,7 @@ def _label_loss(name, backend, embeddings, labels, ref_emb, ref_labels, self_off
     if per_anchor:
         options["temperature"] = 1.0
     options["reduction"] = reduction
-    function = resolve(backend, embeddings.device, name, options, embeddings.dtype)
+    function = resolve(backend, embeddings.device, name)
     x, y = _unit_rows_for(function, embeddings, ref_emb)
     if per_anchor:
         x, y, ref_labels, self_offset = _divided_anchors(x, y, labels, ref_labels, self_offset, temperature)
@@ -318,12 +318,12 @@ def clip_loss(image_features, text_features, logit_scale, *, labels=None, reduct
     checks.check_backend(backend)
     scale = _as_scalar_tensor(logit_scale, image_features)
     if labels is None:
-        function = resolve(backend, image_features.device, "clip_loss", dtype=image_features.dtype)
+        function = resolve(backend, image_features.device, "clip_loss")
         loss = function(image_features, text_features, scale, reduction=reduction)
     else:
         checks.check_labels("labels", labels, image_features.shape[0], "image_features")
         checks.check_same_device(image_features=image_features, labels=labels)
-        ntxent = resolve(backend, image_features.device, "ntxent_loss", dtype=image_features.dtype)
+        ntxent = resolve(backend, image_features.device, "ntxent_loss")
         rows = multi_positive.clip_rows(
             ntxent, image_features, text_features, image_features, text_features, labels, labels, scale
         )
@@ -350,7 +350,7 @@ def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, posit
         image_features, text_features, logit_scale, logit_bias, None if own_rows else (positive_offset or 0)
     )
     checks.check_backend(backend)
-    function = resolve(backend, image_features.device, "siglip_loss", dtype=image_features.dtype)
+    function = resolve(backend, image_features.device, "siglip_loss")
     scale = _as_scalar_tensor(logit_scale, image_features)
     bias = _as_scalar_tensor(logit_bias, image_features)
     if labels is None:
@@ -383,7 +383,7 @@ def decoupled_softmax_loss(queries, keys, positives, *, temperature=0.05, backen
         raise ValueError(f"positives must be −1 (padding) or an index below len(keys)={keys.shape[0]}")
     checks.check_per_anchor_positive("temperature", temperature, queries.shape[0], "queries", queries.device)
     checks.check_backend(backend)
-    function = resolve(backend, queries.device, "decoupled_softmax_loss", dtype=queries.dtype)
+    function = resolve(backend, queries.device, "decoupled_softmax_loss")
     queries_unit, keys_unit = _unit_rows_for(function, queries, keys)
     if isinstance(temperature, torch.Tensor):  # one per query
         queries_unit, temperature = _divided_rows(queries_unit, temperature), 1.0
@@ -398,7 +398,7 @@ def uniformity_loss(embeddings, *, t=2.0, backend="auto"):
         raise ValueError("embeddings needs at least 2 rows: uniformity is a mean over distinct pairs")
     checks.check_positive(t=t)
     checks.check_backend(backend)
-    function = resolve(backend, embeddings.device, "uniformity_loss", dtype=embeddings.dtype)
+    function = resolve(backend, embeddings.device, "uniformity_loss")
     return _finish(function(embeddings, t=t), embeddings)
 
 
@@ -413,7 +413,7 @@ def mw_loss(queries, docs, *, temperature=1.0, backend="auto"):
     checks.check_same_device(queries=queries, docs=docs)
     checks.check_positive(temperature=temperature)
     checks.check_backend(backend)
-    function = resolve(backend, queries.device, "mw_loss", dtype=queries.dtype)
+    function = resolve(backend, queries.device, "mw_loss")
     queries_unit, docs_unit = _unit_rows_for(function, queries, docs)
     loss = function(queries_unit, docs_unit, temperature=temperature)
     return _finish(loss, queries, docs)

@@ -546,7 +546,7 @@ def run_oracle(loss_name, tensors, options, dtype=None, operands=None):
 def backend_operand_dtype(loss_name, backend, tensors, options):
     """The dtype of the normalised rows ``backend`` computes ``loss_name`` from (``pairloss._precision``)."""
     first = tensors[SPECS[loss_name].tensors[0]]
-    function = backends.resolve(backend, first.device, loss_name, options, first.dtype)
+    function = backends.resolve(backend, first.device, loss_name)
     return operand_dtype(function, first)
 
 

@@ -145,31 +145,3 @@ def test_each_available_backend_computes_every_loss_it_implements(name):
         case = make_case(loss_name, "odd", dtype=torch.float32)
         loss = call(loss_name, name, case)
         assert bool(torch.isfinite(loss).all()), f"{name} {loss_name}: {loss}"
-
-
-def test_auto_skips_a_backend_whose_hook_refuses_the_loss(monkeypatch):
-    # An engine may cover a loss on one device or with some options only (the cpp engine's CUDA kernels):
-    # auto must fall back, an explicit request must say why.
-    refusing = types.SimpleNamespace(
-        unavailable_reason=lambda device_type: None,
-        loss_unavailable_reason=lambda loss_name, device_type, options, dtype: "no kernel for that here",
-        circle_loss=lambda *args, **kwargs: pytest.fail("auto called a backend that refused the loss"),
-    )
-    monkeypatch.setitem(backends._loaded, "cpp", (refusing, None))
-    monkeypatch.delenv("PAIRLOSS_BACKEND", raising=False)
-    x, labels = torch.randn(6, 3), torch.tensor([0, 0, 1, 1, 2, 2])
-    torch.testing.assert_close(pairloss.circle_loss(x, labels), pairloss.circle_loss(x, labels, backend="reference"))
-    with pytest.raises(pairloss.BackendUnavailableError, match="no kernel for that here"):
-        pairloss.circle_loss(x, labels, backend="cpp")
-
-
-def test_cpp_cuda_coverage_is_reported_per_loss_and_option():
-    cpp_engine = pytest.importorskip("pairloss.cpp_engine")
-    assert cpp_engine.loss_unavailable_reason("circle_loss", "cuda", {}) is not None
-    assert cpp_engine.loss_unavailable_reason("triplet_margin_loss", "cuda", {"mining": "batch_hard"}) is None
-    assert "triplet_all" in cpp_engine.loss_unavailable_reason("triplet_margin_loss", "cuda", {"mining": "all"})
-    assert cpp_engine.loss_unavailable_reason("circle_loss", "cpu", {}) is None
-    assert "float64" in cpp_engine.loss_unavailable_reason("ntxent_loss", "cuda", {}, torch.float64)
-    assert cpp_engine.loss_unavailable_reason("ntxent_loss", "cuda", {}, torch.bfloat16) is None
-    for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
-        assert cpp_engine.loss_unavailable_reason("circle_loss", "cpu", {}, dtype) is None

@@ -40,7 +40,7 @@ def _with_defaults(loss_name, options):
 
 def _function(backend, loss_name, options):
     require_backend(backend)
-    return backends.resolve(backend, torch.device("cpu"), loss_name, options)
+    return backends.resolve(backend, torch.device("cpu"), loss_name)
 
 
 def _normalised(*tensors):

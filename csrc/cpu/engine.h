@@ -67,9 +67,7 @@ void similarity_tile(const Problem<T>& p, int64_t i0, int64_t nr, int64_t j0, in
 template <typename T, typename Loss>
 inline T squared_distance(const Problem<T>& p, int64_t i, int64_t j, T s) {
   if constexpr (Loss::kDistance) {
-    const T norms = p.x_sq[i] + p.y_sq[j];
-    const T sq = norms - 2 * s;
-    return sq > kZeroDistanceUlps * std::numeric_limits<T>::epsilon() * norms ? sq : T(0);
+    return gram_squared_distance(p.x_sq[i], p.y_sq[j], s);
   } else {
     return T(0);
   }
@@ -166,11 +164,6 @@ void forward(const Problem<T>& p, const Loss& loss, const Kinds& kinds, RowResul
   }
 }
 
-// Σ ∂L/∂l · s and Σ ∂L/∂l over all pairs: the logit scale's and bias's gradients (kLogits losses).
-struct ScalarGrads {
-  double scale = 0, bias = 0;
-};
-
 // Accumulates ∂L/∂X into dx and ∂L/∂Y into dy (both zero-initialised; dy unused when self). `active` (from the
 // forward; null: every tile) lets whole tiles be skipped.
 template <typename T, typename Loss, typename Kinds>
@@ -209,7 +202,7 @@ ScalarGrads backward(const Problem<T>& p, const Loss& loss, const Kinds& kinds, 
         if constexpr (Loss::kLogits) {
           scalars.scale += double(value) * double(s);
           scalars.bias += double(value);
-          value *= loss.scale;
+          value *= loss.scale();
         }
         return value;
       };

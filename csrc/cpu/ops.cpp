@@ -1,11 +1,13 @@
-// CPU implementations of pairloss::cpp_pair_forward / cpp_pair_backward: pick the epilogue and pair kinds of the
-// loss and run the engine (cpu/engine.h). Losses needing more than one engine run are composed here.
+// CPU implementations of pairloss::cpp_pair_forward / cpp_pair_backward (the tiled engine of cpu/engine.h, each
+// loss's epilogue picked by loss_dispatch.h) and of the block-by-block cpp_ring_* ops.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include <type_traits>
 
-#include "../block_losses.h"
+#include "../chunked/cpu_executor.h"
+#include "../chunked/ops.h"
+#include "../loss_dispatch.h"
 #include "engine.h"
 
 namespace pairloss::cpu {
@@ -31,10 +33,6 @@ struct Operands {
   }
 };
 
-PositiveListKinds positive_kinds(const PairInputs& in) {
-  return {in.labels.data_ptr<int64_t>(), in.labels.size(1)};
-}
-
 template <typename T>
 void store(const std::vector<RowResult<T>>& results, ForwardOutputs& out) {
   auto rows = out.rows.accessor<T, 2>();
@@ -51,217 +49,29 @@ void store(const std::vector<RowResult<T>>& results, ForwardOutputs& out) {
   out.counts[1] = counts[1];
 }
 
-template <typename T, typename Loss, typename Kinds>
-void run_forward(const PairInputs& in, const Loss& loss, const Kinds& kinds, ForwardOutputs& out) {
-  Operands<T> ops(in, Loss::kDistance);
-  std::vector<RowResult<T>> results(in.rows);
-  forward(ops.problem, loss, kinds, results.data(), out.active.data_ptr<uint8_t>());
-  store(results, out);
-}
-
-// Each anchor's positives are listed by the first pass of TripletAll: size the list from the label counts, less
-// the anchor's own column where that holds its label (the column is left out, not a positive).
+// The tiled engine as loss_dispatch.h's Engine; `active` (the forward's map) lets the backward skip tiles.
 template <typename T>
-struct TripletLists {
-  at::Tensor offsets, pos_d, pos_j, pos_grad;
+struct TiledEngine {
+  const PairInputs& in;
+  const uint8_t* active = nullptr;
 
-  explicit TripletLists(const PairInputs& in) {
-    const at::Tensor counts = label_words(in) > 0 ? counted_positives(in) : sorted_positives(in);
-    offsets = at::cat({at::zeros({1}, counts.options()), counts.cumsum(0)});
-    const int64_t total = offsets[-1].item<int64_t>();
-    pos_d = at::empty({total}, in.x.options());
-    pos_j = at::empty({total}, counts.options());
-    pos_grad = at::zeros({total}, in.x.options());
+  template <typename F>
+  void each(int64_t n, const F& f) const {
+    chunked::CpuExecutor().each(n, f);
   }
-  // Class ids: each anchor's label count among the sorted references.
-  static at::Tensor sorted_positives(const PairInputs& in) {
-    const at::Tensor& refs = in.self() ? in.labels : in.ref_labels;
-    const at::Tensor sorted = std::get<0>(refs.sort());
-    at::Tensor counts =
-        at::searchsorted(sorted, in.labels, false, /*right=*/true) - at::searchsorted(sorted, in.labels);
-    if (in.own.offset >= 0) {
-      const at::Tensor own = (at::arange(in.rows, counts.options()) + in.own.offset).remainder(in.own.cols);
-      counts -= (refs.index_select(0, own) == in.labels).to(at::kLong);
-    }
-    return counts;
+  template <typename Loss, typename Kinds>
+  void forward(const Loss& loss, const Kinds& kinds, ForwardOutputs& out) const {
+    Operands<T> ops(in, Loss::kDistance);
+    std::vector<RowResult<T>> results(in.rows);
+    cpu::forward(ops.problem, loss, kinds, results.data(), out.active.data_ptr<uint8_t>());
+    store(results, out);
   }
-
-  // Multi-hot rows: the pairs' kinds counted one anchor at a time (O(B·M·words) bit tests, no B×M tensor).
-  static at::Tensor counted_positives(const PairInputs& in) {
-    at::Tensor counts = at::zeros({in.rows}, in.labels.options());
-    int64_t* out = counts.data_ptr<int64_t>();
-    const LabelKinds kinds = label_kinds(in);
-    at::parallel_for(0, in.rows, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        for (int64_t j = 0; j < in.cols; ++j) out[i] += kinds(i, j) == kPos;
-      }
-    });
-    return counts;
-  }
-
-  void attach(TripletAll<T>& loss) const {
-    loss.offsets = offsets.data_ptr<int64_t>();
-    loss.pos_d = pos_d.data_ptr<T>();
-    loss.pos_j = pos_j.data_ptr<int64_t>();
-    loss.pos_grad = pos_grad.data_ptr<T>();
+  template <typename Loss, typename Kinds>
+  at::Tensor backward(const Loss& loss, const Kinds& kinds, at::Tensor dx, at::Tensor dy) const {
+    const ScalarGrads sums = cpu::backward(Operands<T>(in, Loss::kDistance).problem, loss, kinds, active, dx, dy);
+    return at::tensor({sums.scale, sums.bias}, at::kDouble);
   }
 };
-
-template <typename T>
-T scalar(const PairInputs& in, int64_t k) {
-  return in.scalars[k].item<T>();
-}
-
-template <typename T>
-void forward_impl(const PairInputs& in, ForwardOutputs& out) {
-  const std::vector<double>& prm = in.params;
-  if (is_block_loss(in.info->id)) {
-    return with_block_loss<T>(in, [&](const auto& loss) { run_forward<T>(in, loss, label_kinds(in), out); });
-  }
-  switch (in.info->id) {
-    case LossId::kTripletAll: {
-      auto loss = triplet<TripletAll<T>>(prm, anchor_params<T>(in));
-      TripletLists<T> lists(in);
-      lists.attach(loss);
-      return run_forward<T>(in, loss, label_kinds(in), out);
-    }
-    case LossId::kDecoupledSoftmax:
-      return run_forward<T>(in, softmax<NTXent<T>>(prm), positive_kinds(in), out);
-    case LossId::kClip: {  // both directions in one sweep: row LSEs (image→text) and column LSEs (text→image)
-      Clip<T> loss;
-      loss.scale = scalar<T>(in, 0);
-      return run_forward<T>(in, loss, diagonal_kinds(in), out);
-    }
-    case LossId::kSigLip: {
-      SigLip<T> loss;
-      loss.scale = scalar<T>(in, 0), loss.bias = scalar<T>(in, 1);
-      return run_forward<T>(in, loss, diagonal_kinds(in), out);
-    }
-    case LossId::kUniformity:
-      return run_forward<T>(in, uniformity<T>(prm), OffDiagonalKinds{}, out);
-    case LossId::kMannWhitney:
-      return run_forward<T>(in, mann_whitney<T>(prm, in.cols), diagonal_kinds(in), out);
-    default:
-      TORCH_CHECK(false, "pairloss ", in.info->name, ": no CPU forward");
-  }
-}
-
-// Batch-hard triplets: two pairs per anchor carry a gradient, applied directly (O(B·D)). Columns are global
-// (saved) and only those in this call's references [col_offset, col_offset + cols) are applied.
-template <typename T>
-void triplet_hard_backward(const Problem<T>& p, const TripletHard<T>& loss, at::Tensor dx, at::Tensor dy) {
-  T* dx_data = dx.data_ptr<T>();
-  T* dy_data = p.self ? dx_data : dy.data_ptr<T>();
-  const int64_t dim = p.dim;
-  // ∂L/∂d · ∂d/∂x_i = c · (x_i − y_j) with c = (∂L/∂d) / d, 0 where d = 0 (the oracle's sqrt convention), and
-  // 0 for a column outside the references at hand. Returns the local columns.
-  auto coefficients = [&](int64_t i, int64_t& pos_j, T& pos_c, int64_t& neg_j, T& neg_c) {
-    const double* saved = loss.saved + 4 * i;
-    const T grad_d = loss.grad_d(i);
-    pos_j = int64_t(saved[0]) - p.col_offset, neg_j = int64_t(saved[1]) - p.col_offset;
-    const bool pos_here = pos_j >= 0 && pos_j < p.cols, neg_here = neg_j >= 0 && neg_j < p.cols;
-    pos_c = pos_here && saved[2] > 0 ? grad_d / T(saved[2]) : T(0);
-    neg_c = neg_here && saved[3] > 0 ? -grad_d / T(saved[3]) : T(0);
-    pos_j = pos_here ? pos_j : 0, neg_j = neg_here ? neg_j : 0;  // a zero coefficient on a valid row
-    return pos_c != T(0) || neg_c != T(0);
-  };
-  at::parallel_for(0, p.rows, 256, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      int64_t pj, nj;
-      T pc, nc;
-      if (!coefficients(i, pj, pc, nj, nc)) continue;
-      for (int64_t k = 0; k < dim; ++k) {
-        const T xi = p.x[i * dim + k];
-        dx_data[i * dim + k] += pc * (xi - p.y[pj * dim + k]) + nc * (xi - p.y[nj * dim + k]);
-      }
-    }
-  });
-  for (int64_t i = 0; i < p.rows; ++i) {  // the references' side scatters: serial, so no two rows collide
-    int64_t pj, nj;
-    T pc, nc;
-    if (!coefficients(i, pj, pc, nj, nc)) continue;
-    for (int64_t k = 0; k < dim; ++k) {
-      const T xi = p.x[i * dim + k];
-      dy_data[pj * dim + k] += pc * (p.y[pj * dim + k] - xi);
-      dy_data[nj * dim + k] += nc * (p.y[nj * dim + k] - xi);
-    }
-  }
-}
-
-template <typename T>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const PairInputs& in, const at::Tensor& grad_rows,
-                                                             const at::Tensor& saved, const at::Tensor& active) {
-  at::Tensor dx = at::zeros_like(in.x);
-  at::Tensor dy = in.self() ? at::empty({0}, in.x.options()) : at::zeros_like(in.y);
-  at::Tensor dscalars = at::zeros({int64_t(in.info->scalars)}, in.x.options());
-  const at::Tensor weight = grad_rows.to(in.x.scalar_type()).contiguous();
-  const uint8_t* tiles = active.data_ptr<uint8_t>();
-  const std::vector<double>& prm = in.params;
-  auto attach = [&](auto& loss) {
-    loss.saved = saved.data_ptr<double>();
-    loss.weight = weight.data_ptr<T>();
-  };
-  auto run = [&](auto& loss, const auto& kinds) {
-    attach(loss);
-    return backward(Operands<T>(in, loss.kDistance).problem, loss, kinds, tiles, dx, dy);
-  };
-  if (is_block_loss(in.info->id)) {
-    with_block_loss<T>(in, [&](auto loss) {
-      if constexpr (std::is_same_v<decltype(loss), TripletHard<T>>) {
-        attach(loss);
-        triplet_hard_backward(Operands<T>(in, /*distance=*/false).problem, loss, dx, dy);
-      } else {
-        run(loss, label_kinds(in));
-      }
-    });
-    return {dx, dy, dscalars};
-  }
-  switch (in.info->id) {
-    case LossId::kTripletAll: {
-      // Rebuild the positive lists and their hinge-derivative sums (passes 1–2), then the gradient pass.
-      auto loss = triplet<TripletAll<T>>(prm, anchor_params<T>(in));
-      TripletLists<T> lists(in);
-      lists.attach(loss);
-      std::vector<RowResult<T>> unused(in.rows);
-      forward(Operands<T>(in, loss.kDistance).problem, loss, label_kinds(in), unused.data(), nullptr);
-      run(loss, label_kinds(in));
-      break;
-    }
-    case LossId::kDecoupledSoftmax: {
-      auto loss = softmax<NTXent<T>>(prm);
-      run(loss, positive_kinds(in));
-      break;
-    }
-    case LossId::kClip: {
-      ClipGrad<T> loss;
-      loss.scale = scalar<T>(in, 0);
-      const auto sums = run(loss, diagonal_kinds(in));
-      dscalars[0] = sums.scale;
-      break;
-    }
-    case LossId::kSigLip: {
-      SigLip<T> loss;
-      loss.scale = scalar<T>(in, 0), loss.bias = scalar<T>(in, 1);
-      const auto sums = run(loss, diagonal_kinds(in));
-      dscalars[0] = sums.scale;
-      dscalars[1] = sums.bias;
-      break;
-    }
-    case LossId::kUniformity: {
-      auto loss = uniformity<T>(prm);
-      run(loss, OffDiagonalKinds{});
-      break;
-    }
-    case LossId::kMannWhitney: {
-      auto loss = mann_whitney<T>(prm, in.cols);
-      run(loss, diagonal_kinds(in));
-      break;
-    }
-    default:
-      TORCH_CHECK(false, "pairloss ", in.info->name, ": no CPU backward");
-  }
-  return {dx, dy, dscalars};
-}
 
 // The CPU engine computes in float32 or float64: fp16/bf16 operands are converted to float32 (their
 // accumulation dtype) here, an O(B·D) copy; the backward converts its gradients back.
@@ -283,7 +93,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pair_forward(
   const PairInputs in =
       cpu_inputs(check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset, 0, row_params));
   ForwardOutputs out = allocate_forward(in);
-  AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "pairloss_cpu_forward", [&] { forward_impl<scalar_t>(in, out); });
+  AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "pairloss_cpu_forward", [&] {
+    forward_losses<scalar_t>(in, TiledEngine<scalar_t>{in}, out);
+  });
   return {out.rows, out.saved, out.counts, out.active};
 }
 
@@ -295,11 +107,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_backward(
   const PairInputs in =
       cpu_inputs(check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset, col_offset, row_params));
   check_backward_inputs(in, grad_rows, saved, active);
-  at::Tensor dx, dy, dscalars;
+  const at::Tensor tiles = active.contiguous();
+  const Gradients grads(in);
+  at::Tensor dscalars;
   AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "pairloss_cpu_backward", [&] {
-    std::tie(dx, dy, dscalars) = backward_impl<scalar_t>(in, grad_rows, saved.contiguous(), active.contiguous());
+    const TiledEngine<scalar_t> engine{in, tiles.data_ptr<uint8_t>()};
+    dscalars = backward_losses<scalar_t>(in, engine, grad_rows, saved.contiguous(), grads.dx, grads.dy_or_dx());
   });
-  return {dx.to(x.scalar_type()), dy.to(x.scalar_type()), dscalars};
+  return grads.outputs(x.scalar_type(), dscalars);
+}
+
+// The chunked engine (CUDA's) run on the CPU, where the tests compare it with the tiled engine.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> chunked_forward(
+    c10::string_view loss, const at::Tensor& x, const c10::optional<at::Tensor>& y,
+    const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
+    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
+    const c10::optional<at::Tensor>& row_params, int64_t budget) {
+  const PairInputs in =
+      cpu_inputs(check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset, 0, row_params));
+  return chunked::forward(in, chunked::CpuExecutor(), budget);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> chunked_backward(
+    c10::string_view loss, const at::Tensor& grad_rows, const at::Tensor& x, const c10::optional<at::Tensor>& y,
+    const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
+    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
+    const at::Tensor& saved, const at::Tensor& active, int64_t col_offset, const c10::optional<at::Tensor>& row_params,
+    int64_t budget) {
+  const PairInputs in =
+      cpu_inputs(check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset, col_offset, row_params));
+  return chunked::backward(in, chunked::CpuExecutor(), budget, grad_rows, saved, active, x.scalar_type());
 }
 
 
@@ -422,6 +259,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ring_finish(c10::string_view loss
 TORCH_LIBRARY_IMPL(pairloss, CPU, m) {
   m.impl("cpp_pair_forward", &pair_forward);
   m.impl("cpp_pair_backward", &pair_backward);
+  m.impl("cpp_chunked_forward", &chunked_forward);
+  m.impl("cpp_chunked_backward", &chunked_backward);
   m.impl("cpp_ring_begin", &ring_begin);
   m.impl("cpp_ring_stats", &ring_stats);
   m.impl("cpp_ring_accumulate", &ring_accumulate);

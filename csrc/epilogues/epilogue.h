@@ -10,7 +10,9 @@
 //   finish(stats, acc, RowResult&)  per-row loss components, saved statistics, counters
 //   Grad   grad_row(i); T grad(const Grad&, kind, s, sq, i, j)  → ∂L/∂s_ij, recomputed in the backward
 //
-// Optional column reduction (CPU engine only; see HasColumns): a loss that also reduces every column of a square
+// Optional: kSerialRows = true when a row's pairs must be folded in column order by one thread (no Stats/Acc
+// merges: e.g. a row state that writes lists); see SerialRows.
+// Optional column reduction (see HasColumns): a loss that also reduces every column of a square
 // problem (rows = cols) in the same loss sweep, e.g. CLIP's text→image LSE, names
 //   ColAcc col_init(j)   an empty column (neutral for col_merge)
 //   col_add(ColAcc&, kind, s, sq, i, j); col_merge(ColAcc&, const ColAcc&)
@@ -36,6 +38,16 @@ struct HasColumns : std::false_type {
 template <typename Loss>
 struct HasColumns<Loss, std::void_t<typename Loss::ColAcc>> : std::true_type {
   using ColAcc = typename Loss::ColAcc;
+};
+
+template <typename Loss, typename = void>
+struct SerialRows : std::false_type {};
+template <typename Loss>
+struct SerialRows<Loss, std::enable_if_t<Loss::kSerialRows>> : std::true_type {};
+
+// Σ ∂L/∂l · s and Σ ∂L/∂l over all pairs: the logit scale's and bias's gradients (kLogits losses).
+struct ScalarGrads {
+  double scale = 0, bias = 0;
 };
 
 template <typename T>

@@ -82,11 +82,13 @@ struct TripletHard : BackwardInputs<T>, TripletHinge<T> {
 
 // All triplets without a B×M×M tensor: pass 1 lists each anchor's positive distances (CSR, sized from the label
 // counts: O(#positive pairs) memory); pass 2 streams the negatives against that list and also sums, per
-// positive, the hinge derivatives over its negatives (the positive's gradient). CPU only.
+// positive, the hinge derivatives over its negatives (the positive's gradient). A row's pairs are visited in column
+// order by one thread (kSerialRows): the list is filled in order and the positives' sums have one writer.
 template <typename T>
 struct TripletAll : BackwardInputs<T>, TripletHinge<T> {
   static constexpr bool kDistance = true;
   static constexpr bool kLogits = false;
+  static constexpr bool kSerialRows = true;
   const int64_t* offsets;  // B + 1
   T* pos_d;
   int64_t* pos_j;
@@ -98,8 +100,8 @@ struct TripletAll : BackwardInputs<T>, TripletHinge<T> {
   struct Stats {
     int64_t next;
   };
-  Stats stats_init(int64_t i) const { return {offsets[i]}; }
-  void stats_add(Stats& st, Kind kind, T, T sq, int64_t, int64_t j) const {
+  PL_HD Stats stats_init(int64_t i) const { return {offsets[i]}; }
+  PL_HD void stats_add(Stats& st, Kind kind, T, T sq, int64_t, int64_t j) const {
     if (kind != kPos) return;
     pos_d[st.next] = distance(sq);
     pos_j[st.next] = j;
@@ -110,8 +112,8 @@ struct TripletAll : BackwardInputs<T>, TripletHinge<T> {
     T sum = T(0);
     int64_t nonzero = 0;
   };
-  Acc acc_init(const Stats&, int64_t) const { return {}; }
-  bool acc_add(Acc& acc, const Stats&, Kind kind, T, T sq, int64_t i, int64_t) const {
+  PL_HD Acc acc_init(const Stats&, int64_t) const { return {}; }
+  PL_HD bool acc_add(Acc& acc, const Stats&, Kind kind, T, T sq, int64_t i, int64_t) const {
     if (kind != kNeg) return kind == kPos;  // a positive's gradient is only known after the whole row
     const T d_neg = distance(sq), margin = this->margin(i);
     bool active = false;
@@ -126,7 +128,7 @@ struct TripletAll : BackwardInputs<T>, TripletHinge<T> {
     return active;
   }
 
-  void finish(const Stats&, const Acc& acc, RowResult<T>& out) const {
+  PL_HD void finish(const Stats&, const Acc& acc, RowResult<T>& out) const {
     out.rows[0] = acc.sum;
     out.counts[0] = acc.nonzero;
   }
@@ -135,8 +137,8 @@ struct TripletAll : BackwardInputs<T>, TripletHinge<T> {
     int64_t begin, end;
     T weight, margin;
   };
-  Grad grad_row(int64_t i) const { return {offsets[i], offsets[i + 1], this->weight[2 * i], this->margin(i)}; }
-  T grad(const Grad& g, Kind kind, T, T sq, int64_t, int64_t j) const {
+  PL_HD Grad grad_row(int64_t i) const { return {offsets[i], offsets[i + 1], this->weight[2 * i], this->margin(i)}; }
+  PL_HD T grad(const Grad& g, Kind kind, T, T sq, int64_t, int64_t j) const {
     if (kind == kPos) {
       int64_t lo = g.begin, hi = g.end;  // the slot of column j in the anchor's sorted positive list
       while (lo < hi) {

@@ -9,13 +9,22 @@
 
 namespace pairloss {
 
-// One direction of CLIP's symmetric cross-entropy: the row LSE of the logits l = scale·s (saved[0]) and the
-// diagonal logit (saved[2]). The CUDA op runs it on (image, text) and on (text, image) and combines the halves.
+// The learnable logit scale and bias (op `scalars`, the accumulation dtype), read where they live (a device
+// pointer on CUDA: no host sync).
 template <typename T>
-struct ClipRows : LossPassOnly<T> {
+struct LogitScalars {
+  const T* logit = nullptr;  // scale, then bias where the loss has one
+
+  PL_HD T scale() const { return logit[0]; }
+};
+
+// CLIP's symmetric cross-entropy in one sweep: each row's LSE of the logits l = scale·s (image→text, saved[0])
+// and the diagonal logit (saved[2]); the column hook takes each column's LSE (text j against the images,
+// saved[1]) from the same tiles, and row i's loss is ((lse_row_i − l_ii) + (lse_col_i − l_ii)) / 2.
+template <typename T>
+struct Clip : LossPassOnly<T>, LogitScalars<T> {
   static constexpr bool kDistance = false;
   static constexpr bool kLogits = false;
-  T scale;
 
   using Stats = NoStats;
 
@@ -25,28 +34,23 @@ struct ClipRows : LossPassOnly<T> {
   };
   PL_HD Acc acc_init(const Stats&, int64_t) const { return {}; }
   PL_HD bool acc_add(Acc& acc, const Stats&, Kind kind, T s, T, int64_t, int64_t) const {
-    acc.lse.add(scale * s);
-    if (kind == kPos) acc.diag = scale * s;
+    const T l = this->scale() * s;
+    acc.lse.add(l);
+    if (kind == kPos) acc.diag = l;
     return true;
   }
   PL_HD void acc_merge(Acc& acc, const Acc& o) const {
     acc.lse.merge(o.lse);
     acc.diag += o.diag;
   }
-
   PL_HD void finish(const Stats&, const Acc& acc, RowResult<T>& out) const {
     out.saved[0] = acc.lse.value();
     out.saved[2] = acc.diag;
   }
-};
 
-// Both directions in one sweep (CPU engine): the column hook takes each column's LSE (text j against the
-// images, saved[1]) from the same tiles, and row i's loss is ((lse_row_i − l_ii) + (lse_col_i − l_ii)) / 2.
-template <typename T>
-struct Clip : ClipRows<T> {
   using ColAcc = OnlineLSE<T>;
   PL_HD ColAcc col_init(int64_t) const { return {}; }
-  PL_HD void col_add(ColAcc& acc, Kind, T s, T, int64_t, int64_t) const { acc.add(this->scale * s); }
+  PL_HD void col_add(ColAcc& acc, Kind, T s, T, int64_t, int64_t) const { acc.add(this->scale() * s); }
   PL_HD void col_merge(ColAcc& acc, const ColAcc& o) const { acc.merge(o); }
   PL_HD void col_finish(const ColAcc& acc, RowResult<T>& out) const {
     const T lse_row = T(out.saved[0]), lse_col = acc.value(), diag = T(out.saved[2]);
@@ -58,17 +62,16 @@ struct Clip : ClipRows<T> {
 // CLIP backward: rows_i = (lse_row_i + lse_col_i)/2 − l_ii, so
 // ∂L/∂l_ij = w_i/2 · softmax_row_ij + w_j/2 · softmax_col_ij − [i = j] w_i.
 template <typename T>
-struct ClipGrad : BackwardInputs<T> {
+struct ClipGrad : BackwardInputs<T>, LogitScalars<T> {  // bias = 0
   static constexpr bool kDistance = false;
   static constexpr bool kLogits = true;
-  T scale;  // bias = 0
 
   struct Grad {
     T lse_row, half_weight;
   };
   PL_HD Grad grad_row(int64_t i) const { return {T(this->saved[4 * i]), this->weight[2 * i] / 2}; }
   PL_HD T grad(const Grad& g, Kind kind, T s, T, int64_t, int64_t j) const {
-    const T l = scale * s;
+    const T l = this->scale() * s;
     const T col = this->weight[2 * j] / 2 * pl_exp(l - T(this->saved[4 * j + 1]));
     const T row = g.half_weight * pl_exp(l - g.lse_row);
     return kind == kPos ? row + col - 2 * g.half_weight : row + col;
@@ -77,10 +80,11 @@ struct ClipGrad : BackwardInputs<T> {
 
 // SigLIP: Σ_j −log σ(z_ij · (scale·s_ij + bias)), z = +1 on the diagonal and −1 elsewhere.
 template <typename T>
-struct SigLip : LossPassOnly<T> {
+struct SigLip : LossPassOnly<T>, LogitScalars<T> {
   static constexpr bool kDistance = false;
   static constexpr bool kLogits = true;
-  T scale, bias;
+
+  PL_HD T bias() const { return this->logit[1]; }
 
   using Stats = NoStats;
 
@@ -89,7 +93,7 @@ struct SigLip : LossPassOnly<T> {
   };
   PL_HD Acc acc_init(const Stats&, int64_t) const { return {}; }
   PL_HD bool acc_add(Acc& acc, const Stats&, Kind kind, T s, T, int64_t, int64_t) const {
-    const T l = scale * s + bias;
+    const T l = this->scale() * s + bias();
     acc.sum += softplus(kind == kPos ? -l : l);
     return true;
   }
@@ -101,7 +105,7 @@ struct SigLip : LossPassOnly<T> {
   };
   PL_HD Grad grad_row(int64_t i) const { return {this->weight[2 * i]}; }
   PL_HD T grad(const Grad& g, Kind kind, T s, T, int64_t, int64_t) const {
-    const T l = scale * s + bias;
+    const T l = this->scale() * s + bias();
     return kind == kPos ? -g.weight * sigmoid(-l) : g.weight * sigmoid(l);
   }
 };

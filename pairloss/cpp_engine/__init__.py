@@ -1,10 +1,10 @@
 """The "cpp" backend: the C++/CUDA engine of csrc/ (extension pairloss._C, loaded on first use).
 
-CPU: every loss, float32 and float64. CUDA: the losses in ``CUDA_LOSSES`` (others raise
-BackendUnavailableError on CUDA tensors, so that callers pick another backend for them).
+Every loss on CPU (the tiled engine) and CUDA (the chunked engine: cuBLAS on row chunks and fused epilogue kernels);
+float64, float32, and float16/bfloat16 (widened to float32 on the CPU, tensor-core GEMM operands on CUDA).
 """
 
-from ._ops import CUDA_LOSSES, loss_unavailable_reason, unavailable_reason
+from ._ops import unavailable_reason
 from .losses import (
     circle_loss,
     clip_loss,
@@ -20,12 +20,10 @@ from .losses import (
 )
 
 __all__ = [
-    "CUDA_LOSSES",
     "circle_loss",
     "clip_loss",
     "contrastive_loss",
     "decoupled_softmax_loss",
-    "loss_unavailable_reason",
     "multi_similarity_loss",
     "mw_loss",
     "ntxent_loss",

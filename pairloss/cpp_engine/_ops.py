@@ -8,8 +8,6 @@ import torch
 from .._numerics import accumulation_dtype
 from ..backends import BackendUnavailableError
 
-# Losses with CUDA kernels (csrc/cuda); the others run on the CPU only.
-CUDA_LOSSES = frozenset({"multi_similarity", "triplet_hard", "ntxent", "supcon", "clip"})
 _NOT_BUILT = "the C++ extension pairloss._C was not built: reinstall with `pip install --no-build-isolation .`"
 
 
@@ -37,23 +35,6 @@ def kernel_name(loss_name, options):
     if loss_name == "triplet_margin_loss":
         return "triplet_hard" if options.get("mining") == "batch_hard" else "triplet_all"
     return loss_name.removesuffix("_loss")
-
-
-# Input dtypes of the CUDA kernels (fp32 accumulation); the CPU engine takes these and float64.
-CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
-def _kernel_missing(kernel, device_type, dtype=None):
-    if device_type == "cuda" and kernel not in CUDA_LOSSES:
-        return f"no CUDA kernel for {kernel} (CUDA covers {', '.join(sorted(CUDA_LOSSES))})"
-    if device_type == "cuda" and dtype is not None and dtype not in CUDA_DTYPES:
-        return f"the CUDA kernels take float32, float16 or bfloat16 inputs, not {dtype}"
-    return None
-
-
-def loss_unavailable_reason(loss_name, device_type, options, dtype=None):
-    """The registry's per-loss hook: CUDA kernels exist for ``CUDA_LOSSES`` and ``CUDA_DTYPES`` only."""
-    return _kernel_missing(kernel_name(loss_name, options), device_type, dtype)
 
 
 def unavailable_reason(device_type):
@@ -120,7 +101,7 @@ def pair_forward(loss, x, y=None, labels=None, ref_labels=None, scalars=None, pa
 
     ``own_offset``: row i's own column in ``y`` is (own_offset + i) mod len(y): left out by the label losses,
     SigLIP's positive. ``row_params``: per-anchor values of the loss's first params (B × k, constants)."""
-    reason = unavailable_reason(x.device.type) or _kernel_missing(loss, x.device.type, x.dtype)
+    reason = unavailable_reason(x.device.type)
     if reason is not None:
         raise BackendUnavailableError(f"backend 'cpp' is unavailable on {x.device.type} tensors: {reason}")
     own = -1 if own_offset is None else own_offset

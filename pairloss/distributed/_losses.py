@@ -113,7 +113,7 @@ def clip_loss(image_features, text_features, logit_scale, *, labels=None, reduct
             image_features, text_features, logit_scale, labels=labels, reduction=reduction, backend=backend
         )
     scale = functional._as_scalar_tensor(logit_scale, image_features)
-    ntxent = resolve(backend, image_features.device, "ntxent_loss", dtype=image_features.dtype)
+    ntxent = resolve(backend, image_features.device, "ntxent_loss")
     if strategy == "ring":
         sizes = rank_sizes(image_features.shape[0], image_features.device, group)
         total = sum(sizes)
@@ -157,7 +157,7 @@ def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, label
     bias = functional._as_scalar_tensor(logit_bias, image_features)
     if strategy == "ring":
         sizes = rank_sizes(image_features.shape[0], image_features.device, group)
-        siglip = resolve(backend, image_features.device, "siglip_loss", dtype=image_features.dtype)
+        siglip = resolve(backend, image_features.device, "siglip_loss")
         local_sum, total = (
             RingSigLip.apply(image_features, text_features, scale, bias, sizes, group, siglip),
             sum(sizes),
@@ -171,7 +171,7 @@ def siglip_loss(image_features, text_features, logit_scale, logit_bias, *, label
             )
     elif labels is not None:
         (texts, text_labels), _, total = global_rows([text_features, labels.to(torch.int64)], group)
-        siglip = resolve(backend, image_features.device, "siglip_loss", dtype=image_features.dtype)
+        siglip = resolve(backend, image_features.device, "siglip_loss")
         local_sum = multi_positive.siglip_sum(siglip, image_features, texts, scale, bias, labels, text_labels)
     else:
         (texts,), offset, total = global_rows([text_features], group)

@@ -52,7 +52,7 @@ def multiple_negatives_ranking_loss(
         checks.check_towers("queries", queries, f"docs[{k}]", column)
     checks.check_backend(backend)
     local_rows = queries.shape[0] - offset if local_rows is None else local_rows
-    ntxent = resolve(backend, queries.device, "ntxent_loss", dtype=queries.dtype)
+    ntxent = resolve(backend, queries.device, "ntxent_loss")
     if cosine:
         queries, *docs = (unit_rows(rows) for rows in (queries, *docs))
     anchors = slice(offset, offset + local_rows)

@@ -88,7 +88,7 @@ class ClipLoss(torch.nn.Module):
         scale = functional._as_scalar_tensor(logit_scale, image)
         sizes = rank_sizes(image.shape[0], image.device, None)
         offset, total = rank_offsets(sizes)[self.rank], sum(sizes)
-        ntxent = resolve(self.backend, image.device, "ntxent_loss", dtype=image.dtype)
+        ntxent = resolve(self.backend, image.device, "ntxent_loss")
         if self.local_loss:
             # OpenCLIP's own loss on this rank's rows; without gather_with_grad the gathered copies are constants.
             if self.gather_with_grad:
