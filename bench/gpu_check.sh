@@ -7,7 +7,7 @@
 # 3. benchmarks the GPU engines (bf16, D = 128 and 512, B = 4k..64k) and, at B = 4k and 16k, the peers that
 #    are installed (pytorch-metric-learning, torch.compile of the dense formula, Inf-CL for CLIP).
 # Each stage has its own time limit: the whole check ends within 10 minutes whatever happens (the limits add
-# up to 610 s), sooner when the build is quick. OUTDIR receives
+# up to 570 s), sooner when the build is quick. OUTDIR receives
 # device.txt, build.log, pytest-cuda.log, compile-check.log, the benchmark JSON and PNG files, bench.log and
 # summary.txt. Peers' wheels (pure-Python ones: pytorch-metric-learning, inf-cl) can travel in a folder named by
 # PAIRLOSS_WHEELS; they are installed into a scratch folder, not into the machine's Python.
@@ -45,14 +45,14 @@ if [ -n "${PAIRLOSS_WHEELS:-}" ]; then
 fi
 
 # CI=1: a failed extension build is an error here, not a quietly missing backend.
-if ! stage build 180 "$OUT/build.log" env CI=1 MAX_JOBS="$(nproc)" "$PY" setup.py build_ext --inplace; then
+if ! stage build 150 "$OUT/build.log" env CI=1 MAX_JOBS="$(nproc)" "$PY" setup.py build_ext --inplace; then
   note "the extension did not build: the tests and benchmarks below run without the cpp backend"
 fi
 "$PY" -c 'import pairloss; print("backends on cuda:", pairloss.available_backends("cuda"))' 2>&1 | tee -a "$OUT/summary.txt"
 
-stage tests 180 "$OUT/pytest-cuda.log" "$PY" -m pytest -m cuda -q -rfEs -p no:cacheprovider tests
+stage tests 200 "$OUT/pytest-cuda.log" "$PY" -m pytest -m cuda -q -rfEs -p no:cacheprovider tests
 note "tests: $(tail -1 "$OUT/pytest-cuda.log")"
-stage compile-check 90 "$OUT/compile-check.log" "$PY" -m pairloss.triton_engine._compile_check --arch 90 \
+stage compile-check 60 "$OUT/compile-check.log" "$PY" -m pairloss.triton_engine._compile_check --arch 90 \
   --jobs "$(nproc)"
 note "compile check: $(tail -1 "$OUT/compile-check.log")"
 
@@ -62,7 +62,7 @@ stage bench-engines 100 "$OUT/bench-engines.log" "$PY" -m bench --device cuda --
   --repeats 5 --case-seconds 8 --out "$OUT" --name gpu-engines
 stage bench-peers 60 "$OUT/bench-peers.log" "$PY" -m bench --device cuda --dtype bfloat16 --dim 128 \
   --batch 4096 16384 --loss multi_similarity supcon supcon_multi_label clip \
-  --backend triton pml torch.compile-dense inf-cl \
+  --backend triton cpp pml torch.compile-dense inf-cl \
   --repeats 5 --case-seconds 8 --out "$OUT" --name gpu-peers
 grep -h "faster than" "$OUT"/bench-*.log | tee -a "$OUT/summary.txt"
 note "done, status $STATUS"

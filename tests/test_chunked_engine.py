@@ -82,12 +82,19 @@ def _cuda_reason():
     return backends.unavailable_reason("cpp", "cuda")
 
 
+FP16_SCENARIOS = ("odd", "odd_ref", "large_odd", "memory_bank", "multi_hot")
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(_cuda_reason() is not None, reason=str(_cuda_reason()))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
-@pytest.mark.parametrize("loss_name,scenario,option", all_case_ids())
+@pytest.mark.parametrize(
+    "loss_name,scenario,option,dtype",
+    [(*case, torch.bfloat16) for case in all_case_ids()]
+    + [(*case, torch.float16) for case in all_case_ids() if case[1] in FP16_SCENARIOS],
+)
 def test_cuda_cases_match_reference(chunked_backend, loss_name, scenario, option, dtype):
-    """The CUDA kernels and cuBLAS chunks of 7 rows; fp16/bf16 by the low-precision rule."""
+    """The CUDA kernels and cuBLAS chunks of 7 rows: every case in bf16 (G_c's bf16 operand copy), the main
+    scenarios in fp16 (G_c scaled by a power of two); by the low-precision rule."""
     check_against_reference(loss_name, "cpp", **make_case(loss_name, scenario, option, dtype=dtype, device="cuda"))
 
 
@@ -145,3 +152,49 @@ def test_budget_errors():
     args = _op_args("supcon", 9, None, 4)
     with pytest.raises(RuntimeError, match="chunk budget must be positive"):
         OPS.cpp_chunked_forward(*args, 0)
+
+
+RING_PARAMS = {"multi_similarity": [2.0, 50.0, 0.5, 0.1, 1.0], "triplet_hard": [0.05, 0.0], "contrastive": [0.0, 1.0],
+               "circle": [0.4, 80.0], "ntxent": [0.07, 0.0], "supcon": [0.1, 0.0]}  # fmt: skip
+
+
+def _ring_emulated(loss, device):
+    """cpp_ring_* over three uneven blocks of a batch (one process playing rank 1 of a ring) against
+    cpp_pair_forward of the whole batch."""
+    g = torch.Generator().manual_seed(5)
+    sizes = [70, 131, 45]
+    batch = F.normalize(torch.randn(sum(sizes), 12, generator=g, dtype=torch.float64), dim=1).to(device)
+    labels = torch.randint(0, 20, (sum(sizes),), generator=g).to(device)
+    offsets = [0, sizes[0], sizes[0] + sizes[1]]
+    rank = 1
+    anchors = batch[offsets[rank] : offsets[rank] + sizes[rank]]
+    anchor_labels = labels[offsets[rank] : offsets[rank] + sizes[rank]]
+    params = RING_PARAMS[loss]
+    statistics_sweep, loss_sweep = OPS.cpp_ring_sweeps(loss, params)
+    blocks = [(owner, batch[o : o + n], labels[o : o + n]) for owner, (o, n) in enumerate(zip(offsets, sizes))]
+    stats, accs = OPS.cpp_ring_begin(loss, anchors, anchor_labels, params), None
+    for owner, y, y_labels in blocks if statistics_sweep else ():
+        own = 0 if owner == rank else -1
+        stats = OPS.cpp_ring_stats(loss, anchors, y, anchor_labels, y_labels, params, own, offsets[owner], stats)
+    for owner, y, y_labels in blocks if loss_sweep else ():
+        own = 0 if owner == rank else -1
+        accs, _ = OPS.cpp_ring_accumulate(
+            loss, anchors, y, anchor_labels, y_labels, params, own, offsets[owner], stats, accs
+        )
+    rows, saved, counts = OPS.cpp_ring_finish(loss, anchors, anchor_labels, params, stats, accs)
+    expected = OPS.cpp_pair_forward(loss, anchors, batch, anchor_labels, labels, None, params, offsets[rank])
+    for name, want, got in zip(("rows", "saved", "counts"), expected, (rows, saved, counts)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, msg=lambda m, name=name: f"{loss} {name}: {m}")
+
+
+@pytest.mark.parametrize("loss", list(RING_PARAMS))
+def test_ring_ops_match_one_call(loss):
+    _ring_emulated(loss, "cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(_cuda_reason() is not None, reason=str(_cuda_reason()))
+@pytest.mark.parametrize("loss", list(RING_PARAMS))
+def test_cuda_ring_ops_match_one_call(loss):
+    """The chunked engine's carried sweeps (Engine::sweep_block), block by block."""
+    _ring_emulated(loss, "cuda")

@@ -109,6 +109,22 @@ def test_clip_columns_in_the_row_sweep(threads):
     torch.testing.assert_close(rows[:, 0], ((lse_row - diag) + (lse_col - diag)) / 2)
 
 
+@pytest.mark.parametrize(
+    "loss_name,options",
+    [("clip_loss", {"logit_scale": 100.0}), ("siglip_loss", {"logit_scale": 100.0, "logit_bias": -10.0}),
+     ("siglip_loss", {"logit_scale": 30.0, "logit_bias": 10.0}), ("mw_loss", {"temperature": 0.005})],
+    ids=["clip-scale100", "siglip-bias-10", "siglip-bias+10", "mw-tau0.005"],
+)  # fmt: skip
+def test_vectorized_two_tower_epilogues_at_extreme_logits(loss_name, options):
+    """The fp32 tile epilogues (csrc/cpu/tile_epilogues.h: polynomial exp, log1p) with logits of several hundred,
+    past the exp polynomial's clamp, over 130 × 257 pairs (tiles of 128 with a ragged edge)."""
+    batch = _other_batch(loss_name, 130, 24)
+    batch = {k: v.float() for k, v in batch.items() if k not in ("logit_scale", "logit_bias")}
+    for name, value in options.items():
+        batch[name] = torch.tensor(value) if name.startswith("logit") else value
+    check_against_reference(loss_name, "cpp", **batch)
+
+
 def _backend_options(loss_name, options):
     """``options`` completed with the public function's defaults (backend functions take every option)."""
     parameters = inspect.signature(getattr(pairloss, loss_name)).parameters.values()

@@ -160,6 +160,24 @@ class Engine {
     return row_scalars.sum(0);
   }
 
+  // One sweep over this call's references continuing the carried rows (ring_ops.h): the statistics (accs null)
+  // or the accumulators, marking `active`.
+  template <typename Loss, typename Kinds>
+  void sweep_block(const Loss& loss, const Kinds& kinds, typename Loss::Stats* stats, typename Loss::Acc* accs,
+                   uint8_t* active) const {
+    const Norms norms(in_, Loss::kDistance);
+    at::Tensor sim = at::empty({chunk_, in_.cols}, in_.x.options().dtype(c10::CppTypeToScalarType<T>::value));
+    const int64_t active_cols = (in_.cols + kActiveTile - 1) / kActiveTile;
+    for (int64_t i0 = 0; i0 < in_.rows; i0 += chunk_) {
+      const Chunk<T> chunk = similarities(sim, i0, norms);
+      if (accs == nullptr) {
+        executor_.rows(chunk.rows, StatsSweep<T, Loss, Kinds>{loss, kinds, chunk, stats});
+      } else {
+        executor_.rows(chunk.rows, LossSweep<T, Loss, Kinds>{loss, kinds, chunk, stats, accs, active, active_cols});
+      }
+    }
+  }
+
  private:
   // Squared row norms in T (distance losses).
   struct Norms {

@@ -19,6 +19,7 @@
 #include "../common.h"
 #include "../epilogues/epilogue.h"
 #include "../kinds.h"
+#include "tile_epilogues.h"
 
 namespace pairloss::cpu {
 
@@ -101,8 +102,10 @@ void forward(const Problem<T>& p, const Loss& loss, const Kinds& kinds, RowResul
     }
   }
 
+  using Tile = TileEpilogue<Loss>;
   at::parallel_for(0, parts, 1, [&](int64_t part_begin, int64_t part_end) {
     std::vector<T> sim(kTile * kTile * (stripe ? col_blocks : 1));
+    std::vector<float> scratch(4 * kTile);
     std::vector<uint8_t> kind(kTile);
     std::vector<Stats> stats(kTile);
     std::vector<Acc> accs(kTile);
@@ -110,27 +113,35 @@ void forward(const Problem<T>& p, const Loss& loss, const Kinds& kinds, RowResul
     auto* columns = kColumns ? col_parts.data() + part_begin * p.cols : nullptr;
     for (int64_t bi = part_begin * row_blocks / parts; bi < part_end * row_blocks / parts; ++bi) {
       const int64_t i0 = bi * kTile, nr = std::min(kTile, p.rows - i0);
-      // visit(r, i, j0, nc, similarities of row r, kinds) for every row of every column tile.
-      auto sweep = [&](bool reuse, auto&& visit) {
+      // visit(bj, r, i, j0, nc, similarities of row r, kinds (filled when `with_kinds`)) for every row of every
+      // column tile, then visit_tile(j0, nc, tile) once per tile.
+      auto sweep = [&](bool reuse, bool with_kinds, auto&& visit, auto&& visit_tile) {
         for (int64_t bj = 0; bj < col_blocks; ++bj) {
           const int64_t j0 = bj * kTile, nc = std::min(kTile, p.cols - j0);
           T* tile = sim.data() + (stripe ? bj * kTile * kTile : 0);
           if (!reuse) similarity_tile(p, i0, nr, j0, nc, tile, kTile);
           for (int64_t r = 0; r < nr; ++r) {
-            fill_kinds(kinds, i0 + r, j0, nc, kind.data());
+            if (with_kinds) fill_kinds(kinds, i0 + r, j0, nc, kind.data());
             visit(bj, r, i0 + r, j0, nc, tile + r * kTile, kind.data());
           }
+          visit_tile(j0, nc, tile);
         }
       };
+      const auto no_tile_visit = [](int64_t, int64_t, const T*) {};
       const int64_t to_global = p.col_offset;  // the epilogue sees global column indices
       for (int64_t r = 0; r < nr; ++r) stats[r] = carried ? carried->stats[i0 + r] : loss.stats_init(i0 + r);
       if (stats_sweep) {
-        sweep(false, [&](int64_t, int64_t r, int64_t i, int64_t j0, int64_t nc, const T* s, const uint8_t* k) {
-          for (int64_t c = 0; c < nc; ++c) {
-            const T sq = squared_distance<T, Loss>(p, i, j0 + c, s[c]);
-            loss.stats_add(stats[r], Kind(k[c]), s[c], sq, i, to_global + j0 + c);
+        sweep(false, !Tile::kStats, [&](int64_t, int64_t r, int64_t i, int64_t j0, int64_t nc, const T* s,
+                                        const uint8_t* k) {
+          if constexpr (Tile::kStats) {
+            Tile::stats_row(loss, stats[r], tile::own_in(kinds, i, j0, nc), s, nc);
+          } else {
+            for (int64_t c = 0; c < nc; ++c) {
+              const T sq = squared_distance<T, Loss>(p, i, j0 + c, s[c]);
+              loss.stats_add(stats[r], Kind(k[c]), s[c], sq, i, to_global + j0 + c);
+            }
           }
-        });
+        }, no_tile_visit);
       }
       if (carried != nullptr && carried->accs == nullptr) {
         for (int64_t r = 0; r < nr; ++r) carried->stats[i0 + r] = stats[r];
@@ -138,15 +149,26 @@ void forward(const Problem<T>& p, const Loss& loss, const Kinds& kinds, RowResul
       }
       for (int64_t r = 0; r < nr; ++r) accs[r] = carried ? carried->accs[i0 + r] : loss.acc_init(stats[r], i0 + r);
       if (loss_sweep) {
-        sweep(stripe, [&](int64_t bj, int64_t r, int64_t i, int64_t j0, int64_t nc, const T* s, const uint8_t* k) {
+        const auto visit = [&](int64_t bj, int64_t r, int64_t i, int64_t j0, int64_t nc, const T* s,
+                               const uint8_t* k) {
           bool any = false;
-          for (int64_t c = 0; c < nc; ++c) {
-            const T sq = squared_distance<T, Loss>(p, i, j0 + c, s[c]);
-            any |= loss.acc_add(accs[r], stats[r], Kind(k[c]), s[c], sq, i, to_global + j0 + c);
-            if constexpr (kColumns) loss.col_add(columns[j0 + c], Kind(k[c]), s[c], sq, i, j0 + c);
+          if constexpr (Tile::kRows) {
+            any = Tile::acc_row(loss, accs[r], stats[r], tile::own_in(kinds, i, j0, nc), s, nc, scratch.data());
+          } else {
+            for (int64_t c = 0; c < nc; ++c) {
+              const T sq = squared_distance<T, Loss>(p, i, j0 + c, s[c]);
+              any |= loss.acc_add(accs[r], stats[r], Kind(k[c]), s[c], sq, i, to_global + j0 + c);
+              if constexpr (kColumns && !Tile::kColumns) {
+                loss.col_add(columns[j0 + c], Kind(k[c]), s[c], sq, i, j0 + c);
+              }
+            }
           }
           if (any && active != nullptr) active[bi * col_blocks + bj] = 1;
-        });
+        };
+        const auto visit_tile = [&](int64_t j0, int64_t nc, const T* tile) {
+          if constexpr (kColumns && Tile::kColumns) Tile::cols(loss, columns + j0, tile, nr, nc, kTile, scratch.data());
+        };
+        sweep(stripe, !Tile::kRows, visit, visit_tile);
       }
       if (carried != nullptr) {
         for (int64_t r = 0; r < nr; ++r) carried->accs[i0 + r] = accs[r];
@@ -189,6 +211,7 @@ ScalarGrads backward(const Problem<T>& p, const Loss& loss, const Kinds& kinds, 
 
   at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> sim(kTile * kTile), grad(kTile * kTile);
+    std::vector<float> scratch(4 * kTile);
     std::vector<uint8_t> kind(kTile);
     for (int64_t t = begin; t < end; ++t) {
       T* dx_acc = dx_parts[t].data_ptr<T>();
@@ -212,7 +235,11 @@ ScalarGrads backward(const Problem<T>& p, const Loss& loss, const Kinds& kinds, 
         const int64_t j0 = bj * kTile, nc = std::min(kTile, p.cols - j0);
         similarity_tile(p, i0, nr, j0, nc, sim.data(), kTile);
         bool any = false;
-        for (int64_t r = 0; r < nr; ++r) {
+        if constexpr (TileEpilogue<Loss>::kGrad) {
+          any = TileEpilogue<Loss>::grad_tile(loss, kinds, i0, nr, j0, nc, sim.data(), grad.data(), kTile, scalars,
+                                              scratch.data());
+        }
+        for (int64_t r = 0; r < nr && !TileEpilogue<Loss>::kGrad; ++r) {
           const auto g = loss.grad_row(i0 + r);
           fill_kinds(kinds, i0 + r, j0, nc, kind.data());
           for (int64_t c = 0; c < nc; ++c) {

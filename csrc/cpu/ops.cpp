@@ -8,6 +8,7 @@
 #include "../chunked/cpu_executor.h"
 #include "../chunked/ops.h"
 #include "../loss_dispatch.h"
+#include "../ring_ops.h"
 #include "engine.h"
 
 namespace pairloss::cpu {
@@ -70,6 +71,12 @@ struct TiledEngine {
   at::Tensor backward(const Loss& loss, const Kinds& kinds, at::Tensor dx, at::Tensor dy) const {
     const ScalarGrads sums = cpu::backward(Operands<T>(in, Loss::kDistance).problem, loss, kinds, active, dx, dy);
     return at::tensor({sums.scale, sums.bias}, at::kDouble);
+  }
+  template <typename Loss, typename Kinds>
+  void sweep_block(const Loss& loss, const Kinds& kinds, typename Loss::Stats* stats, typename Loss::Acc* accs,
+                   uint8_t* block_active) const {
+    const CarriedRows<Loss> carried{stats, accs};
+    cpu::forward<T>(Operands<T>(in, Loss::kDistance).problem, loss, kinds, nullptr, block_active, &carried);
   }
 };
 
@@ -140,119 +147,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> chunked_backward(
 }
 
 
-// ------------------------------------------------------------------------------------------ block by block
-// The cpp_ring_* ops (block_losses.h): each anchor's Stats and Acc rows travel between calls as opaque bytes,
-// rows × sizeof(row), made by cpp_ring_begin / the first cpp_ring_accumulate and only read back by these ops
-// (with the same loss, params and dtype, which the row width partly checks).
+// The ring ops' device (ring_ops.h): the tiled engine.
+struct CpuDevice {
+  static PairInputs inputs(const PairInputs& in) { return cpu_inputs(in); }
+  template <typename F>
+  static void with_engine(const PairInputs& in, F&& f) {
+    AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "pairloss_cpu_ring", [&] { f(TiledEngine<scalar_t>{in}, scalar_t(0)); });
+  }
+};
 
-template <typename Row>
-Row* state_rows(const at::Tensor& state, const PairInputs& in, const char* what) {
-  static_assert(std::is_trivially_copyable_v<Row>, "carried rows are copied as bytes");
-  TORCH_CHECK(state.scalar_type() == at::kByte && state.dim() == 2 && state.size(0) == in.rows &&
-                  state.size(1) == int64_t(sizeof(Row)) && state.is_contiguous() && state.device().is_cpu(),
-              "pairloss ", in.info->name, ": ", what, " must be the ", in.rows, " × ", sizeof(Row),
-              " uint8 rows of this loss's previous ring call");
-  return reinterpret_cast<Row*>(state.data_ptr<uint8_t>());
-}
-
-template <typename Row>
-at::Tensor new_state(const PairInputs& in) {
-  return at::empty({in.rows, int64_t(sizeof(Row))}, in.x.options().dtype(at::kByte));
-}
-
-// Calls f(epilogue) with T the dtype of x.
-template <typename F>
-void with_block_epilogue(const PairInputs& in, F&& f) {
-  AT_DISPATCH_FLOATING_TYPES(in.x.scalar_type(), "pairloss_cpu_ring", [&] {
-    with_block_loss<scalar_t>(in, [&](const auto& epilogue) { f(scalar_t(0), epilogue); });
-  });
-}
-
-// Every anchor's empty statistics.
-at::Tensor ring_begin(c10::string_view loss, const at::Tensor& x, const at::Tensor& labels,
-                      at::ArrayRef<double> params, const c10::optional<at::Tensor>& row_params) {
-  const PairInputs in = cpu_inputs(
-      check_inputs(loss, x, c10::nullopt, labels, c10::nullopt, c10::nullopt, params, -1, 0, row_params));
-  at::Tensor stats;
-  with_block_epilogue(in, [&](auto, const auto& epilogue) {
-    using Stats = typename std::decay_t<decltype(epilogue)>::Stats;
-    stats = new_state<Stats>(in);
-    Stats* rows = state_rows<Stats>(stats, in, "stats");
-    for (int64_t i = 0; i < in.rows; ++i) rows[i] = epilogue.stats_init(i);
-  });
-  return stats;
-}
-
-// The statistics continued over the block y (global columns col_offset …).
-at::Tensor ring_stats(c10::string_view loss, const at::Tensor& x, const at::Tensor& y, const at::Tensor& labels,
-                      const at::Tensor& ref_labels, at::ArrayRef<double> params, int64_t own_offset,
-                      int64_t col_offset, const at::Tensor& stats_in, const c10::optional<at::Tensor>& row_params) {
-  const PairInputs in = cpu_inputs(
-      check_inputs(loss, x, y, labels, ref_labels, c10::nullopt, params, own_offset, col_offset, row_params));
-  at::Tensor stats = stats_in.clone();
-  with_block_epilogue(in, [&](auto zero, const auto& epilogue) {
-    using T = decltype(zero);
-    using Loss = std::decay_t<decltype(epilogue)>;
-    const CarriedRows<Loss> carried{state_rows<typename Loss::Stats>(stats, in, "stats"), nullptr};
-    forward<T>(Operands<T>(in, Loss::kDistance).problem, epilogue, label_kinds(in), nullptr, nullptr, &carried);
-  });
-  return stats;
-}
-
-// The loss accumulators continued over the block y under the complete statistics (accs absent: the first
-// block), and the block's map of tiles with a gradient.
-std::tuple<at::Tensor, at::Tensor> ring_accumulate(c10::string_view loss, const at::Tensor& x, const at::Tensor& y,
-                                                   const at::Tensor& labels, const at::Tensor& ref_labels,
-                                                   at::ArrayRef<double> params, int64_t own_offset,
-                                                   int64_t col_offset, const at::Tensor& stats,
-                                                   const c10::optional<at::Tensor>& accs_in,
-                                                   const c10::optional<at::Tensor>& row_params) {
-  const PairInputs in = cpu_inputs(
-      check_inputs(loss, x, y, labels, ref_labels, c10::nullopt, params, own_offset, col_offset, row_params));
-  at::Tensor accs, active = allocate_forward(in).active;
-  with_block_epilogue(in, [&](auto zero, const auto& epilogue) {
-    using T = decltype(zero);
-    using Loss = std::decay_t<decltype(epilogue)>;
-    using Acc = typename Loss::Acc;
-    auto* stat_rows = state_rows<typename Loss::Stats>(stats, in, "stats");
-    if (accs_in.has_value()) {
-      accs = accs_in->clone();
-    } else {
-      accs = new_state<Acc>(in);
-      Acc* rows = state_rows<Acc>(accs, in, "accs");
-      for (int64_t i = 0; i < in.rows; ++i) rows[i] = epilogue.acc_init(stat_rows[i], i);
-    }
-    const CarriedRows<Loss> carried{stat_rows, state_rows<Acc>(accs, in, "accs")};
-    forward<T>(Operands<T>(in, Loss::kDistance).problem, epilogue, label_kinds(in), nullptr,
-            active.data_ptr<uint8_t>(), &carried);
-  });
-  return {accs, active};
-}
-
-// The rows, saved statistics and counters of cpp_pair_forward from the carried state (accs absent: a loss
-// without a loss sweep).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> ring_finish(c10::string_view loss, const at::Tensor& x,
-                                                           const at::Tensor& labels, at::ArrayRef<double> params,
-                                                           const at::Tensor& stats,
-                                                           const c10::optional<at::Tensor>& accs,
-                                                           const c10::optional<at::Tensor>& row_params) {
-  const PairInputs in = cpu_inputs(
-      check_inputs(loss, x, c10::nullopt, labels, c10::nullopt, c10::nullopt, params, -1, 0, row_params));
-  ForwardOutputs out = allocate_forward(in);
-  with_block_epilogue(in, [&](auto zero, const auto& epilogue) {
-    using T = decltype(zero);
-    using Loss = std::decay_t<decltype(epilogue)>;
-    auto* stat_rows = state_rows<typename Loss::Stats>(stats, in, "stats");
-    auto* acc_rows = accs.has_value() ? state_rows<typename Loss::Acc>(*accs, in, "accs") : nullptr;
-    std::vector<RowResult<T>> results(in.rows);
-    for (int64_t i = 0; i < in.rows; ++i) {
-      const auto acc = acc_rows != nullptr ? acc_rows[i] : epilogue.acc_init(stat_rows[i], i);
-      epilogue.finish(stat_rows[i], acc, results[i]);
-    }
-    store(results, out);
-  });
-  return {out.rows, out.saved, out.counts};
-}
+using Ring = RingOps<CpuDevice>;
 
 }  // namespace
 
@@ -261,10 +165,10 @@ TORCH_LIBRARY_IMPL(pairloss, CPU, m) {
   m.impl("cpp_pair_backward", &pair_backward);
   m.impl("cpp_chunked_forward", &chunked_forward);
   m.impl("cpp_chunked_backward", &chunked_backward);
-  m.impl("cpp_ring_begin", &ring_begin);
-  m.impl("cpp_ring_stats", &ring_stats);
-  m.impl("cpp_ring_accumulate", &ring_accumulate);
-  m.impl("cpp_ring_finish", &ring_finish);
+  m.impl("cpp_ring_begin", &Ring::begin);
+  m.impl("cpp_ring_stats", &Ring::stats);
+  m.impl("cpp_ring_accumulate", &Ring::accumulate);
+  m.impl("cpp_ring_finish", &Ring::finish);
 }
 
 }  // namespace pairloss::cpu

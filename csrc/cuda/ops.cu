@@ -1,4 +1,4 @@
-// CUDA implementations of the pair ops, every loss: the chunked engine (chunked/engine.h: cuBLAS GEMMs on row
+// CUDA implementations of the pair and ring ops, every loss: the chunked engine (chunked/engine.h: cuBLAS GEMMs on row
 // chunks, the epilogue sweeps as kernels of cuda/executor.cuh) on the current stream of the inputs' device.
 // cpp_pair_* use a budget of PAIRLOSS_CHUNK_MIB MiB (default 256) for a chunk's S and G; cpp_chunked_* take one.
 #include <ATen/ATen.h>
@@ -8,6 +8,7 @@
 #include <cstdlib>
 
 #include "../chunked/ops.h"
+#include "../ring_ops.h"
 #include "executor.cuh"
 
 namespace pairloss::cuda {
@@ -73,6 +74,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_backward(
                           col_offset, row_params, default_budget());
 }
 
+// The ring ops' device (ring_ops.h): the chunked engine.
+struct CudaDevice {
+  static PairInputs inputs(const PairInputs& in) { return cuda_inputs(in); }
+  template <typename F>
+  static void with_engine(const PairInputs& in, F&& f) {
+    const c10::cuda::CUDAGuard guard(in.x.device());
+    chunked::with_accumulation(in, [&](auto zero) {
+      using T = decltype(zero);
+      f(chunked::Engine<T, CudaExecutor>(in, CudaExecutor(), default_budget()), zero);
+    });
+  }
+};
+
+using Ring = RingOps<CudaDevice>;
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pairloss, CUDA, m) {
@@ -80,6 +96,10 @@ TORCH_LIBRARY_IMPL(pairloss, CUDA, m) {
   m.impl("cpp_pair_backward", &pair_backward);
   m.impl("cpp_chunked_forward", &chunked_forward);
   m.impl("cpp_chunked_backward", &chunked_backward);
+  m.impl("cpp_ring_begin", &Ring::begin);
+  m.impl("cpp_ring_stats", &Ring::stats);
+  m.impl("cpp_ring_accumulate", &Ring::accumulate);
+  m.impl("cpp_ring_finish", &Ring::finish);
 }
 
 }  // namespace pairloss::cuda

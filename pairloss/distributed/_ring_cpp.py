@@ -1,4 +1,4 @@
-"""The label losses' ring on the C++ engine's block-by-block ops (CPU).
+"""The label losses' ring on the C++ engine's block-by-block ops (CPU: the tiled engine; CUDA: the chunked one).
 
 Every rank's (rows, labels) block visits each rank; the engine continues each local anchor's statistics and
 accumulators over the blocks (``csrc/block_losses.h``), so the rows equal those of the whole global batch. A loss

@@ -1,6 +1,7 @@
 """The label losses with the ring strategy (see ``_ring``): every rank's block of rows and labels visits each
 rank, and an engine computes the local anchors' rows over the blocks exactly as over the global batch: the C++
-engine's block-by-block ops on CPU tensors (``_ring_cpp``), the Triton engine elsewhere (``_ring_triton``)."""
+engine's block-by-block ops (``_ring_cpp``; backend "auto" on CPU tensors) or the Triton engine's
+(``_ring_triton``; "auto" elsewhere)."""
 
 import inspect
 
@@ -33,8 +34,6 @@ def _ring_engine(name, backend, device_type):
         )
     engine = backend if backend != "auto" else ("cpp" if device_type == "cpu" else "triton")
     reason = unavailable_reason(engine, device_type)
-    if reason is None and engine == "cpp" and device_type != "cpu":
-        reason = "the C++ engine's block-by-block kernels are CPU kernels (the Triton engine runs the ring there)"
     if reason is not None:
         raise BackendUnavailableError(
             f"strategy='ring' for {name} is unavailable on {device_type} tensors: {reason} "
