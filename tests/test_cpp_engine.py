@@ -423,15 +423,17 @@ def test_cuda_matches_reference(loss_name, scenario, option, dtype):
 @cuda
 @pytest.mark.skipif(_cuda_reason() is not None, reason=str(_cuda_reason()))
 def test_cuda_fp16_gradients_survive_a_large_mean():
-    """A mean over a large batch makes ∂L/∂S tiny: the power-of-two scaling keeps fp16 gradients from flushing."""
-    batch = _label_batch(300, None, 40, classes=60)
-    x = batch["embeddings"].to("cuda", torch.float16).requires_grad_()
-    loss = pairloss.supcon_loss(x, batch["labels"].cuda(), backend="cpp") * 2.0**-30
-    loss.backward()
-    x64 = batch["embeddings"].cuda().requires_grad_()
-    (pairloss.supcon_loss(x64, batch["labels"].cuda(), backend="reference") * 2.0**-30).backward()
-    assert x.grad.abs().max() > 0
-    torch.testing.assert_close(x.grad.double() * 2.0**30, x64.grad * 2.0**30, rtol=0.05, atol=0.05)
+    """SupCon's mean over 4096 rows makes ∂L/∂s about 1/B² ≈ 6e-8, fp16's smallest subnormal, while dX is a normal
+    fp16 number: the power-of-two scaling of G keeps the gradient GEMMs from flushing it."""
+    generator = torch.Generator().manual_seed(2)
+    x = F.normalize(torch.randn(4096, 64, generator=generator, dtype=torch.float64), dim=1)
+    labels = torch.randint(0, 512, (4096,), generator=generator).cuda()
+    x16 = x.to("cuda", torch.float16).requires_grad_()
+    pairloss.supcon_loss(x16, labels, backend="cpp").backward()
+    x64 = x16.detach().double().requires_grad_()
+    pairloss.supcon_loss(x64, labels, backend="reference").backward()
+    error = (x16.grad.double() - x64.grad).norm() / x64.grad.norm()
+    assert error < 1e-2, f"fp16 gradient off by {error:.2e} (relative norm)"
 
 
 @cuda

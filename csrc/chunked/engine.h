@@ -35,12 +35,13 @@ inline int64_t chunk_rows(const PairInputs& in, int64_t budget) {
   return std::min(rows, in.rows);
 }
 
-// out += a·b with out's (accumulation) dtype, whatever a's and b's.
+// out += a·b in out's (accumulation) dtype, whatever a's and b's: fp16/bf16 operands through mm's out_dtype form
+// (cuBLAS with an fp32 result; its addmm form wants `self` in the operands' dtype, so the product is added after).
 inline void add_product(at::Tensor out, const at::Tensor& a, const at::Tensor& b) {
   if (a.scalar_type() == out.scalar_type()) {
     out.addmm_(a, b);
   } else {
-    at::addmm_out(out, out, a, b, out.scalar_type());
+    out.add_(at::mm(a, b, out.scalar_type()));
   }
 }
 
@@ -105,10 +106,12 @@ class Engine {
   }
 
   // Adds ∂L/∂X to dx and ∂L/∂Y to dy (dy is dx when X = Y; both in T); returns (Σ ∂L/∂l·s, Σ ∂L/∂l) as a
-  // float64 tensor on the device (zeros unless kLogits).
+  // float64 tensor on the device (zeros unless kLogits). X = Y: each chunk takes only the references from its
+  // first row on, its later columns carrying their mirrors' gradients (GradSweep): 1.5 GEMM-passes, not 3.
   template <typename Loss, typename Kinds>
   at::Tensor backward(const Loss& loss, const Kinds& kinds, at::Tensor dx, at::Tensor dy) const {
     const int64_t rows = in_.rows, cols = in_.cols;
+    const bool symmetric = in_.self() && !Loss::kLogits;
     const Norms norms(in_, Loss::kDistance);
     const auto acc_options = in_.x.options().dtype(c10::CppTypeToScalarType<T>::value);
     at::Tensor row_scalars = at::zeros({rows, 2}, in_.x.options().dtype(at::kDouble));
@@ -118,35 +121,19 @@ class Engine {
     const bool widened = in_.x.scalar_type() != sim.scalar_type();
     at::Tensor operand = widened ? at::empty({chunk_, cols}, in_.x.options()) : at::Tensor();
     const at::Tensor& x = in_.x;
-    const at::Tensor& y = in_.refs();
     for (int64_t i0 = 0; i0 < rows; i0 += chunk_) {
-      const Chunk<T> chunk = similarities(sim, i0, norms);
-      executor_.rows(chunk.rows, GradSweep<T, Loss, Kinds>{loss, kinds, chunk,
-                                                           reinterpret_cast<ScalarGrads*>(row_scalars.data_ptr<double>())});
-      at::Tensor grad = sim.narrow(0, 0, chunk.rows);
-      const at::Tensor x_c = x.narrow(0, i0, chunk.rows);
+      const int64_t j0 = symmetric ? i0 : 0;
+      const Chunk<T> chunk = similarities(sim, i0, norms, j0);
+      const int64_t mirror_from = symmetric ? i0 + chunk.rows : cols;
+      executor_.rows(chunk.rows, GradSweep<T, Loss, Kinds>{loss, kinds, chunk, scalar_rows(row_scalars),
+                                                           mirror_from});
+      const at::Tensor grad = sim.view(-1).narrow(0, 0, chunk.rows * chunk.cols).view({chunk.rows, chunk.cols});
+      const at::Tensor x_c = x.narrow(0, i0, chunk.rows), y_c = in_.refs().narrow(0, j0, chunk.cols);
       if constexpr (Loss::kDistance) {
-        row_sums.narrow(0, i0, chunk.rows).copy_(grad.sum(1));
-        col_sums.add_(grad.sum(0));
+        row_sums.narrow(0, i0, chunk.rows).add_(grad.sum(1));
+        col_sums.narrow(0, j0, chunk.cols).add_(grad.sum(0));
       }
-      at::Tensor dx_c = dx.narrow(0, i0, chunk.rows);
-      if (!widened) {
-        dx_c.addmm_(grad, y);
-        dy.addmm_(grad.t(), x_c);
-      } else if (x.scalar_type() == at::kHalf) {
-        // fp16 keeps 5 exponent bits: scale G_c by a power of two that puts its largest magnitude near 2^14
-        // (exact, undone on the fp32 products), so that a mean over a large batch does not flush to zero.
-        const at::Tensor scale = at::exp2(at::floor(at::log2(16384.0 / grad.abs().amax())).clamp(-100, 100));
-        at::Tensor g = operand.narrow(0, 0, chunk.rows);
-        g.copy_(grad.mul_(scale));
-        dx_c.addcdiv_(at::mm(g, y, sim.scalar_type()), scale);
-        dy.addcdiv_(at::mm(g.t(), x_c, sim.scalar_type()), scale);
-      } else {
-        at::Tensor g = operand.narrow(0, 0, chunk.rows);
-        g.copy_(grad);
-        add_product(dx_c, g, y);
-        add_product(dy, g.t(), x_c);
-      }
+      add_gradients(grad, operand, x_c, y_c, dx.narrow(0, i0, chunk.rows), dy.narrow(0, j0, chunk.cols));
     }
     if constexpr (Loss::kDistance) {
       // d|x_i|²/dx_i = 2x_i and ∂L/∂|x_i|² = −½ Σ_j ∂L/∂s_ij (likewise for y_j).
@@ -154,7 +141,7 @@ class Engine {
         dx.sub_((row_sums + col_sums).unsqueeze(1) * x.to(dx.scalar_type()));
       } else {
         dx.sub_(row_sums.unsqueeze(1) * x.to(dx.scalar_type()));
-        dy.sub_(col_sums.unsqueeze(1) * y.to(dy.scalar_type()));
+        dy.sub_(col_sums.unsqueeze(1) * in_.refs().to(dy.scalar_type()));
       }
     }
     return row_scalars.sum(0);
@@ -190,23 +177,50 @@ class Engine {
     }
   };
 
-  // S_c for the rows from i0, into the first rows of `sim`.
-  Chunk<T> similarities(at::Tensor& sim, int64_t i0, const Norms& norms) const {
-    const int64_t n = std::min(chunk_, in_.rows - i0);
-    at::Tensor s = sim.narrow(0, 0, n);
-    const at::Tensor x_c = in_.x.narrow(0, i0, n), y_t = in_.refs().t();
+  static ScalarGrads* scalar_rows(at::Tensor& row_scalars) {
+    return reinterpret_cast<ScalarGrads*>(row_scalars.data_ptr<double>());
+  }
+
+  // S_c of the rows from i0 against the references from j0, packed at the start of `sim`.
+  Chunk<T> similarities(at::Tensor& sim, int64_t i0, const Norms& norms, int64_t j0 = 0) const {
+    const int64_t n = std::min(chunk_, in_.rows - i0), width = in_.cols - j0;
+    at::Tensor s = sim.view(-1).narrow(0, 0, n * width).view({n, width});
+    const at::Tensor x_c = in_.x.narrow(0, i0, n), y_t = in_.refs().narrow(0, j0, width).t();
     if (x_c.scalar_type() == s.scalar_type()) {
       at::mm_out(s, x_c, y_t);
     } else {
       at::mm_out(s, x_c, y_t, s.scalar_type());
     }
-    Chunk<T> chunk{s.data_ptr<T>(), i0, n, in_.cols};
+    Chunk<T> chunk{s.data_ptr<T>(), i0, n, width, j0};
     if (norms.x_sq.defined()) {
       chunk.x_sq = norms.x_sq.template data_ptr<T>();
       chunk.y_sq = norms.y_sq.template data_ptr<T>();
     }
     chunk.col_offset = in_.col_offset;
     return chunk;
+  }
+
+  // dx_c += G_c·Y_c and dy_c += G_cᵀ·X_c with fp32 (T) results. G_c enters the GEMMs in the operand dtype: bf16
+  // as is; fp16 (5 exponent bits) scaled by a power of two that puts its largest magnitude near 2^14 (exact,
+  // undone on the products), so that a mean over a large batch does not flush to zero.
+  static void add_gradients(const at::Tensor& grad, at::Tensor& operand, const at::Tensor& x_c, const at::Tensor& y_c,
+                            at::Tensor dx_c, at::Tensor dy_c) {
+    if (!operand.defined()) {
+      dx_c.addmm_(grad, y_c);
+      dy_c.addmm_(grad.t(), x_c);
+      return;
+    }
+    at::Tensor g = operand.view(-1).narrow(0, 0, grad.numel()).view(grad.sizes());
+    if (x_c.scalar_type() == at::kHalf) {
+      const at::Tensor scale = at::exp2(at::floor(at::log2(16384.0 / grad.abs().amax())).clamp(-100, 100));
+      g.copy_(grad.mul_(scale));
+      dx_c.addcdiv_(at::mm(g, y_c, dx_c.scalar_type()), scale);
+      dy_c.addcdiv_(at::mm(g.t(), x_c, dy_c.scalar_type()), scale);
+    } else {
+      g.copy_(grad);
+      add_product(dx_c, g, y_c);
+      add_product(dy_c, g.t(), x_c);
+    }
   }
 
   const PairInputs& in_;

@@ -14,18 +14,20 @@
 
 namespace pairloss::chunked {
 
-// Rows [i0, i0 + rows) of the anchors against every reference, row-major; the backward overwrites S with ∂L/∂S.
+// Rows [i0, i0 + rows) of the anchors against references [j0, j0 + cols), row-major; the backward overwrites S
+// with ∂L/∂S.
 template <typename T>
 struct Chunk {
   T* s;
   int64_t i0, rows, cols;
+  int64_t j0 = 0;           // the first reference held (X = Y backward: the chunk's first row)
   const T* x_sq = nullptr;  // every anchor's squared norm (distance losses)
   const T* y_sq = nullptr;  // every reference's
-  int64_t col_offset = 0;   // global index of column 0: the epilogues see global columns, the kinds local ones
+  int64_t col_offset = 0;   // global index of reference 0: the epilogues see global columns, the kinds local ones
 
-  PL_HD T at(int64_t r, int64_t j) const { return s[r * cols + j]; }
+  PL_HD T at(int64_t r, int64_t c) const { return s[r * cols + c]; }
   template <typename Loss>
-  PL_HD T sq(int64_t r, int64_t j, T s_rj) const {
+  PL_HD T sq(int64_t r, int64_t j, T s_rj) const {  // j: a reference index
     if constexpr (Loss::kDistance) {
       return gram_squared_distance(x_sq[i0 + r], y_sq[j], s_rj);
     } else {
@@ -47,8 +49,9 @@ struct StatsSweep {
   PL_HD State fold(int64_t r, int lane, int lanes) const {
     const int64_t i = chunk.i0 + r;
     State st = lane == 0 ? stats[i] : loss.stats_init(i);
-    for (int64_t j = lane; j < chunk.cols; j += lanes) {
-      const T s = chunk.at(r, j);
+    for (int64_t c = lane; c < chunk.cols; c += lanes) {
+      const int64_t j = chunk.j0 + c;
+      const T s = chunk.at(r, c);
       loss.stats_add(st, kinds(i, j), s, chunk.template sq<Loss>(r, j, s), i, chunk.col_offset + j);
     }
     return st;
@@ -77,8 +80,9 @@ struct LossSweep {
     State acc = lane == 0 ? accs[i] : loss.acc_init(st, i);
     uint8_t* active_row = active == nullptr ? nullptr : active + (i / kActiveTile) * active_cols;
     int64_t marked = -1;  // the tile last marked: one store per tile, not per pair
-    for (int64_t j = lane; j < chunk.cols; j += lanes) {
-      const T s = chunk.at(r, j);
+    for (int64_t c = lane; c < chunk.cols; c += lanes) {
+      const int64_t j = chunk.j0 + c;
+      const T s = chunk.at(r, c);
       const bool has_grad =
           loss.acc_add(acc, st, kinds(i, j), s, chunk.template sq<Loss>(r, j, s), i, chunk.col_offset + j);
       const int64_t tile = j / kActiveTile;
@@ -101,18 +105,21 @@ struct ColumnSweep {
   Chunk<T> chunk;
   typename HasColumns<Loss>::ColAcc* cols;
 
-  PL_HD void operator()(int64_t j) const {
+  PL_HD void operator()(int64_t c) const {
+    const int64_t j = chunk.j0 + c;
     auto acc = cols[j];
     for (int64_t r = 0; r < chunk.rows; ++r) {
       const int64_t i = chunk.i0 + r;
-      const T s = chunk.at(r, j);
+      const T s = chunk.at(r, c);
       loss.col_add(acc, kinds(i, j), s, chunk.template sq<Loss>(r, j, s), i, j);
     }
     cols[j] = acc;
   }
 };
 
-// The backward's G = ∂L/∂S, written over S; for kLogits losses ∂L/∂l·scale, with the scalar sums per row.
+// The backward's G = ∂L/∂S, written over S; for kLogits losses ∂L/∂l·scale, with the scalar sums per row. X = Y:
+// from reference `mirror_from` on, a pair also carries its mirror's gradient, ∂L/∂s_ji (s_ji = s_ij), so that the
+// engine can skip the chunk's lower part (the CPU engine's symmetric tiles, chunk by chunk).
 template <typename T, typename Loss, typename Kinds>
 struct GradSweep {
   using State = ScalarGrads;
@@ -121,20 +128,24 @@ struct GradSweep {
   Kinds kinds;
   Chunk<T> chunk;
   ScalarGrads* row_scalars;  // per anchor row (kLogits), or null
+  int64_t mirror_from;       // no mirrors: past the last reference
 
   PL_HD State fold(int64_t r, int lane, int lanes) const {
     const int64_t i = chunk.i0 + r;
     const auto g = loss.grad_row(i);
     State sums;
-    for (int64_t j = lane; j < chunk.cols; j += lanes) {
-      const T s = chunk.at(r, j);
-      T value = loss.grad(g, kinds(i, j), s, chunk.template sq<Loss>(r, j, s), i, chunk.col_offset + j);
+    for (int64_t c = lane; c < chunk.cols; c += lanes) {
+      const int64_t j = chunk.j0 + c;
+      const T s = chunk.at(r, c), sq = chunk.template sq<Loss>(r, j, s);
+      T value = loss.grad(g, kinds(i, j), s, sq, i, chunk.col_offset + j);
       if constexpr (Loss::kLogits) {
         sums.scale += double(value) * double(s);
         sums.bias += double(value);
         value *= loss.scale();
+      } else {
+        if (j >= mirror_from) value += loss.grad(loss.grad_row(j), kinds(j, i), s, sq, j, chunk.col_offset + i);
       }
-      chunk.s[r * chunk.cols + j] = value;
+      chunk.s[r * chunk.cols + c] = value;
     }
     return sums;
   }
