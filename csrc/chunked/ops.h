@@ -2,6 +2,8 @@
 // cpp_chunked_* (the same ops with an explicit chunk budget in bytes) on CPU and CUDA.
 #pragma once
 
+#include <c10/core/DeviceGuard.h>
+
 #include <tuple>
 
 #include "../loss_dispatch.h"
@@ -42,5 +44,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const PairInputs& in, co
   });
   return grads.outputs(dtype, dscalars);
 }
+
+// The cpp_chunked_* ops for a Device: Device::inputs(PairInputs) checks the inputs for it, Device::Executor runs
+// the sweeps there.
+template <typename Device>
+struct ChunkedOps {
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
+      c10::string_view loss, const at::Tensor& x, const c10::optional<at::Tensor>& y,
+      const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
+      const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
+      const c10::optional<at::Tensor>& row_params, int64_t budget) {
+    const c10::OptionalDeviceGuard guard(x.device());
+    const PairInputs in =
+        Device::inputs(check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset, 0, row_params));
+    return chunked::forward(in, typename Device::Executor(), budget);
+  }
+
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
+      c10::string_view loss, const at::Tensor& grad_rows, const at::Tensor& x, const c10::optional<at::Tensor>& y,
+      const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
+      const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
+      const at::Tensor& saved, const at::Tensor& active, int64_t col_offset,
+      const c10::optional<at::Tensor>& row_params, int64_t budget) {
+    const c10::OptionalDeviceGuard guard(x.device());
+    const PairInputs in = Device::inputs(
+        check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset, col_offset, row_params));
+    return chunked::backward(in, typename Device::Executor(), budget, grad_rows, saved, active, x.scalar_type());
+  }
+};
 
 }  // namespace pairloss::chunked

@@ -124,31 +124,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_backward(
   return grads.outputs(x.scalar_type(), dscalars);
 }
 
-// The chunked engine (CUDA's) run on the CPU, where the tests compare it with the tiled engine.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> chunked_forward(
-    c10::string_view loss, const at::Tensor& x, const c10::optional<at::Tensor>& y,
-    const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
-    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
-    const c10::optional<at::Tensor>& row_params, int64_t budget) {
-  const PairInputs in =
-      cpu_inputs(check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset, 0, row_params));
-  return chunked::forward(in, chunked::CpuExecutor(), budget);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> chunked_backward(
-    c10::string_view loss, const at::Tensor& grad_rows, const at::Tensor& x, const c10::optional<at::Tensor>& y,
-    const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
-    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
-    const at::Tensor& saved, const at::Tensor& active, int64_t col_offset, const c10::optional<at::Tensor>& row_params,
-    int64_t budget) {
-  const PairInputs in =
-      cpu_inputs(check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset, col_offset, row_params));
-  return chunked::backward(in, chunked::CpuExecutor(), budget, grad_rows, saved, active, x.scalar_type());
-}
-
-
-// The ring ops' device (ring_ops.h): the tiled engine.
+// The CPU for the ring ops (ring_ops.h: the tiled engine) and the chunked ops (the chunked engine, CUDA's, run on
+// the CPU, where the tests compare it with the tiled engine).
 struct CpuDevice {
+  using Executor = chunked::CpuExecutor;
   static PairInputs inputs(const PairInputs& in) { return cpu_inputs(in); }
   template <typename F>
   static void with_engine(const PairInputs& in, F&& f) {
@@ -163,8 +142,8 @@ using Ring = RingOps<CpuDevice>;
 TORCH_LIBRARY_IMPL(pairloss, CPU, m) {
   m.impl("cpp_pair_forward", &pair_forward);
   m.impl("cpp_pair_backward", &pair_backward);
-  m.impl("cpp_chunked_forward", &chunked_forward);
-  m.impl("cpp_chunked_backward", &chunked_backward);
+  m.impl("cpp_chunked_forward", &chunked::ChunkedOps<CpuDevice>::forward);
+  m.impl("cpp_chunked_backward", &chunked::ChunkedOps<CpuDevice>::backward);
   m.impl("cpp_ring_begin", &Ring::begin);
   m.impl("cpp_ring_stats", &Ring::stats);
   m.impl("cpp_ring_accumulate", &Ring::accumulate);

@@ -33,49 +33,9 @@ PairInputs cuda_inputs(const PairInputs& in) {
   return in;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> chunked_forward(
-    c10::string_view loss, const at::Tensor& x, const c10::optional<at::Tensor>& y,
-    const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
-    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
-    const c10::optional<at::Tensor>& row_params, int64_t budget) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  const PairInputs in =
-      cuda_inputs(check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset, 0, row_params));
-  return chunked::forward(in, CudaExecutor(), budget);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> chunked_backward(
-    c10::string_view loss, const at::Tensor& grad_rows, const at::Tensor& x, const c10::optional<at::Tensor>& y,
-    const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
-    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
-    const at::Tensor& saved, const at::Tensor& active, int64_t col_offset, const c10::optional<at::Tensor>& row_params,
-    int64_t budget) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  const PairInputs in =
-      cuda_inputs(check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset, col_offset, row_params));
-  return chunked::backward(in, CudaExecutor(), budget, grad_rows, saved, active, x.scalar_type());
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pair_forward(
-    c10::string_view loss, const at::Tensor& x, const c10::optional<at::Tensor>& y,
-    const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
-    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
-    const c10::optional<at::Tensor>& row_params) {
-  return chunked_forward(loss, x, y, labels, ref_labels, scalars, params, own_offset, row_params, default_budget());
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_backward(
-    c10::string_view loss, const at::Tensor& grad_rows, const at::Tensor& x, const c10::optional<at::Tensor>& y,
-    const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
-    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
-    const at::Tensor& saved, const at::Tensor& active, int64_t col_offset,
-    const c10::optional<at::Tensor>& row_params) {
-  return chunked_backward(loss, grad_rows, x, y, labels, ref_labels, scalars, params, own_offset, saved, active,
-                          col_offset, row_params, default_budget());
-}
-
-// The ring ops' device (ring_ops.h): the chunked engine.
+// The GPU for the chunked ops (chunked/ops.h) and the ring ops (ring_ops.h).
 struct CudaDevice {
+  using Executor = CudaExecutor;
   static PairInputs inputs(const PairInputs& in) { return cuda_inputs(in); }
   template <typename F>
   static void with_engine(const PairInputs& in, F&& f) {
@@ -87,15 +47,34 @@ struct CudaDevice {
   }
 };
 
+using Chunked = chunked::ChunkedOps<CudaDevice>;
 using Ring = RingOps<CudaDevice>;
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pair_forward(
+    c10::string_view loss, const at::Tensor& x, const c10::optional<at::Tensor>& y,
+    const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
+    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
+    const c10::optional<at::Tensor>& row_params) {
+  return Chunked::forward(loss, x, y, labels, ref_labels, scalars, params, own_offset, row_params, default_budget());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pair_backward(
+    c10::string_view loss, const at::Tensor& grad_rows, const at::Tensor& x, const c10::optional<at::Tensor>& y,
+    const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& ref_labels,
+    const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
+    const at::Tensor& saved, const at::Tensor& active, int64_t col_offset,
+    const c10::optional<at::Tensor>& row_params) {
+  return Chunked::backward(loss, grad_rows, x, y, labels, ref_labels, scalars, params, own_offset, saved, active,
+                           col_offset, row_params, default_budget());
+}
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pairloss, CUDA, m) {
   m.impl("cpp_pair_forward", &pair_forward);
   m.impl("cpp_pair_backward", &pair_backward);
-  m.impl("cpp_chunked_forward", &chunked_forward);
-  m.impl("cpp_chunked_backward", &chunked_backward);
+  m.impl("cpp_chunked_forward", &Chunked::forward);
+  m.impl("cpp_chunked_backward", &Chunked::backward);
   m.impl("cpp_ring_begin", &Ring::begin);
   m.impl("cpp_ring_stats", &Ring::stats);
   m.impl("cpp_ring_accumulate", &Ring::accumulate);
