@@ -137,7 +137,8 @@ struct HardTripletCoefficients {
   }
 };
 
-// Applies them directly (O(B·D), no tiles).
+// Applies them directly (O(B·D), no tiles); dY's scatter is index_add_ (float atomics on CUDA: not bitwise
+// deterministic there).
 template <typename T, typename Engine>
 void triplet_hard_backward(const PairInputs& in, const Engine& engine, const TripletHard<T>& loss, at::Tensor dx,
                            at::Tensor dy) {

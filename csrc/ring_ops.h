@@ -19,7 +19,8 @@ template <typename Row>
 Row* state_rows(const at::Tensor& state, const PairInputs& in, const char* what) {
   static_assert(std::is_trivially_copyable_v<Row>, "carried rows are copied as bytes");
   TORCH_CHECK(state.scalar_type() == at::kByte && state.dim() == 2 && state.size(0) == in.rows &&
-                  state.size(1) == int64_t(sizeof(Row)) && state.is_contiguous() && state.device() == in.x.device(),
+                  state.size(1) == int64_t(sizeof(Row)) && state.is_contiguous() && state.device() == in.x.device() &&
+                  reinterpret_cast<uintptr_t>(state.const_data_ptr()) % alignof(Row) == 0,
               "pairloss ", in.info->name, ": ", what, " must be the ", in.rows, " × ", sizeof(Row),
               " uint8 rows of this loss's previous ring call, on ", in.x.device());
   return reinterpret_cast<Row*>(state.data_ptr<uint8_t>());

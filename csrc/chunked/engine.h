@@ -8,7 +8,10 @@
 // by GEMMs into fp32 accumulators. G_c enters those GEMMs in the operand dtype: bf16 as is, fp16 scaled by a power
 // of two so that small gradients do not flush (undone on the products). X = Y: dY is dX.
 // The chunk height comes from a memory budget for S_c (and G_c's operand copy): never B×M. Forward and backward
-// use the same height, so they run the same GEMM shapes and see the same S (the miners compare them exactly).
+// use the same height, hence, for other references, the same GEMM shapes and the same S (the miners compare them
+// exactly). X = Y: the backward's narrower GEMMs and its mirrored pairs (s_ji taken as s_ij) may round a pair's S
+// an ulp away from the forward's on a GPU, which can flip a pair lying exactly on a mining threshold. fp32 GEMMs
+// follow torch's TF32 setting, as torch.mm does.
 // No host syncs: the logit scalars are read on the device and the scalar gradients summed there.
 //
 // Executor: each(n, f) runs f(i) for i < n; rows(n, sweep) runs a row sweep (sweeps.h) over chunk rows < n.
@@ -212,7 +215,8 @@ class Engine {
     }
     at::Tensor g = operand.view(-1).narrow(0, 0, grad.numel()).view(grad.sizes());
     if (x_c.scalar_type() == at::kHalf) {
-      const at::Tensor scale = at::exp2(at::floor(at::log2(16384.0 / grad.abs().amax())).clamp(-100, 100));
+      const auto [low, high] = at::aminmax(grad);  // the largest magnitude without a chunk-sized |G| temporary
+      const at::Tensor scale = at::exp2(at::floor(at::log2(16384.0 / at::maximum(-low, high))).clamp(-100, 100));
       g.copy_(grad.mul_(scale));
       dx_c.addcdiv_(at::mm(g, y_c, dx_c.scalar_type()), scale);
       dy_c.addcdiv_(at::mm(g.t(), x_c, dy_c.scalar_type()), scale);

@@ -2,6 +2,7 @@
 // cpp_chunked_* (the same ops with an explicit chunk budget in bytes) on CPU and CUDA.
 #pragma once
 
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <c10/core/DeviceGuard.h>
 
 #include <tuple>
@@ -46,7 +47,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const PairInputs& in, co
 }
 
 // The cpp_chunked_* ops for a Device: Device::inputs(PairInputs) checks the inputs for it, Device::Executor runs
-// the sweeps there.
+// the sweeps there. The engine's GEMMs write into buffers (out= forms): below autograd, also when the op is
+// called with grad mode on (a double backward reaches the backward op so).
 template <typename Device>
 struct ChunkedOps {
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(
@@ -55,6 +57,7 @@ struct ChunkedOps {
       const c10::optional<at::Tensor>& scalars, at::ArrayRef<double> params, int64_t own_offset,
       const c10::optional<at::Tensor>& row_params, int64_t budget) {
     const c10::OptionalDeviceGuard guard(x.device());
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
     const PairInputs in =
         Device::inputs(check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset, 0, row_params));
     return chunked::forward(in, typename Device::Executor(), budget);
@@ -67,6 +70,7 @@ struct ChunkedOps {
       const at::Tensor& saved, const at::Tensor& active, int64_t col_offset,
       const c10::optional<at::Tensor>& row_params, int64_t budget) {
     const c10::OptionalDeviceGuard guard(x.device());
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
     const PairInputs in = Device::inputs(
         check_inputs(loss, x, y, labels, ref_labels, scalars, params, own_offset, col_offset, row_params));
     return chunked::backward(in, typename Device::Executor(), budget, grad_rows, saved, active, x.scalar_type());

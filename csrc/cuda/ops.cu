@@ -40,6 +40,7 @@ struct CudaDevice {
   template <typename F>
   static void with_engine(const PairInputs& in, F&& f) {
     const c10::cuda::CUDAGuard guard(in.x.device());
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;  // see chunked/ops.h
     chunked::with_accumulation(in, [&](auto zero) {
       using T = decltype(zero);
       f(chunked::Engine<T, CudaExecutor>(in, CudaExecutor(), default_budget()), zero);
