@@ -147,7 +147,7 @@ void triplet_hard_backward(const PairInputs& in, const Engine& engine, const Tri
   at::Tensor columns = at::empty({in.rows, 2}, in.x.options().dtype(at::kLong));
   engine.each(in.rows, HardTripletCoefficients<T>{loss, in.col_offset, in.cols, coefficients.data_ptr<T>(),
                                                   columns.data_ptr<int64_t>()});
-  const at::Tensor x = in.x.to(dtype), y = in.refs().to(dtype);
+  const at::Tensor x = in.x.to(dtype), y = in.self() ? x : in.y.to(dtype);
   for (int k = 0; k < 2; ++k) {
     const at::Tensor c = coefficients.select(1, k).unsqueeze(1), j = columns.select(1, k);
     const at::Tensor y_j = y.index_select(0, j);

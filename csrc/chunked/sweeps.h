@@ -4,8 +4,9 @@
 //   State fold(r, lane, lanes)   chunk row r over its columns lane, lane + lanes, …
 //   merge(State&, const State&)  two lanes' states of one row (the lower lane first)
 //   store(r, const State&)       the row's state, written back
-// and kSerial: the loss folds each row in column order with one thread (SerialRows). The executors run it: the CPU
-// one a lane per row (cpu_executor.h), the CUDA one a warp per row merged in a fixed order (cuda/executor.cuh).
+// and kSerial: the loss folds each row in column order with one thread (SerialRows). The executors run it as a
+// 32-lane warp per row merged in a fixed tree order: on CUDA (cuda/executor.cuh), and emulated on the CPU
+// (cpu_executor.h).
 // Element-wise work (one call per row or column) is a functor with operator()(index).
 #pragma once
 

@@ -235,27 +235,28 @@ ScalarGrads backward(const Problem<T>& p, const Loss& loss, const Kinds& kinds, 
         const int64_t j0 = bj * kTile, nc = std::min(kTile, p.cols - j0);
         similarity_tile(p, i0, nr, j0, nc, sim.data(), kTile);
         bool any = false;
-        if constexpr (TileEpilogue<Loss>::kGrad) {
+        if constexpr (TileEpilogue<Loss>::kGrad) {  // two-tower losses: never X = Y, no transposed pairs
           any = TileEpilogue<Loss>::grad_tile(loss, kinds, i0, nr, j0, nc, sim.data(), grad.data(), kTile, scalars,
                                               scratch.data());
-        }
-        for (int64_t r = 0; r < nr && !TileEpilogue<Loss>::kGrad; ++r) {
-          const auto g = loss.grad_row(i0 + r);
-          fill_kinds(kinds, i0 + r, j0, nc, kind.data());
-          for (int64_t c = 0; c < nc; ++c) {
-            const T value = pair_grad(g, Kind(kind[c]), sim[r * kTile + c], i0 + r, j0 + c);
-            grad[r * kTile + c] = value;
-            any |= value != T(0);
-          }
-        }
-        if (p.self && bi != bj) {  // the transposed pairs (j, i) of the skipped tile (bj, bi)
-          for (int64_t c = 0; c < nc; ++c) {
-            const auto g = loss.grad_row(j0 + c);
-            fill_kinds(kinds, j0 + c, i0, nr, kind.data());
-            for (int64_t r = 0; r < nr; ++r) {
-              const T value = pair_grad(g, Kind(kind[r]), sim[r * kTile + c], j0 + c, i0 + r);
-              grad[r * kTile + c] += value;
+        } else {
+          for (int64_t r = 0; r < nr; ++r) {
+            const auto g = loss.grad_row(i0 + r);
+            fill_kinds(kinds, i0 + r, j0, nc, kind.data());
+            for (int64_t c = 0; c < nc; ++c) {
+              const T value = pair_grad(g, Kind(kind[c]), sim[r * kTile + c], i0 + r, j0 + c);
+              grad[r * kTile + c] = value;
               any |= value != T(0);
+            }
+          }
+          if (p.self && bi != bj) {  // the transposed pairs (j, i) of the skipped tile (bj, bi)
+            for (int64_t c = 0; c < nc; ++c) {
+              const auto g = loss.grad_row(j0 + c);
+              fill_kinds(kinds, j0 + c, i0, nr, kind.data());
+              for (int64_t r = 0; r < nr; ++r) {
+                const T value = pair_grad(g, Kind(kind[r]), sim[r * kTile + c], j0 + c, i0 + r);
+                grad[r * kTile + c] += value;
+                any |= value != T(0);
+              }
             }
           }
         }
