@@ -6,7 +6,6 @@ runs in a subprocess because conftest.py sets TRITON_INTERPRET=1 for this proces
 """
 
 import os
-import re
 import subprocess
 import sys
 
@@ -19,19 +18,6 @@ from pairloss import backends
 from .backend_cases import SPECS, all_case_ids, make_case, split_case
 
 triton = pytest.importorskip("triton")
-
-# The variants whose kernels spill: the decoupled-softmax backward on transposed, misaligned query rows; the
-# multi-hot label masks (the words' loop leaves its positive/negative tiles live, where class ids are recomputed
-# from two label vectors at each use); contrastive's and all-triplets' self-pair backward since they read their
-# margins per row (one per anchor). At most MAX_SPILL_BYTES per thread.
-KNOWN_SPILLS = (
-    "bf16 odd w8s3 NTXENT LOSS INDEX cross pair_grad_kernel(rows",
-    " MULTI_HOT ",
-    " JACCARD ",
-    "CONTRASTIVE LOSS LABELS self",
-    "TRIPLET_ALL LOSS LABELS self pair_grad_kernel(rows)",
-)
-MAX_SPILL_BYTES = 320
 
 
 def test_every_launched_kernel_compiles_for_sm90():
@@ -46,11 +32,9 @@ def test_every_launched_kernel_compiles_for_sm90():
     )
     failures = [line for line in result.stdout.splitlines() if not line.startswith("ok ")]
     assert result.returncode == 0, "\n".join(failures[-60:]) + result.stderr[-3000:]
-    # No kernel spills registers, but the known ones, and those by little.
+    # No kernel spills registers.
     spilling = [line for line in result.stdout.splitlines() if "SPILLS" in line]
-    assert all(any(known in line for known in KNOWN_SPILLS) for line in spilling), "\n".join(spilling)
-    spilled = [int(re.search(r"SPILLS \((\d+) bytes", line).group(1)) for line in spilling]
-    assert max(spilled, default=0) <= MAX_SPILL_BYTES, "\n".join(spilling)
+    assert not spilling, "\n".join(spilling)
 
 
 def test_static_report_covers_every_reported_loss():

@@ -478,6 +478,28 @@ def test_cuda_backward_plan(operands, layout, owned, symmetric):
     assert [launch.constexprs["OWNED_D"] for launch in launches] == [0 if symmetric else owned, owned, owned]
 
 
+@pytest.mark.parametrize("layout", ["odd", "aligned"])
+def test_rows_reach_the_kernels_aligned(layout):
+    """Odd-sized, transposed and misaligned rows reach every kernel contiguous, 16-byte aligned and with their
+    features padded by zeros to a multiple of 16 (what the JIT must prove to vectorise their loads: without it the
+    backward spills); aligned rows go as they are, and anchors that are the references as one tensor."""
+    from pairloss.triton_engine import _compile_check, _ids, losses
+    from pairloss.triton_engine._kernels import pair_grad_kernel, pair_rows_kernel
+
+    features = _compile_check.LAYOUTS[layout][2]
+    for symmetric in (True, False):
+        engine_pass = losses.EnginePass(_ids.MULTI_SIMILARITY.value, False, _ids.LABELS.value, True, symmetric)
+        variant = _compile_check.Variant(engine_pass, "bf16", layout, (8, 3), 90)
+        for launch in _compile_check.launches(variant):
+            if launch.kernel not in (pair_rows_kernel, pair_grad_kernel):
+                continue
+            x, y = launch.args[:2]
+            assert (x is y) == symmetric
+            for rows in (x, y):
+                assert rows.stride(1) == 1 and rows.stride(0) % 16 == 0 and rows.data_ptr() % 16 == 0
+                assert rows.shape[1] == -(-features // 16) * 16 and not rows[:, features:].any()
+
+
 def test_backward_keeps_the_forwards_tf32_decision(monkeypatch):
     """The precision is decided once by the forward and saved with it: flipping allow_tf32 before backward()
     does not change the backward's."""

@@ -2,8 +2,8 @@
 
 Triton's interpreter (how the tests run the kernels without a GPU) accepts code that the GPU compiler rejects,
 e.g. a loop-carried variable that changes type. This compiles each variant to PTX and a cubin (with the bundled
-ptxas) and reports ptxas's register and stack use; a stack frame means spills, as the kernels have no local
-arrays. Needs ``TRITON_INTERPRET`` unset (under it ``@triton.jit`` gives interpreter objects)::
+ptxas) and reports ptxas's registers, stack frame and spill stores per thread (a frame of a few bytes can be a
+local array of Triton's code generation; spills are what does not fit the registers). Needs ``TRITON_INTERPRET`` unset (under it ``@triton.jit`` gives interpreter objects)::
 
     python -m pairloss.triton_engine._compile_check --arch 90 --arch 80 [--all] [--jobs 2]
 
@@ -34,6 +34,7 @@ from typing import NamedTuple
 import torch
 import triton
 from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
 from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import create_function_from_signature
 
@@ -168,17 +169,27 @@ def compile_launch(launch, config, arch):
     return triton.compile(ASTSource(kernel, signature, constants, attrs), target=target, options=options.__dict__)
 
 
-def resource_usage(cubin):
-    """(registers, stack frame bytes) per thread, from cuobjdump's resource usage of the cubin."""
-    cuobjdump = os.path.join(os.path.dirname(triton.backends.nvidia.__file__), "bin", "cuobjdump")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        report = subprocess.run(
-            [cuobjdump, "--dump-resource-usage", f.name], check=True, capture_output=True, text=True
-        ).stdout
-    registers, stack = re.search(r"REG:(\d+) STACK:(\d+)", report).groups()
-    return int(registers), int(stack)
+class Resources(NamedTuple):
+    """ptxas's account of one kernel, per thread."""
+
+    registers: int
+    stack: int  # stack frame bytes: spills, and local arrays (Triton's codegen makes some of a few bytes)
+    spilled: int  # bytes of spill stores: registers that did not fit
+
+
+def resource_usage(compiled, arch):
+    """The ``Resources`` of a compiled kernel: its PTX assembled again by the ptxas (and flags) Triton used, with
+    ``-v``. The cubin's resource table gives the stack frame but not what of it is spills."""
+    ptxas = get_ptxas(arch).path
+    with tempfile.TemporaryDirectory() as directory:
+        ptx = os.path.join(directory, "kernel.ptx")
+        with open(ptx, "w") as f:
+            f.write(compiled.asm["ptx"])
+        command = [ptxas, "-v", "--regAllocOptLevel=2", f"--gpu-name={sm_arch_from_capability(arch)}", ptx, "-o",
+                   os.path.join(directory, "kernel.cubin")]  # fmt: skip
+        log = subprocess.run(command, check=True, capture_output=True, text=True).stderr
+    stack, spilled = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores", log).groups()
+    return Resources(int(re.search(r"Used (\d+) registers", log).group(1)), int(stack), int(spilled))
 
 
 def check(variant):
@@ -194,9 +205,10 @@ def check(variant):
             ok = False
             lines.append(f"FAIL  {label}\n{error}")
             continue
-        registers, stack = resource_usage(compiled.asm["cubin"])
-        spills = f"  SPILLS ({stack} bytes stack)" if stack else ""
-        lines.append(f"ok    {label}  {registers} regs{spills}  {time.perf_counter() - start:.1f}s")
+        usage = resource_usage(compiled, variant.arch)
+        stack = f"  stack {usage.stack} B" if usage.stack else ""
+        spills = f"  SPILLS ({usage.spilled} bytes stored)" if usage.spilled else ""
+        lines.append(f"ok    {label}  {usage.registers} regs{stack}{spills}  {time.perf_counter() - start:.1f}s")
     return lines, ok
 
 

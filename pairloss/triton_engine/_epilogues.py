@@ -127,14 +127,14 @@ def init(LOSS: tl.constexpr, PASS: tl.constexpr, BLOCK_M: tl.constexpr):
 def init_shared(LOSS: tl.constexpr, PASS: tl.constexpr, BLOCK_M: tl.constexpr, params):
     """``init`` for accumulators that several programs combine atomically (the symmetric forward, ``combine``).
     Log-sums take a fixed shift instead of a running max, the largest exponent unit rows allow plus 1 (which
-    absorbs |s| rounding above 1): multi-similarity α(1 + λ) + 1 and β(1 − λ) + 1, NT-Xent's negatives 1/τ + 1,
-    uniformity 1. ``_launch.shared_forward`` keeps the shifts where nothing that matters flushes."""
+    absorbs |s| rounding above 1): multi-similarity α(1 + λ) + 1 and β(1 − λ) + 1, NT-Xent's negatives and
+    SupCon's pairs 1/τ + 1, uniformity 1. ``_launch.shared_forward`` keeps the shifts where nothing that matters flushes."""
     acc = init(LOSS, PASS, BLOCK_M)
     zero = tl.zeros((BLOCK_M,), tl.float32)
     if LOSS == MULTI_SIMILARITY and PASS != STATS_PASS:
         alpha, beta, base, _ = params
         acc = (zero + (alpha * (1.0 + base) + 1.0), zero, zero + (beta * (1.0 - base) + 1.0), zero)
-    elif LOSS == NTXENT and PASS == STATS_PASS:
+    elif (LOSS == NTXENT and PASS == STATS_PASS) or LOSS == SUPCON:
         acc = (zero + (1.0 / params[0] + 1.0), zero, zero, zero)
     elif LOSS == UNIFORMITY:
         acc = (zero + 1.0, zero, zero, zero)
@@ -151,7 +151,7 @@ def combine(LOSS: tl.constexpr, PASS: tl.constexpr, ptr, rows, row_mask, B, acc)
     else:
         # The slots where init_shared put a fixed shift stay; the others add.
         shift_0: tl.constexpr = (
-            LOSS == MULTI_SIMILARITY or LOSS == UNIFORMITY or (LOSS == NTXENT and PASS == STATS_PASS)
+            LOSS == MULTI_SIMILARITY or LOSS == UNIFORMITY or LOSS == SUPCON or (LOSS == NTXENT and PASS == STATS_PASS)
         )
         shift_2: tl.constexpr = LOSS == MULTI_SIMILARITY
         for slot in tl.static_range(4):

@@ -27,7 +27,7 @@ import triton.language as tl
 
 from . import _epilogues as epilogue
 from . import _triplet_all as triplet_all
-from ._ids import CLIP, LOSS_PASS, TRIPLET_ALL
+from ._ids import CLIP, LOSS_PASS, SIGLIP, TRIPLET_ALL
 from ._tiles import (
     add_product,
     any_pair,
@@ -116,7 +116,7 @@ def pair_rows_kernel(
         if ONE_CHUNK:
             s = similarity_with_rows(x, y_ptr, cols, col_mask, D, stride_yr, stride_yd, PRECISION, BLOCK_N, BLOCK_D)
             pos, neg, weight = pair_masks(
-                rows, cols, row_mask, col_mask, own_cols, row_labels_ptr, col_labels_ptr, positives_ptr,
+                s, rows, cols, row_mask, col_mask, own_cols, row_labels_ptr, col_labels_ptr, positives_ptr,
                 label_width, MASK, SELF_PAIRS,
             )  # fmt: skip
         else:
@@ -221,15 +221,15 @@ def _mirror_gradient(
     col_mask, scale, bias, params, B, LOSS: tl.constexpr,
 ):  # fmt: skip
     """The gradient of tile (J, I) from this tile (I, J)'s S and masks, transposed (equal to (J, I)'s when X = Y):
-    (its G in this tile's orientation, its g_vec summed over I for the J rows and over J for the I rows, its
-    g_scale and g_bias summed over I). The J rows' per-row inputs broadcast along this tile's columns."""
-    m_s, m_vec, m_scale, m_bias = epilogue.gradient(
+    (its G in this tile's orientation, its g_vec summed over I for the J rows and over J for the I rows; the
+    mirrored losses have no logit scale or bias). The J rows' per-row inputs broadcast along this tile's columns."""
+    m_s, m_vec, _, _ = epilogue.gradient(
         LOSS, s, pos, neg, weight, tl.load(row_vec_ptr + cols, mask=col_mask, other=0.0)[None, :],
         tl.load(col_vec_ptr + rows, mask=row_mask, other=0.0)[:, None], column_slots(stats_ptr, cols, col_mask, B),
         column_slots(values_ptr, cols, col_mask, B), column_slots(coefs_ptr, cols, col_mask, B), 0.0, scale, bias,
         params,
     )  # fmt: skip
-    return m_s, tl.sum(m_vec, 0), tl.sum(m_vec, 1), tl.sum(m_scale, 0), tl.sum(m_bias, 0)
+    return m_s, tl.sum(m_vec, 0), tl.sum(m_vec, 1)
 
 
 @triton.jit
@@ -252,9 +252,11 @@ def pair_grad_kernel(
     p0, p1, p2, p3,
     LOSS: tl.constexpr, MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, PRECISION: tl.constexpr,
     OWN_ROWS: tl.constexpr, ATOMIC: tl.constexpr, SYMMETRIC: tl.constexpr, OWNED_D: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRODUCT_D: tl.constexpr,
 ):  # fmt: skip
     owner = tl.program_id(0).to(tl.int64)
+    # The losses whose logit scale and bias have gradients (the others' g_scale and g_bias are zero).
+    LOGIT_GRADS: tl.constexpr = LOSS == CLIP or LOSS == SIGLIP
     scale = tl.load(scale_ptr).to(tl.float32)
     bias = tl.load(bias_ptr).to(tl.float32)
     params = (p0, p1, p2, p3)
@@ -308,14 +310,15 @@ def pair_grad_kernel(
             )  # fmt: skip
             if OWN_ROWS:
                 vec_sum += tl.sum(g_vec, 1)
-                scale_sum += tl.sum(g_scale, 1)
-                bias_sum += tl.sum(g_bias, 1)
+                if LOGIT_GRADS:
+                    scale_sum += tl.sum(g_scale, 1)
+                    bias_sum += tl.sum(g_bias, 1)
                 if ATOMIC:
                     tl.atomic_add(col_grad_ptr + cols, tl.sum(g_vec, 0), mask=col_mask, sem="relaxed")
                 if SYMMETRIC:
                     # X = Y: this tile also stands for tile (J, I), skipped. Its pair gradients join G (on the
                     # diagonal tile they are G's transpose: dX += (G + Gᵀ)·X there).
-                    m_s, m_vec_cols, m_vec_rows, m_scale, m_bias = _mirror_gradient(
+                    m_s, m_vec_cols, m_vec_rows = _mirror_gradient(
                         row_vec_ptr, col_vec_ptr, stats_ptr, values_ptr, coefs_ptr, s, pos, neg, weight, rows, cols,
                         row_mask, col_mask, scale, bias, params, B, LOSS,
                     )  # fmt: skip
@@ -325,9 +328,6 @@ def pair_grad_kernel(
                     off_diagonal = (tile != owner).to(tl.float32)
                     tl.atomic_add(row_grads_ptr + cols, m_vec_cols * off_diagonal, mask=col_mask, sem="relaxed")
                     mirror_vec_sum += m_vec_rows * off_diagonal
-                    # Only the totals of these two are used: they join the I rows' sums.
-                    scale_sum += tl.sum(m_scale, 0) * off_diagonal
-                    bias_sum += tl.sum(m_bias, 0) * off_diagonal
             else:
                 col_vec_sum += tl.sum(g_vec, 0)
             # Lanes outside the batch may hold NaN (0/0 in an epilogue): harmless in the products (their rows are
@@ -339,32 +339,33 @@ def pair_grad_kernel(
                     # dX_I += H·X_J and dX_J += Hᵀ·X_I with H = G + mirror: the J rows get the mirrored tile's dX
                     # and this tile's dY (Y = X); none on the diagonal tile, whose dX_I += (G + Gᵀ)·X_I is all.
                     _add_products(dx_ptr, rows, row_mask, g_op, g_unscale, y_ptr, cols, col_mask, D, stride_yr,
-                                  stride_yd, PRECISION, BLOCK_D, True)  # fmt: skip
+                                  stride_yd, PRECISION, PRODUCT_D, True)  # fmt: skip
                     _add_products(dx_ptr, cols, mirrored, tl.trans(g_op), g_unscale, x_ptr, rows, row_mask, D,
-                                  stride_xr, stride_xd, PRECISION, BLOCK_D, True)  # fmt: skip
+                                  stride_xr, stride_xd, PRECISION, PRODUCT_D, True)  # fmt: skip
                 else:
                     if ATOMIC:
                         _add_products(dy_ptr, cols, col_mask, tl.trans(g_op), g_unscale, x_ptr, rows, row_mask, D,
-                                      stride_xr, stride_xd, PRECISION, BLOCK_D, True)  # fmt: skip
+                                      stride_xr, stride_xd, PRECISION, PRODUCT_D, True)  # fmt: skip
                     if OWNED_D:
                         y = load_block(y_ptr, cols, col_mask, owned_features, D, stride_yr, stride_yd)
                         owned = add_product(owned, g_op, g_unscale, y, PRECISION)
                     else:
                         _add_products(dx_ptr, rows, row_mask, g_op, g_unscale, y_ptr, cols, col_mask, D, stride_yr,
-                                      stride_yd, PRECISION, BLOCK_D, ATOMIC)  # fmt: skip
+                                      stride_yd, PRECISION, PRODUCT_D, ATOMIC)  # fmt: skip
             elif OWNED_D:
                 x = load_block(x_ptr, rows, row_mask, owned_features, D, stride_xr, stride_xd)
                 owned = add_product(owned, tl.trans(g_op), g_unscale, x, PRECISION)
             else:
                 _add_products(dy_ptr, cols, col_mask, tl.trans(g_op), g_unscale, x_ptr, rows, row_mask, D, stride_xr,
-                              stride_xd, PRECISION, BLOCK_D, False)  # fmt: skip
+                              stride_xd, PRECISION, PRODUCT_D, False)  # fmt: skip
     if OWN_ROWS:
         row_mask = rows < B
         if OWNED_D:
             _add_block(dx_ptr, rows, row_mask, owned_features, D, owned, ATOMIC)
         _add_rows(row_grads_ptr, rows, row_mask, vec_sum, ATOMIC)
-        _add_rows(row_grads_ptr + B, rows, row_mask, scale_sum, ATOMIC)
-        _add_rows(row_grads_ptr + 2 * B, rows, row_mask, bias_sum, ATOMIC)
+        if LOGIT_GRADS:
+            _add_rows(row_grads_ptr + B, rows, row_mask, scale_sum, ATOMIC)
+            _add_rows(row_grads_ptr + 2 * B, rows, row_mask, bias_sum, ATOMIC)
         if SYMMETRIC:
             _add_rows(col_grad_ptr, rows, row_mask, mirror_vec_sum, True)
     else:

@@ -24,6 +24,7 @@ from ._ids import (
     NTXENT,
     ROW_SLOTS,
     STATS_PASS,
+    SUPCON,
     TRIPLET_ALL,
     UNIFORMITY,
 )
@@ -62,6 +63,11 @@ def tile_sizes(device, loss):
         return 16, 16, 64
     return 64, 64, 64
 
+
+# The feature chunk of the backward's per-tile products that go to global memory (atomically, or as a
+# read-modify-write): a 64 × 32 fp32 block and its addresses at a time. With the whole row (64 × 128) the atomic
+# backward spills in the sm_90 compile check; the products' FLOPs are the same either way.
+PRODUCT_CHUNK = 32
 
 # Rows of up to this many bytes (features padded to a power of two) are one chunk (``row_chunk``): the backward's
 # owned dX (or dY) block is then 64 × 128 fp32 at most for bf16 rows (32 registers per thread at 8 warps). 256 bytes
@@ -115,13 +121,32 @@ def _gpu_dtype(dtype):
     return torch.float32 if dtype == torch.float64 else dtype
 
 
+# Rows reach the kernels with their features padded (with zeros) to a multiple of this, contiguous and 16-byte
+# aligned, as the JIT can prove of its arguments (divisible by 16) so that it vectorises the loads. Odd, strided or
+# misaligned rows otherwise spill up to ~1 KB per thread in the backward (sm_90 compile check, fp32 and TF32).
+# Zero features change no product, so S is the same; the copy is O(B·D), and most batches need none.
+FEATURE_ALIGNMENT = 16
+
+
 def _operand(t):
     """The rows as the kernels take them: ``_gpu_dtype``, except that under the interpreter bf16 goes in as fp32:
     its ``tl.dot`` misreads bf16 operands (garbage, seen with triton 3.9), and fp32 operands holding bf16 values
-    compute what the GPU's bf16 MMA does (exact products, fp32 sums). The launch plan follows ``_gpu_dtype``."""
-    if t.dtype == torch.bfloat16 and INTERPRETED:
-        return t.float()
-    return t.to(_gpu_dtype(t.dtype))
+    compute what the GPU's bf16 MMA does (exact products, fp32 sums). The launch plan follows ``_gpu_dtype``.
+    Features padded to FEATURE_ALIGNMENT where the rows are not so laid out already."""
+    t = t.float() if t.dtype == torch.bfloat16 and INTERPRETED else t.to(_gpu_dtype(t.dtype))
+    rows, features = t.shape
+    aligned = t.stride(1) == 1 and t.stride(0) % FEATURE_ALIGNMENT == 0 and t.data_ptr() % 16 == 0
+    if aligned and features % FEATURE_ALIGNMENT == 0:
+        return t
+    padded = t.new_zeros((rows, -(-features // FEATURE_ALIGNMENT) * FEATURE_ALIGNMENT))
+    padded[:, :features] = t
+    return padded
+
+
+def _operands(x, y):
+    """``_operand`` of the anchors and of the references (one copy when they are the same tensor)."""
+    x_operand = _operand(x)
+    return x_operand, x_operand if y is x else _operand(y)
 
 
 def _constexprs(dtype, features, device, tf32, **selectors):
@@ -184,16 +209,15 @@ def shared_forward(loss, stats_pass, params):
     shift where that is exact enough; never in the deterministic mode (atomic sums are order-dependent)."""
     if deterministic():
         return False
-    if loss == CONTRASTIVE.value:
+    if loss == CONTRASTIVE.value or (loss == NTXENT.value and not stats_pass):  # sums only
         return True
     if loss == MULTI_SIMILARITY.value:
         alpha, beta, base, _ = params
         return stats_pass or max(alpha * (1 + base), beta * (1 - base)) + 1 <= SHARED_SHIFT_LIMIT
-    if loss == NTXENT.value and stats_pass:  # logits s/τ in [−1/τ, 1/τ]
+    if loss in (NTXENT.value, SUPCON.value):  # NT-Xent's STATS pass, SupCon: logits s/τ in [−1/τ, 1/τ]
         return 2 / params[0] + 1 <= SHARED_SPAN_LIMIT
     if loss == UNIFORMITY.value:  # exponents −t·d², d² in [0, 4]
         return 4 * params[0] + 1 <= SHARED_SPAN_LIMIT
-    # SupCon's and NT-Xent's loss sweeps with their mirrored half spill registers (sm_90 compile check): every tile.
     return False
 
 
@@ -209,7 +233,7 @@ def rows_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
     ``shared_forward``: the tile loop covers the tiles on and right of the diagonal, feeding both row sets into one
     atomically combined state (set up by a first launch)."""
     dtype = x.dtype
-    x, y = _operand(x), _operand(y)
+    x, y = _operands(x, y)
     (B, D), M = x.shape, y.shape[0]
     row_blocks, col_blocks = tile_grid(B, M, device, loss)
     splits = column_splits(row_blocks, col_blocks, device)
@@ -259,7 +283,7 @@ def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
     and atomics (``symmetric``: over the tiles on and right of the diagonal only), or (deterministic) a row-owner
     launch for dX and a column-owner launch for dY, unsplit and over every tile."""
     dtype = x.dtype
-    x, y = _operand(x), _operand(y)
+    x, y = _operands(x, y)
     (B, D), M = x.shape, y.shape[0]
     outputs = (
         torch.zeros((B, D), dtype=torch.float32, device=x.device),
@@ -282,6 +306,7 @@ def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
         # are added per tile, as much atomic traffic as the resident backward over every tile moves.
         resident = not constexprs["SYMMETRIC"]
         constexprs["OWNED_D"] = row_chunk(dtype, D, device, loss, constexprs["PRECISION"]) if resident else 0
+        constexprs["PRODUCT_D"] = min(constexprs["BLOCK_D"], PRODUCT_CHUNK)
         return Launch(pair_grad_kernel, grid, args, constexprs)
 
     row_owners = launch(True, (row_blocks, splits.count))
@@ -296,4 +321,7 @@ def pair_grad(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, 
         loss, mask, self_pairs, own_offset, params, x.device, tf32, symmetric=symmetric, atomic=not deterministic(),
     )  # fmt: skip
     _run(launches)
-    return outputs
+    dx, dy, row_grads, col_grad = outputs
+    if dx.shape[1] != x.shape[1]:  # padded features (``_operand``): their gradients are 0, and dropped
+        dx, dy = dx[:, : x.shape[1]].contiguous(), dy[:, : x.shape[1]].contiguous()
+    return dx, dy, row_grads, col_grad

@@ -159,7 +159,7 @@ def _traffic(name, launch, rows, dim):
 
 def _estimate(name, launch, rows, dim):
     compiled = compile_launch(launch, tuple(_launch.LAUNCH_CONFIG), 90)
-    registers, spills = resource_usage(compiled.asm["cubin"])
+    registers, _, spills = resource_usage(compiled, 90)
     shared = compiled.metadata.shared
     threads = _launch.LAUNCH_CONFIG.num_warps * 32
     resident = min(REGISTERS_PER_SM // max(registers * threads, 1), SHARED_PER_SM // shared if shared else 32, 32)

@@ -85,15 +85,24 @@ def popcount(words):
 
 
 @triton.jit
+def false_like(s):
+    """An all-False tile computed from ``s``, so that it takes ``s``'s register layout (a constant has none)."""
+    return s < s  # noqa: PLR0124 (False for every value, NaN included)
+
+
+@triton.jit
 def pair_masks(
-    rows, cols, row_mask, col_mask, own_cols, row_labels_ptr, col_labels_ptr, positives_ptr, label_width,
+    s, rows, cols, row_mask, col_mask, own_cols, row_labels_ptr, col_labels_ptr, positives_ptr, label_width,
     MASK: tl.constexpr, SELF_PAIRS: tl.constexpr,
 ):  # fmt: skip
     """(positive, negative, positive weight) tiles; ``SELF_PAIRS`` leaves each row's own column out of both (the
     anchor itself, or its copy among the references). ``label_width``: the entries per row of the index list
     (INDEX) or the 32-bit words per multi-hot row (MULTI_HOT, JACCARD: the packed int64 words viewed as int32, so
     that a pair's AND is one register, not two). The weight is JACCARD's |a ∩ b| / |a ∪ b|, else 1 (read only by
-    the losses with soft positives)."""
+    the losses with soft positives). ``s``: the tile's similarities; the tiles that the label loops carry start
+    from it (``false_like``), so that they take its register layout (2 rows per thread at 8 warps). Seeded with a
+    constant, Triton lays those loops out with 16 rows per thread and converts the result, and most multi-hot and
+    index-list kernels spill on sm_90."""
     valid = row_mask[:, None] & col_mask[None, :]
     own = own_cols[:, None] == cols[None, :]
     if SELF_PAIRS:
@@ -102,19 +111,19 @@ def pair_masks(
     if MASK == LABELS:
         row_labels = tl.load(row_labels_ptr + rows, mask=row_mask, other=0)
         col_labels = tl.load(col_labels_ptr + cols, mask=col_mask, other=0)
-        same = row_labels[:, None] == col_labels[None, :]
+        same = (row_labels[:, None] == col_labels[None, :]) | false_like(s)
     elif MASK == DIAGONAL:
         same = own
     elif MASK == INDEX:
         # Membership of each column in the row's −1 padded index list; a repeated index counts once.
-        same = (rows[:, None] < 0) & (cols[None, :] < 0)  # all False, tile-shaped
+        same = false_like(s)
         for slot in range(label_width):
             index = tl.load(positives_ptr + rows * label_width + slot, mask=row_mask, other=-1)
             same = same | (index[:, None] == cols[None, :])
     else:  # MULTI_HOT, JACCARD: one AND per word and pair, in registers
-        same = (rows[:, None] < 0) & (cols[None, :] < 0)  # all False, tile-shaped
-        # JACCARD: |a ∩ b| per pair, |a| per row and |b| per column (|a ∪ b| = |a| + |b| − |a ∩ b|), int32.
-        common = same.to(tl.int32)
+        # The shared bits of each pair, OR-ed (MULTI_HOT) or, JACCARD, counted: |a ∩ b| per pair, |a| per row and
+        # |b| per column (|a ∪ b| = |a| + |b| − |a ∩ b|). One int32 tile carried through the words.
+        common = false_like(s).to(tl.int32)
         row_counts = (rows * 0).to(tl.int32)
         col_counts = (cols * 0).to(tl.int32)
         for word in range(label_width):
@@ -126,9 +135,9 @@ def pair_masks(
                 row_counts += popcount(row_words)
                 col_counts += popcount(col_words)
             else:
-                same = same | (both != 0)
+                common = common | both
+        same = common != 0
         if MASK == JACCARD:
-            same = common > 0
             union = row_counts[:, None] + col_counts[None, :] - common
             weight = common.to(tl.float32) / tl.maximum(union, 1).to(tl.float32)
     return valid & same, valid & ~same, weight
@@ -147,7 +156,7 @@ def pair_tile(
         PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
     )  # fmt: skip
     pos, neg, weight = pair_masks(
-        rows, cols, row_mask, col_mask, own_cols, row_labels_ptr, col_labels_ptr, positives_ptr, label_width,
+        s, rows, cols, row_mask, col_mask, own_cols, row_labels_ptr, col_labels_ptr, positives_ptr, label_width,
         MASK, SELF_PAIRS,
     )  # fmt: skip
     return s, pos, neg, weight
