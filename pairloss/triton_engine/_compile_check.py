@@ -58,6 +58,7 @@ EXTRAS = {
     EnginePass(_ids.MULTI_SIMILARITY.value, False, _ids.LABELS.value, True, True): [
         *((operands, "aligned") for operands in OPERANDS),
         ("bf16", "odd"),
+        ("tf32", "odd"),
         ("bf16", "wide"),
     ],
     EnginePass(_ids.NTXENT.value, False, _ids.INDEX.value, False, False): [("bf16", "odd")],
