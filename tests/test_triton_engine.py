@@ -96,6 +96,19 @@ def test_label_losses_across_tiles(loss_name, rows, refs, dim):
     check_within_fp32_error(loss_name, **_label_case(rows, refs, dim, classes=5, **options))
 
 
+@pytest.mark.parametrize("temperature", [0.025, 0.03], ids=["every_tile", "half_the_tiles"])
+@pytest.mark.parametrize("loss_name", ["supcon_loss", "ntxent_loss"])
+def test_softmax_losses_forward_over_either_tile_set(loss_name, temperature):
+    """X = Y: SupCon's loss sweep takes the symmetric forward (half the tiles, a fixed log-sum shift) while
+    2/τ + 1 ≤ 80, and every tile below τ ≈ 0.0253; NT-Xent's statistics likewise (its loss sweep is always
+    symmetric). Both sides of the switch against the oracle, at temperatures whose 1/τ amplifies S's rounding."""
+    from pairloss.triton_engine import _ids, _launch
+
+    assert _launch.shared_forward(_ids.SUPCON.value, False, (temperature,)) == (temperature > 0.0255)
+    check_within_fp32_error(loss_name, **_label_case(130, None, 20, classes=5, temperature=temperature,
+                                                     reduction="none"))  # fmt: skip
+
+
 @pytest.mark.skipif(CPU_REASON is not None, reason="runs the GPU's tiles under the interpreter")
 @pytest.mark.parametrize("dim", [100, 300])
 @pytest.mark.parametrize("loss_name", LABEL_LOSSES + OTHER_LOSSES)
@@ -304,6 +317,8 @@ def _gradients(loss_name, case):
         ("multi_similarity_loss", _label_case(37, 21, 9, classes=3)),
         ("multi_similarity_loss", _label_case(37, None, 100, classes=3)),  # dX and dY blocks not in registers
         ("contrastive_loss", _label_case(37, None, 9, classes=3)),
+        ("supcon_loss", _label_case(37, None, 9, classes=3)),
+        ("ntxent_loss", _label_case(37, None, 9, classes=3)),
         ("triplet_margin_loss", _label_case(19, 23, 5, classes=3, mining="all")),
         ("siglip_loss", make_case("siglip_loss", "large_odd", device=DEVICE)),
         ("contrastive_loss", _memory_bank_case(37, 45, 30, classes=3)),

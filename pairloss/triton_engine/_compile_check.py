@@ -46,14 +46,16 @@ from .losses import ENGINE_PASSES, EnginePass
 OPERANDS = {"bf16": (torch.bfloat16, False), "fp16": (torch.float16, False), "fp32": (torch.float32, False),
             "tf32": (torch.float32, True)}  # fmt: skip
 # Layouts: (rows, references, features, aligned). Aligned: contiguous, sizes and pointers multiples of 16 (the
-# JIT marks them divisible). Otherwise: odd sizes, X transposed (its row stride is 1, which the JIT makes a
-# constant) and both operands offset by one element (pointers not 16-byte aligned). Batches large enough that each
+# JIT marks them divisible). Otherwise: odd sizes, X transposed and both operands offset by one element; the
+# launchers copy such rows padded to 48 aligned features (``_launch._operand``), so the kernels see odd batch
+# sizes and zero-padded features. Batches large enough that each
 # column split of 132 SMs streams more than one tile: a loop of one trip is a specialisation of its own (the JIT
 # makes an int equal to 1 a constant) and compiles to other code.
 LAYOUTS = {"aligned": (2048, 2048, 128, True), "odd": (1501, 1499, 33, False), "wide": (2048, 2048, 512, True)}
 PRIMARY = ("bf16", "aligned")
-# What the default run compiles beyond the primary operands and layout for every pass: every operand kind and
-# the odd and wide layouts for the plain tile loop, the odd layout for the index mask. (--all: everything.)
+# What the default run compiles beyond the primary operands and layout for every pass: every operand kind
+# (aligned), bf16 and TF32 padded rows and bf16 wide rows for the plain tile loop, padded rows for the index mask.
+# (--all: everything.)
 EXTRAS = {
     EnginePass(_ids.MULTI_SIMILARITY.value, False, _ids.LABELS.value, True, True): [
         *((operands, "aligned") for operands in OPERANDS),
@@ -179,8 +181,9 @@ class Resources(NamedTuple):
 
 
 def resource_usage(compiled, arch):
-    """The ``Resources`` of a compiled kernel: its PTX assembled again by the ptxas (and flags) Triton used, with
-    ``-v``. The cubin's resource table gives the stack frame but not what of it is spills."""
+    """The ``Resources`` of a compiled kernel: its PTX assembled again, with ``-v``, by the ptxas Triton used and
+    with its register-allocation flag (the line-info and fused-multiply-add flags left at their defaults, as
+    Triton's are here). The cubin's resource table gives the stack frame but not what of it is spills."""
     ptxas = get_ptxas(arch).path
     with tempfile.TemporaryDirectory() as directory:
         ptx = os.path.join(directory, "kernel.ptx")

@@ -128,7 +128,8 @@ def init_shared(LOSS: tl.constexpr, PASS: tl.constexpr, BLOCK_M: tl.constexpr, p
     """``init`` for accumulators that several programs combine atomically (the symmetric forward, ``combine``).
     Log-sums take a fixed shift instead of a running max, the largest exponent unit rows allow plus 1 (which
     absorbs |s| rounding above 1): multi-similarity α(1 + λ) + 1 and β(1 − λ) + 1, NT-Xent's negatives and
-    SupCon's pairs 1/τ + 1, uniformity 1. ``_launch.shared_forward`` keeps the shifts where nothing that matters flushes."""
+    SupCon's pairs 1/τ + 1, uniformity 1. ``_launch.shared_forward`` keeps the shifts where nothing that matters
+    flushes."""
     acc = init(LOSS, PASS, BLOCK_M)
     zero = tl.zeros((BLOCK_M,), tl.float32)
     if LOSS == MULTI_SIMILARITY and PASS != STATS_PASS:

@@ -41,8 +41,9 @@ class LaunchConfig(NamedTuple):
 # The one launch configuration of every kernel. Not autotuned: a forward and a backward tuned apart may compute S
 # differently, and Triton's autotuner reruns a kernel while it benchmarks, resetting its outputs, which zeroed the
 # dX that the deterministic backward's row launch had written before its column launch was tuned. 8 warps and 3
-# stages spill least in the sm_90 compile check (3 of 96 kernels, odd layouts only; 4/3: 33, 4/2: 31, 8/2: 6).
-# A GPU session tunes this constant, for forward and backward together.
+# stages: the sm_90 compile check's default variants compile without spills (a session of 2026-12-01 counted stack
+# frames, before the kernels' current form: 8/3 3 of 96 kernels, 4/3 33, 4/2 31, 8/2 6). A GPU session tunes this
+# constant, for forward and backward together.
 LAUNCH_CONFIG = LaunchConfig(num_warps=8, num_stages=3)
 
 
@@ -159,6 +160,10 @@ def _constexprs(dtype, features, device, tf32, **selectors):
         # Exact fp32 runs tl.dot on FMAs: with 64-wide feature chunks ptxas spills kilobytes per thread in the
         # backward (python -m pairloss.triton_engine._compile_check), with 16 nothing.
         block_d = 16
+    elif cuda_fp32 and selectors["LOSS"] == TRIPLET_ALL.value:
+        # TF32 all-triplets (16 × 16 tiles, a 16 × 16 × 16 triplet tile): 64-wide fp32 chunks spill 16–36 bytes
+        # per thread in the backward, 32-wide ones nothing.
+        block_d = 32
     chunk = row_chunk(dtype, features, device, selectors["LOSS"], precision)
     if chunk and planned_for_cuda(device):  # (the interpreter keeps its small chunks, to test the loops)
         block_d = chunk
