@@ -3,7 +3,8 @@
 Triton's interpreter (how the tests run the kernels without a GPU) accepts code that the GPU compiler rejects,
 e.g. a loop-carried variable that changes type. This compiles each variant to PTX and a cubin (with the bundled
 ptxas) and reports ptxas's registers, stack frame and spill stores per thread (a frame of a few bytes can be a
-local array of Triton's code generation; spills are what does not fit the registers). Needs ``TRITON_INTERPRET`` unset (under it ``@triton.jit`` gives interpreter objects)::
+local array of Triton's code generation; spills are what does not fit the registers). Needs ``TRITON_INTERPRET``
+unset (under it ``@triton.jit`` gives interpreter objects)::
 
     python -m pairloss.triton_engine._compile_check --arch 90 --arch 80 [--all] [--jobs 2]
 

@@ -100,9 +100,10 @@ def pair_masks(
     (INDEX) or the 32-bit words per multi-hot row (MULTI_HOT, JACCARD: the packed int64 words viewed as int32, so
     that a pair's AND is one register, not two). The weight is JACCARD's |a ∩ b| / |a ∪ b|, else 1 (read only by
     the losses with soft positives). ``s``: the tile's similarities; the tiles that the label loops carry start
-    from it (``false_like``), so that they take its register layout (2 rows per thread at 8 warps). Seeded with a
-    constant, Triton lays those loops out with 16 rows per thread and converts the result, and most multi-hot and
-    index-list kernels spill on sm_90."""
+    from it, and the class-id test is OR-ed with it (``false_like``), so that they take its register layout (2 rows
+    per thread at 8 warps). Built from constants and label vectors alone, Triton lays them out with 16 rows per
+    thread and converts the result: most multi-hot and index-list kernels, and NT-Xent's symmetric loss forward,
+    spilled on sm_90."""
     valid = row_mask[:, None] & col_mask[None, :]
     own = own_cols[:, None] == cols[None, :]
     if SELF_PAIRS:
