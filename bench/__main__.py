@@ -62,7 +62,9 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true", help="a short sweep (the README's main command)")
     parser.add_argument("--loss", nargs="+", choices=sorted(LOSSES), help="losses to run (default: all)")
     parser.add_argument(
-        "--backend", nargs="+", help="implementations: reference, cpp, triton, pml, torch.compile-dense, inf-cl"
+        "--backend",
+        nargs="+",
+        help="implementations: reference, cpp, triton, triton-deterministic (CUDA), pml, torch.compile-dense, inf-cl",
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present, else cpu")
     parser.add_argument("--dtype", nargs="+", choices=sorted(DTYPES))

@@ -1,5 +1,7 @@
 """What is benchmarked: the losses (inputs, FLOP model) and the implementations compared on them."""
 
+import contextlib
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -115,6 +117,22 @@ class Implementation:
     name: str
     run: object  # (leaves, rest) -> loss
     dense: bool  # materialises B×B matrices (memory grows with B²)
+    setting: object = contextlib.nullcontext  # () -> context manager held over the whole case (its backward too)
+
+
+@contextlib.contextmanager
+def _deterministic_backward():
+    """PAIRLOSS_DETERMINISTIC=1 while it is held: the Triton engine's atomic-free backward (two launches, each
+    recomputing S, accumulators in registers) instead of the atomic one (per-tile atomic dY/dX blocks)."""
+    before = os.environ.get("PAIRLOSS_DETERMINISTIC")
+    os.environ["PAIRLOSS_DETERMINISTIC"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PAIRLOSS_DETERMINISTIC"]
+        else:
+            os.environ["PAIRLOSS_DETERMINISTIC"] = before
 
 
 def implementations(loss, device, wanted=None):
@@ -129,6 +147,10 @@ def implementations(loss, device, wanted=None):
             missing[name] = reason
         else:
             found.append(Implementation(name, lambda lv, r, b=backend: loss.call(lv, r, b), backend == "reference"))
+            if backend == "triton" and device.type == "cuda":
+                # Which backward is faster on a GPU is open: the atomic one moves a 64 × D fp32 block through L2
+                # per tile, the deterministic one recomputes S once more instead.
+                found.append(Implementation(f"{name}-deterministic", found[-1].run, False, _deterministic_backward))
     pml = _pml_loss(loss.name)
     if pml is not None:
         found.append(Implementation("pml", pml, True))

@@ -6,8 +6,9 @@
 #    torch.compile) and the sm_90 compile check of every Triton kernel variant,
 # 3. benchmarks the GPU engines (bf16, D = 128 and 512, B = 4k..64k) and, at B = 4k and 16k, the peers that
 #    are installed (pytorch-metric-learning, torch.compile of the dense formula, Inf-CL for CLIP).
+# 4. times the Triton engine's atomic backward against its deterministic one (bf16, B = 16k, D = 128 and 512).
 # Each stage has its own time limit: the whole check ends within 10 minutes whatever happens (the limits add
-# up to 570 s), sooner when the build is quick. OUTDIR receives
+# up to 585 s), sooner when the build is quick. OUTDIR receives
 # device.txt, build.log, pytest-cuda.log, compile-check.log, the benchmark JSON and PNG files, bench.log and
 # summary.txt. Peers' wheels (pure-Python ones: pytorch-metric-learning, inf-cl) can travel in a folder named by
 # PAIRLOSS_WHEELS; they are installed into a scratch folder, not into the machine's Python.
@@ -50,7 +51,7 @@ if ! stage build 150 "$OUT/build.log" env CI=1 MAX_JOBS="$(nproc)" "$PY" setup.p
 fi
 "$PY" -c 'import pairloss; print("backends on cuda:", pairloss.available_backends("cuda"))' 2>&1 | tee -a "$OUT/summary.txt"
 
-stage tests 200 "$OUT/pytest-cuda.log" "$PY" -m pytest -m cuda -q -rfEs -p no:cacheprovider tests
+stage tests 170 "$OUT/pytest-cuda.log" "$PY" -m pytest -m cuda -q -rfEs -p no:cacheprovider tests
 note "tests: $(tail -1 "$OUT/pytest-cuda.log")"
 stage compile-check 60 "$OUT/compile-check.log" "$PY" -m pairloss.triton_engine._compile_check --arch 90 \
   --jobs "$(nproc)"
@@ -64,6 +65,10 @@ stage bench-peers 60 "$OUT/bench-peers.log" "$PY" -m bench --device cuda --dtype
   --batch 4096 16384 --loss multi_similarity supcon supcon_multi_label clip \
   --backend triton cpp pml torch.compile-dense inf-cl \
   --repeats 5 --case-seconds 8 --out "$OUT" --name gpu-peers
+# The Triton engine's two backwards side by side: per-tile atomic blocks through L2, or S recomputed once more.
+stage bench-backward 45 "$OUT/bench-backward.log" "$PY" -m bench --device cuda --dtype bfloat16 --dim 128 512 \
+  --batch 16384 --loss multi_similarity supcon clip --backend triton triton-deterministic \
+  --repeats 5 --case-seconds 4 --out "$OUT" --name gpu-backward
 grep -h "faster than" "$OUT"/bench-*.log | tee -a "$OUT/summary.txt"
 note "done, status $STATUS"
 exit $STATUS

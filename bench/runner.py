@@ -41,19 +41,20 @@ def measure_case(loss, impl, rows, dim, dtype, device, repeats, warmup=1, oracle
     """One row of results: timings, peak memory and error, or an OOM / failure record."""
     row = _case(loss, impl, rows, dim, dtype)
     try:
-        leaves, rest = loss.make_inputs(rows, dim, dtype, device, seed)
-        result = _loss_and_grads(loss, impl, leaves, rest)  # also the warm-up (compilation, autotuning)
-        with PeakMemory(device) as peak:
-            _loss_and_grads(loss, impl, leaves, rest)
-        row["peak_mib"] = round(peak.mib, 1)
-        row["fwd"] = time_call(lambda: impl.run(leaves, rest), device, repeats, warmup)
-        row["fwd_bwd"] = time_call(lambda: impl.run(leaves, rest).backward(), device, repeats, warmup)
-        row["bwd"] = time_call(
-            lambda value: value.backward(), device, repeats, warmup, setup=lambda: impl.run(leaves, rest)
-        )
-        if oracle is not None:
-            row["max_abs_error"] = _max_error(result, oracle)
-        row["status"] = "ok"
+        with impl.setting():
+            leaves, rest = loss.make_inputs(rows, dim, dtype, device, seed)
+            result = _loss_and_grads(loss, impl, leaves, rest)  # also the warm-up (compilation, autotuning)
+            with PeakMemory(device) as peak:
+                _loss_and_grads(loss, impl, leaves, rest)
+            row["peak_mib"] = round(peak.mib, 1)
+            row["fwd"] = time_call(lambda: impl.run(leaves, rest), device, repeats, warmup)
+            row["fwd_bwd"] = time_call(lambda: impl.run(leaves, rest).backward(), device, repeats, warmup)
+            row["bwd"] = time_call(
+                lambda value: value.backward(), device, repeats, warmup, setup=lambda: impl.run(leaves, rest)
+            )
+            if oracle is not None:
+                row["max_abs_error"] = _max_error(result, oracle)
+            row["status"] = "ok"
     except Exception as error:  # noqa: BLE001 — an OOM or a failing peer is a result; the sweep goes on
         row["status"] = "OOM" if is_oom(error) else f"error: {type(error).__name__}: {str(error)[:200]}"
     finally:

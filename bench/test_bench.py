@@ -28,6 +28,7 @@ def test_forward_backward(benchmark, loss, impl):
         if DEVICE.type == "cuda":
             torch.cuda.synchronize()
 
-    step()  # warm-up: compilation and autotuning stay out of the timings
-    benchmark.extra_info.update(B=ROWS, D=DIM, dtype=str(DTYPE), device=DEVICE.type)
-    benchmark.pedantic(step, rounds=5, iterations=1)
+    with impl.setting():
+        step()  # warm-up: compilation and autotuning stay out of the timings
+        benchmark.extra_info.update(B=ROWS, D=DIM, dtype=str(DTYPE), device=DEVICE.type)
+        benchmark.pedantic(step, rounds=5, iterations=1)

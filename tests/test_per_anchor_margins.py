@@ -111,3 +111,26 @@ def test_the_ring_checks_per_anchor_margins_before_any_collective():
         pairloss.distributed.contrastive_loss(
             torch.randn(5, 4), torch.arange(5), pos_margin=-torch.ones(5), strategy="ring"
         )
+
+
+@pytest.mark.skipif("triton" not in ENGINES, reason="the Triton engine is not available here")
+def test_triton_contrastive_mirrors_tiles_only_with_one_pair_of_margins(monkeypatch):
+    """With X = Y the Triton engine's symmetric contrastive kernels take the mirrored rows' margins from the pass's
+    parameters (one pair for every anchor): per-anchor margins run over every tile, with their per-row inputs."""
+    from pairloss.triton_engine import _ops
+
+    seen = []
+    pair_rows = _ops.pair_rows
+
+    def record(*inputs):
+        seen.append((inputs[-1], inputs[-3][:2]))  # (symmetric, the first two parameters)
+        return pair_rows(*inputs)
+
+    monkeypatch.setattr(_ops, "pair_rows", record)
+    case = label_case("odd")
+    x, labels = case["embeddings"], case["labels"]
+    per_anchor = torch.full((x.shape[0],), 0.25)
+    shared = pairloss.contrastive_loss(x, labels, pos_margin=0.25, neg_margin=0.75, backend="triton")
+    mixed = pairloss.contrastive_loss(x, labels, pos_margin=per_anchor, neg_margin=0.75, backend="triton")
+    assert seen == [(True, [0.25, 0.75]), (False, [0.0, 0.0])]
+    assert_close(mixed, shared)

@@ -73,7 +73,9 @@ class RingReferences:
         self._offsets = rank_offsets(sizes)
         self._tf32 = _launch.tf32_allowed()  # one precision decision for every block and pass of the call
 
-    def run(self, loss, *, distances=False, jaccard=False, stats_pass=False, stats=None, params=()):
+    def run(self, loss, *, distances=False, jaccard=False, stats_pass=False, stats=None, params=(), mirror=True):
+        """``References.run`` over the ring's blocks, none of which is mirrored (``mirror`` has nothing to turn
+        off)."""
         row_vec = squared_norms(self.x) if distances else None
         mask = label_mask(self._labels, stats_pass, jaccard)
         if stats_pass:

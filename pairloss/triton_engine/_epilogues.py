@@ -17,7 +17,7 @@ loss's scalar hyper-parameters. Output layouts (unused slots are 0):
 - MULTI_SIMILARITY  STATS: max_N s, min_P s.  LOSS: log(1+Σ_P e^(−α(s−λ))), log(1+Σ_N e^(β(s−λ))) over mined pairs.
 - TRIPLET_HARDEST   STATS: max_P d, its first column, min_N d, its first column (columns as fp32: exact < 2²⁴).
 - CONTRASTIVE       LOSS: Σ_P [d−m_p]₊, Σ_N [m_n−d]₊, their numbers of non-zero terms (the margins per anchor, given
-                    as the pass's ``stats``).
+                    as the pass's ``stats``; the symmetric kernels' mirrored rows take them from ``params``).
 - CIRCLE            LOSS: LSE_P of the positive logits, LSE_N of the negative logits, |P|>0, |N|>0.
 - NTXENT            STATS: LSE_N s/τ, |N|>0.  LOSS: Σ_P w·softplus(LSE_N − s/τ), Σ_P w, Σ_P w·σ(LSE_N − s/τ).
 - SUPCON            LOSS: LSE_{P∪N} s/τ, Σ_P w·s/τ, Σ_P w.
@@ -48,11 +48,12 @@ from ._ids import (
 )
 from ._tiles import (
     INF,
+    LOG2E,
     any_pair,
     count,
     finish_logsumexp,
     l2_distance,
-    masked_exp,
+    masked_exp2,
     merge_logsumexp,
     online_logsumexp,
     online_logsumexp_pair,
@@ -211,8 +212,7 @@ def accumulate(
         acc = (pos_max, pos_sum, neg_max, neg_sum)
         active = any_pair((pos & (pos_slope != 0)) | (neg & (neg_slope != 0)))
     elif LOSS == NTXENT:
-        temperature = params[0]
-        logits = s / temperature
+        logits = s * (1.0 / params[0])  # one reciprocal per program, not a division per pair
         if PASS == STATS_PASS:
             neg_max, neg_sum = online_logsumexp(acc[0], acc[1], logits, neg, SHARED)
             acc = (neg_max, neg_sum, acc[2], acc[3])
@@ -229,7 +229,7 @@ def accumulate(
             )
             active = any_pair((pos | neg) & has_neg)
     elif LOSS == SUPCON:
-        logits = s / params[0]
+        logits = s * (1.0 / params[0])
         all_max, all_sum = online_logsumexp(acc[0], acc[1], logits, pos | neg, SHARED)
         acc = (
             all_max,
@@ -251,7 +251,7 @@ def accumulate(
         acc = (acc[0] + tl.sum(tl.where(pos | neg, softplus(signed_logits), 0.0), 1), acc[1], acc[2], acc[3])
         active = any_pair(pos | neg)
     elif LOSS == MW:
-        gaps = (s - row_vec) / params[0]
+        gaps = (s - row_vec) * (1.0 / params[0])
         acc = (acc[0] + tl.sum(tl.where(neg, softplus(gaps), 0.0), 1), acc[1], acc[2], acc[3])
         active = any_pair(neg)
     elif LOSS == UNIFORMITY:
@@ -325,10 +325,11 @@ def gradient(LOSS: tl.constexpr, s, pos, neg, weight, row_vec, col_vec, stats, v
         alpha, beta, base, epsilon = params
         mined_pos, mined_neg = _ms_mined(s, pos, neg, stats, epsilon)
         # One exponential per pair: a pair is a positive or a negative, never both. (s − λ) first: β·s − β·λ
-        # would cancel digits at β = 50.
-        exponent = tl.where(pos, -alpha * (s - base) - values[0], beta * (s - base) - values[1])
+        # would cancel digits at β = 50. log2 e folded into the rate and the row's log-sum: one FMA.
+        rate = tl.where(pos, -alpha * LOG2E, beta * LOG2E)
+        shift = tl.where(pos, values[0] * LOG2E, values[1] * LOG2E)
         slope = tl.where(pos, -alpha * coefs[0], beta * coefs[1])
-        g_s = slope * masked_exp(exponent, mined_pos | mined_neg)
+        g_s = slope * masked_exp2((s - base) * rate - shift, mined_pos | mined_neg)
     elif LOSS == CONTRASTIVE:
         pos_margin, neg_margin = stats[0], stats[1]
         _, distance, d_distance = l2_distance(s, row_vec, col_vec)
@@ -339,28 +340,30 @@ def gradient(LOSS: tl.constexpr, s, pos, neg, weight, row_vec, col_vec, stats, v
     elif LOSS == CIRCLE:
         margin, gamma, _, _ = params
         pos_logits, pos_slope, neg_logits, neg_slope = _circle_logits(s, margin, gamma)
-        exponent = tl.where(pos, pos_logits - values[0], neg_logits - values[1])  # one exponential per pair
-        g_s = tl.where(pos, coefs[0] * pos_slope, coefs[1] * neg_slope) * masked_exp(exponent, pos | neg)
+        # One exponential per pair. Its logits reach ~4γ: log2 e is applied after the log-sum is subtracted, since
+        # folded into both (each product rounded alone) the exponent would lose ~|logit|·2⁻²⁴.
+        exponent = tl.where(pos, pos_logits - values[0], neg_logits - values[1])
+        g_s = tl.where(pos, coefs[0] * pos_slope, coefs[1] * neg_slope) * masked_exp2(exponent * LOG2E, pos | neg)
     elif LOSS == NTXENT:
-        temperature = params[0]
-        logits = s / temperature
+        inverse_temperature = 1.0 / params[0]
         has_neg = stats[1] > 0
         # A positive's term softplus(LSE_N − l) pulls its own logit down by σ(LSE_N − l) = 1 / (1 + e^(l − LSE_N))
         # and every negative up through LSE_N: one exponential per pair (+inf for a positive far above LSE_N).
         counted = (pos | neg) & has_neg
-        e = masked_exp(logits - stats[0], counted)
+        e = masked_exp2(s * (inverse_temperature * LOG2E) - stats[0] * LOG2E, counted)
         g_logits = tl.where(counted, coefs[0] * tl.where(pos, -weight / (1.0 + e), values[2] * e), 0.0)
-        g_s = g_logits / temperature
+        g_s = g_logits * inverse_temperature
     elif LOSS == SUPCON:
-        temperature = params[0]
-        logits = s / temperature
-        g_logits = coefs[0] * masked_exp(logits - values[0], pos | neg) + tl.where(pos, coefs[1] * weight, 0.0)
-        g_s = g_logits / temperature
+        inverse_temperature = 1.0 / params[0]
+        e = masked_exp2(s * (inverse_temperature * LOG2E) - values[0] * LOG2E, pos | neg)
+        g_logits = coefs[0] * e + tl.where(pos, coefs[1] * weight, 0.0)
+        g_s = g_logits * inverse_temperature
     elif LOSS == CLIP:
         # Row softmax (image → text) and column softmax (text → image) of the same logits.
         valid = pos | neg
-        g_logits = coefs[0] * masked_exp(scale * s - values[0], valid) + col_coefs * masked_exp(
-            scale * s - col_vec, valid
+        logits2 = s * (scale * LOG2E)  # in log2 units
+        g_logits = coefs[0] * masked_exp2(logits2 - values[0] * LOG2E, valid) + col_coefs * masked_exp2(
+            logits2 - col_vec * LOG2E, valid
         )
         g_s = scale * g_logits
         g_scale = g_logits * s
@@ -370,14 +373,14 @@ def gradient(LOSS: tl.constexpr, s, pos, neg, weight, row_vec, col_vec, stats, v
         g_s = scale * g_bias
         g_scale = g_bias * s
     elif LOSS == MW:
-        temperature = params[0]
-        g_s = tl.where(neg, coefs[0] * tl.sigmoid((s - row_vec) / temperature) / temperature, 0.0)
+        inverse_temperature = 1.0 / params[0]
+        g_s = tl.where(neg, coefs[0] * tl.sigmoid((s - row_vec) * inverse_temperature) * inverse_temperature, 0.0)
         g_vec = -g_s  # the positive score p enters as (s − p)
     elif LOSS == UNIFORMITY:
         t = params[0]
         squared, _, _ = l2_distance(s, row_vec, col_vec)
-        potentials = -t * tl.maximum(squared, 0.0)
+        potentials2 = tl.maximum(squared, 0.0) * (-t * LOG2E)  # in log2 units
         # clamp_min(0) passes the gradient at exactly 0, as torch does.
-        g_vec = -t * coefs[0] * masked_exp(potentials - values[0], neg & (squared >= 0))
+        g_vec = -t * coefs[0] * masked_exp2(potentials2 - values[0] * LOG2E, neg & (squared >= 0))
         g_s = -2.0 * g_vec
     return g_s, g_vec, g_scale, g_bias

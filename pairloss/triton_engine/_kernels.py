@@ -27,7 +27,7 @@ import triton.language as tl
 
 from . import _epilogues as epilogue
 from . import _triplet_all as triplet_all
-from ._ids import CLIP, LOSS_PASS, SIGLIP, TRIPLET_ALL
+from ._ids import CLIP, CONTRASTIVE, LOSS_PASS, SIGLIP, TRIPLET_ALL
 from ._tiles import (
     add_product,
     any_pair,
@@ -68,6 +68,23 @@ def _add_rows(ptr, rows, row_mask, values, ATOMIC: tl.constexpr):
         tl.atomic_add(ptr + rows, values, mask=row_mask, sem="relaxed")
     else:
         tl.store(ptr + rows, values, mask=row_mask)
+
+
+@triton.jit
+def _mirror_stats(stats_ptr, cols, col_mask, B, params, LOSS: tl.constexpr, AS_COLUMNS: tl.constexpr):
+    """The per-row inputs of the mirrored tile's rows (this tile's columns), as [1, BLOCK_N] (``AS_COLUMNS``) or
+    [BLOCK_N, 1]. Contrastive runs symmetric only with one pair of margins for every anchor, read from ``params``
+    (splats, not loads): per-column copies took registers that its symmetric backward spilled without."""
+    if LOSS == CONTRASTIVE:
+        zero = tl.zeros(cols.shape, tl.float32)
+        values = (zero + params[0], zero + params[1], zero, zero)
+    else:
+        values = row_values(stats_ptr, cols, col_mask, B)
+    if AS_COLUMNS:
+        slots = (values[0][None, :], values[1][None, :], values[2][None, :], values[3][None, :])
+    else:
+        slots = (values[0][:, None], values[1][:, None], values[2][:, None], values[3][:, None])
+    return slots
 
 
 @triton.jit
@@ -146,7 +163,8 @@ def pair_rows_kernel(
             # on the diagonal tile, whose pairs the rows above already hold.
             mirror_acc, mirror_active = epilogue.accumulate(
                 LOSS, PASS, tl.trans(s), tl.trans(pos), tl.trans(neg), tl.trans(weight), rows, col_vec.reshape(BLOCK_N, 1),
-                row_vec.reshape(1, BLOCK_M), row_slots(stats_ptr, cols, col_mask, B), scale, bias, params,
+                row_vec.reshape(1, BLOCK_M), _mirror_stats(stats_ptr, cols, col_mask, B, params, LOSS, False), scale,
+                bias, params,
                 epilogue.init_shared(LOSS, PASS, BLOCK_N, params), True,
             )  # fmt: skip
             mirrored = col_mask & (cols // BLOCK_N != row_block)
@@ -225,9 +243,9 @@ def _mirror_gradient(
     mirrored losses have no logit scale or bias). The J rows' per-row inputs broadcast along this tile's columns."""
     m_s, m_vec, _, _ = epilogue.gradient(
         LOSS, s, pos, neg, weight, tl.load(row_vec_ptr + cols, mask=col_mask, other=0.0)[None, :],
-        tl.load(col_vec_ptr + rows, mask=row_mask, other=0.0)[:, None], column_slots(stats_ptr, cols, col_mask, B),
-        column_slots(values_ptr, cols, col_mask, B), column_slots(coefs_ptr, cols, col_mask, B), 0.0, scale, bias,
-        params,
+        tl.load(col_vec_ptr + rows, mask=row_mask, other=0.0)[:, None],
+        _mirror_stats(stats_ptr, cols, col_mask, B, params, LOSS, True), column_slots(values_ptr, cols, col_mask, B),
+        column_slots(coefs_ptr, cols, col_mask, B), 0.0, scale, bias, params,
     )  # fmt: skip
     return m_s, tl.sum(m_vec, 0), tl.sum(m_vec, 1)
 

@@ -65,10 +65,12 @@ def tile_sizes(device, loss):
     return 64, 64, 64
 
 
-# The feature chunk of the backward's per-tile products that go to global memory (atomically, or as a
-# read-modify-write): a 64 × 32 fp32 block and its addresses at a time. With the whole row (64 × 128) the atomic
-# backward spills in the sm_90 compile check; the products' FLOPs are the same either way.
-PRODUCT_CHUNK = 32
+# The bytes of operand row in each of the backward's per-tile products that go to global memory (atomically, or as
+# a read-modify-write): 32 bf16/fp16 features, 16 fp32 ones, a 64 × 32 (64 × 16) fp32 block and its addresses at a
+# time. With the whole row (64 × 128) the atomic backward spills in the sm_90 compile check; with 32 fp32 features
+# TF32 contrastive backwards spill 24–48 bytes per thread (the G operand is twice as wide as bf16's). The products'
+# FLOPs are the same either way.
+PRODUCT_CHUNK_BYTES = 64
 
 # Rows of up to this many bytes (features padded to a power of two) are one chunk (``row_chunk``): the backward's
 # owned dX (or dY) block is then 64 × 128 fp32 at most for bf16 rows (32 registers per thread at 8 warps). 256 bytes
@@ -311,7 +313,7 @@ def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
         # are added per tile, as much atomic traffic as the resident backward over every tile moves.
         resident = not constexprs["SYMMETRIC"]
         constexprs["OWNED_D"] = row_chunk(dtype, D, device, loss, constexprs["PRECISION"]) if resident else 0
-        constexprs["PRODUCT_D"] = min(constexprs["BLOCK_D"], PRODUCT_CHUNK)
+        constexprs["PRODUCT_D"] = min(constexprs["BLOCK_D"], PRODUCT_CHUNK_BYTES // _gpu_dtype(dtype).itemsize)
         return Launch(pair_grad_kernel, grid, args, constexprs)
 
     row_owners = launch(True, (row_blocks, splits.count))

@@ -2,7 +2,8 @@
 
 For each loss, the kernels one forward + backward launches at B rows (X = Y; two towers: B × B) and D features
 (bf16), each compiled for sm_90: registers, spills, shared memory, resident CTAs per SM and waves on 132 SMs, GEMM
-FLOPs, bytes, and the SFU operations (``ex2``/``lg2``/``sqrt``/``rcp`` in the PTX) per pair. A kernel's lower bound
+FLOPs, bytes, and the SFU operations (``ex2``/``lg2``/``sqrt``/``rcp`` in the PTX, and the one in each division) per
+pair. A kernel's lower bound
 is the largest of its GEMM time at the bf16 peak (scaled by the share of SMs its grid can fill), its HBM time and
 its SFU time; the sum over the kernels is set against the GEMM roofline of the passes a loss cannot avoid
 (``FLOOR_PASSES``). Grids include the column splits that ``_launch.column_splits`` chooses for 132 SMs, and X = Y
@@ -30,7 +31,10 @@ SMS = 132
 REGISTERS_PER_SM = 65536
 SHARED_PER_SM = 228 * 1024
 SFU_PER_S = 16 * SMS * 1.83e9
-SFU_OPS = ("ex2.approx", "lg2.approx", "sqrt.approx", "rcp.approx", "rsqrt.approx")
+# PTX instructions that take one MUFU operation each: a division (div.full/div.rn) takes a reciprocal, an IEEE
+# square root (sqrt.rn) a reciprocal square root, beside the FMA work that refines them.
+SFU_OPS = ("ex2.approx", "lg2.approx", "sqrt.approx", "sqrt.rn", "rcp.approx", "rcp.rn", "rsqrt.approx", "div.full",
+           "div.rn", "div.approx")  # fmt: skip
 ELEMENT_BYTES = 2  # bf16 operands
 
 # The GEMM-passes a loss cannot avoid (the roofline). X = Y: each forward sweep over the half of the tiles that

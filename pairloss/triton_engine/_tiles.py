@@ -8,6 +8,9 @@ from .._numerics import ZERO_DISTANCE_ULPS
 from ._ids import DIAGONAL, INDEX, JACCARD, LABELS
 
 INF = tl.constexpr(float("inf"))
+# e^z = 2^(z·log2 e), and ex2 is the GPU's exponential: with log2 e folded into a scalar or per-row factor, an
+# exponent costs one FMA per pair before ex2, where tl.exp(a·s − b) takes a multiply, a subtract and a multiply.
+LOG2E = tl.constexpr(1.4426950408889634)
 # ZERO_DISTANCE_ULPS ulps of fp32, the precision of every tile.
 ZERO_DISTANCE_TOLERANCE = tl.constexpr(ZERO_DISTANCE_ULPS * 2.0**-23)
 
@@ -168,12 +171,13 @@ def online_logsumexp(running_max, running_sum, z, mask, FIXED: tl.constexpr = Fa
     """Fold the masked entries of tile ``z`` into a per-row (max, Σ e^(z − max)) pair. ``FIXED``: the "max" is a
     fixed shift no entry exceeds (the symmetric forward's ``init_shared``): no max to track, no rescaling."""
     if FIXED:
-        return running_max, running_sum + tl.sum(masked_exp(z - running_max[:, None], mask), 1)
+        return running_max, running_sum + tl.sum(masked_exp2(z * LOG2E - (running_max * LOG2E)[:, None], mask), 1)
     z = tl.where(mask, z, -INF)
     new_max = tl.maximum(running_max, tl.max(z, 1))
     # A row that has seen nothing yet keeps max = −inf; shift by 0 there so that no −inf − (−inf) appears.
     shift = tl.where(new_max == -INF, 0.0, new_max)
-    running_sum = running_sum * tl.exp(running_max - shift) + tl.sum(tl.exp(z - shift[:, None]), 1)
+    terms = tl.exp2(z * LOG2E - (shift * LOG2E)[:, None])
+    running_sum = running_sum * tl.exp(running_max - shift) + tl.sum(terms, 1)
     return new_max, running_sum
 
 
@@ -183,8 +187,8 @@ def online_logsumexp_pair(first, second, z_first, z_second, in_first, in_second,
     """``online_logsumexp`` of two disjoint masked sets of one tile (running (max, sum) pairs ``first`` and
     ``second``), with one exponential per entry: entry (i, j) belongs to the first set's z where ``takes_first``."""
     if FIXED:
-        shifted = tl.where(takes_first, z_first - first[0][:, None], z_second - second[0][:, None])
-        e = masked_exp(shifted, in_first | in_second)
+        shift = tl.where(takes_first, first[0][:, None], second[0][:, None])
+        e = masked_exp2(tl.where(takes_first, z_first, z_second) * LOG2E - shift * LOG2E, in_first | in_second)
         return (first[0], first[1] + tl.sum(tl.where(in_first, e, 0.0), 1)), (
             second[0],
             second[1] + tl.sum(tl.where(in_second, e, 0.0), 1),
@@ -193,8 +197,8 @@ def online_logsumexp_pair(first, second, z_first, z_second, in_first, in_second,
     second_max = tl.maximum(second[0], tl.max(tl.where(in_second, z_second, -INF), 1))
     first_shift = tl.where(first_max == -INF, 0.0, first_max)
     second_shift = tl.where(second_max == -INF, 0.0, second_max)
-    shifted = tl.where(takes_first, z_first - first_shift[:, None], z_second - second_shift[:, None])
-    e = masked_exp(shifted, in_first | in_second)
+    shift = tl.where(takes_first, (first_shift * LOG2E)[:, None], (second_shift * LOG2E)[:, None])
+    e = masked_exp2(tl.where(takes_first, z_first, z_second) * LOG2E - shift, in_first | in_second)
     first_sum = first[1] * tl.exp(first[0] - first_shift) + tl.sum(tl.where(in_first, e, 0.0), 1)
     second_sum = second[1] * tl.exp(second[0] - second_shift) + tl.sum(tl.where(in_second, e, 0.0), 1)
     return (first_max, first_sum), (second_max, second_sum)
@@ -209,9 +213,10 @@ def merge_logsumexp(max_a, sum_a, max_b, sum_b):
 
 
 @triton.jit
-def masked_exp(z, mask):
-    """e^z on the mask, 0 elsewhere, without evaluating (possibly overflowing) exponents off the mask."""
-    return tl.exp(tl.where(mask, z, -INF))
+def masked_exp2(z2, mask):
+    """2^z2 on the mask, 0 elsewhere, without evaluating (possibly overflowing) exponents off the mask: e^z of an
+    exponent given in log2 units (z2 = z·log2 e, ``LOG2E`` folded into its factors)."""
+    return tl.exp2(tl.where(mask, z2, -INF))
 
 
 @triton.jit

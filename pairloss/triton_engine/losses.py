@@ -212,14 +212,14 @@ class References:
         self._pairs = _label_pairs(labels, y, ref_labels, self_offset)
         self._tf32 = _launch.tf32_allowed()
 
-    def run(self, loss, *, distances=False, jaccard=False, **options):
+    def run(self, loss, *, distances=False, jaccard=False, mirror=True, **options):
         """The (4, B) outputs of one pass; ``distances``: the per-row/column vectors are squared norms;
         ``jaccard``: soft positives (multi-hot labels). With the anchors as references a mirrored pass runs
-        symmetric (``MIRRORED``, ``MIRRORED_STATS``)."""
+        symmetric (``MIRRORED``, ``MIRRORED_STATS``) unless ``mirror`` is False."""
         if distances:
             options["row_vec"], options["col_vec"] = _squared_norms(self.x, self._y)
         stats_pass = options.get("stats_pass", False)
-        symmetric = self._y is None and _mirrored(loss, stats_pass)
+        symmetric = self._y is None and mirror and _mirrored(loss, stats_pass)
         mask = label_mask(self._pairs["row_labels"], stats_pass, jaccard)
         return _run(loss, self.x, self._refs, tf32=self._tf32, symmetric=symmetric, mask=mask, **self._pairs,
                     **options)  # fmt: skip
@@ -275,7 +275,12 @@ def _triplet_margin(refs, *, margin, mining, soft, reduction):
 
 
 def _contrastive(refs, *, pos_margin, neg_margin, reduction):
-    terms = ContrastiveTerms(*refs.run(CONTRASTIVE, distances=True, stats=_row_inputs(refs.x, pos_margin, neg_margin)))
+    # The symmetric kernels read the mirrored rows' margins from params (one pair for all anchors): per-anchor
+    # margins run over every tile.
+    shared = not any(isinstance(margin, torch.Tensor) for margin in (pos_margin, neg_margin))
+    stats = _row_inputs(refs.x, pos_margin, neg_margin)
+    params = (pos_margin, neg_margin) if shared else ()
+    terms = ContrastiveTerms(*refs.run(CONTRASTIVE, distances=True, stats=stats, params=params, mirror=shared))
     rows = terms.positive_sum + terms.negative_sum
 
     def parts():
