@@ -148,8 +148,9 @@ def implementations(loss, device, wanted=None):
         else:
             found.append(Implementation(name, lambda lv, r, b=backend: loss.call(lv, r, b), backend == "reference"))
             if backend == "triton" and device.type == "cuda":
-                # Which backward is faster on a GPU is open: the atomic one moves a 64 × D fp32 block through L2
-                # per tile, the deterministic one recomputes S once more instead.
+                # Which mode is faster on a GPU is open: the atomic backward moves a 64 × D fp32 block through L2
+                # per tile, the deterministic one recomputes S once more instead (and with X = Y runs forward and
+                # backward over every tile, not half of them).
                 found.append(Implementation(f"{name}-deterministic", found[-1].run, False, _deterministic_backward))
     pml = _pml_loss(loss.name)
     if pml is not None:

@@ -128,9 +128,12 @@ def test_triton_contrastive_mirrors_tiles_only_with_one_pair_of_margins(monkeypa
 
     monkeypatch.setattr(_ops, "pair_rows", record)
     case = label_case("odd")
-    x, labels = case["embeddings"], case["labels"]
-    per_anchor = torch.full((x.shape[0],), 0.25)
-    shared = pairloss.contrastive_loss(x, labels, pos_margin=0.25, neg_margin=0.75, backend="triton")
-    mixed = pairloss.contrastive_loss(x, labels, pos_margin=per_anchor, neg_margin=0.75, backend="triton")
+    labels, per_anchor = case["labels"], torch.full((case["embeddings"].shape[0],), 0.25)
+    losses, grads = [], []
+    for pos_margin in (0.25, per_anchor):
+        x = case["embeddings"].detach().clone().requires_grad_()
+        losses.append(pairloss.contrastive_loss(x, labels, pos_margin=pos_margin, neg_margin=0.75, backend="triton"))
+        grads.append(torch.autograd.grad(losses[-1] * 1.5, x)[0])
     assert seen == [(True, [0.25, 0.75]), (False, [0.0, 0.0])]
-    assert_close(mixed, shared)
+    assert_close(losses[1].detach(), losses[0].detach())
+    assert_close(grads[1], grads[0])

@@ -212,7 +212,7 @@ def accumulate(
         acc = (pos_max, pos_sum, neg_max, neg_sum)
         active = any_pair((pos & (pos_slope != 0)) | (neg & (neg_slope != 0)))
     elif LOSS == NTXENT:
-        logits = s * (1.0 / params[0])  # one reciprocal per program, not a division per pair
+        logits = s * (1.0 / params[0])  # one reciprocal per tile, not a division per pair
         if PASS == STATS_PASS:
             neg_max, neg_sum = online_logsumexp(acc[0], acc[1], logits, neg, SHARED)
             acc = (neg_max, neg_sum, acc[2], acc[3])

@@ -74,7 +74,7 @@ def _add_rows(ptr, rows, row_mask, values, ATOMIC: tl.constexpr):
 def _mirror_stats(stats_ptr, cols, col_mask, B, params, LOSS: tl.constexpr, AS_COLUMNS: tl.constexpr):
     """The per-row inputs of the mirrored tile's rows (this tile's columns), as [1, BLOCK_N] (``AS_COLUMNS``) or
     [BLOCK_N, 1]. Contrastive runs symmetric only with one pair of margins for every anchor, read from ``params``
-    (splats, not loads): per-column copies took registers that its symmetric backward spilled without."""
+    (splats, not loads): per-column loads took registers, and its symmetric backward spilled with them."""
     if LOSS == CONTRASTIVE:
         zero = tl.zeros(cols.shape, tl.float32)
         values = (zero + params[0], zero + params[1], zero, zero)
@@ -162,9 +162,9 @@ def pair_rows_kernel(
             # X = Y: the mirrored tile (J, I) is this one transposed; its rows' accumulators go out atomically. None
             # on the diagonal tile, whose pairs the rows above already hold.
             mirror_acc, mirror_active = epilogue.accumulate(
-                LOSS, PASS, tl.trans(s), tl.trans(pos), tl.trans(neg), tl.trans(weight), rows, col_vec.reshape(BLOCK_N, 1),
-                row_vec.reshape(1, BLOCK_M), _mirror_stats(stats_ptr, cols, col_mask, B, params, LOSS, False), scale,
-                bias, params,
+                LOSS, PASS, tl.trans(s), tl.trans(pos), tl.trans(neg), tl.trans(weight), rows,
+                col_vec.reshape(BLOCK_N, 1), row_vec.reshape(1, BLOCK_M),
+                _mirror_stats(stats_ptr, cols, col_mask, B, params, LOSS, False), scale, bias, params,
                 epilogue.init_shared(LOSS, PASS, BLOCK_N, params), True,
             )  # fmt: skip
             mirrored = col_mask & (cols // BLOCK_N != row_block)

@@ -3,14 +3,13 @@
 For each loss, the kernels one forward + backward launches at B rows (X = Y; two towers: B × B) and D features
 (bf16), each compiled for sm_90: registers, spills, shared memory, resident CTAs per SM and waves on 132 SMs, GEMM
 FLOPs, bytes, and the SFU operations (``ex2``/``lg2``/``sqrt``/``rcp`` in the PTX, and the one in each division) per
-pair. A kernel's lower bound
-is the largest of its GEMM time at the bf16 peak (scaled by the share of SMs its grid can fill), its HBM time and
-its SFU time; the sum over the kernels is set against the GEMM roofline of the passes a loss cannot avoid
-(``FLOOR_PASSES``). Grids include the column splits that ``_launch.column_splits`` chooses for 132 SMs, and X = Y
-backwards their symmetric tiles. The L2 traffic (operand blocks per tile; the backward's atomics, and its dX
-read-modify-write per tile where the features are not resident) is listed but left out of the bound, having no
-measured bandwidth to divide by. An estimate from counts and peak
-rates, not a measurement: its purpose is to steer the design until a GPU measures it.
+pair. A kernel's lower bound is the largest of its GEMM time at the bf16 peak (scaled by the share of SMs its grid
+can fill), its HBM time and its SFU time; the sum over the kernels is set against the GEMM roofline of the passes a
+loss cannot avoid (``FLOOR_PASSES``). Grids include the column splits that ``_launch.column_splits`` chooses for 132
+SMs, and X = Y backwards their symmetric tiles. The L2 traffic (operand blocks per tile; the backward's atomics, and
+its dX read-modify-write per tile where the features are not resident) is listed but left out of the bound, having
+no measured bandwidth to divide by. An estimate from counts and peak rates, not a measurement: its purpose is to
+steer the design until a GPU measures it.
 """
 
 import inspect
@@ -177,7 +176,7 @@ def _estimate(name, launch, rows, dim):
     sfu_per_pair = 0.0
     if tile_elements:
         # SFU instructions in the PTX, per element a thread holds of one tile, over the tiles computed, per pair.
-        sfu = sum(len(re.findall(re.escape(op), compiled.asm["ptx"])) for op in SFU_OPS)
+        sfu = sum(len(re.findall(rf"\b{re.escape(op)}\b", compiled.asm["ptx"])) for op in SFU_OPS)
         sfu_per_pair = sfu / (tile_elements / threads) * _tiles(name, launch, rows) * tile_elements / rows**2
     pairs = rows * rows
     bound_s = max(flops / (PEAK_FLOPS * sm_share), hbm / HBM_BYTES_PER_S, sfu_per_pair * pairs / (SFU_PER_S * sm_share))

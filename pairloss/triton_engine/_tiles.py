@@ -187,8 +187,8 @@ def online_logsumexp_pair(first, second, z_first, z_second, in_first, in_second,
     """``online_logsumexp`` of two disjoint masked sets of one tile (running (max, sum) pairs ``first`` and
     ``second``), with one exponential per entry: entry (i, j) belongs to the first set's z where ``takes_first``."""
     if FIXED:
-        shift = tl.where(takes_first, first[0][:, None], second[0][:, None])
-        e = masked_exp2(tl.where(takes_first, z_first, z_second) * LOG2E - shift * LOG2E, in_first | in_second)
+        shift = tl.where(takes_first, (first[0] * LOG2E)[:, None], (second[0] * LOG2E)[:, None])
+        e = masked_exp2(tl.where(takes_first, z_first, z_second) * LOG2E - shift, in_first | in_second)
         return (first[0], first[1] + tl.sum(tl.where(in_first, e, 0.0), 1)), (
             second[0],
             second[1] + tl.sum(tl.where(in_second, e, 0.0), 1),

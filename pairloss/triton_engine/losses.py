@@ -67,8 +67,9 @@ class EnginePass(NamedTuple):
 
 
 # The LOSS passes whose backward runs symmetric when the references are the anchors: all but the all-triplets one,
-# whose pair gradients need every triplet of the pair's row (an inner loop over the row's tiles). Of the STATS
-# passes, the multi-similarity miner's and NT-Xent's forward may (_launch.shared_forward).
+# whose pair gradients need every triplet of the pair's row (an inner loop over the row's tiles), and contrastive
+# only with one pair of margins for every anchor (``_contrastive``). Of the STATS passes, the multi-similarity
+# miner's and NT-Xent's forward may (_launch.shared_forward).
 MIRRORED = {loss.value for loss in (MULTI_SIMILARITY, CONTRASTIVE, CIRCLE, NTXENT, SUPCON, UNIFORMITY)}
 MIRRORED_STATS = {MULTI_SIMILARITY.value, NTXENT.value}
 
@@ -113,9 +114,12 @@ def pair_rows_inputs(loss, x, y, *, tf32, stats_pass=False, row_labels=None, col
     """The arguments of one ``pairloss::pair_rows`` call; unused inputs get small placeholders. ``pair_grad``
     takes the same ones, less ``stats_pass``, with the forward's outputs (``grad_inputs``). ``tf32``: the loss
     call's one precision decision (``_launch.tf32_allowed()``, read once), shared by all its passes so that they
-    compute the same S. ``symmetric``: ``y`` is ``x`` with the same labels and vectors, in a mirrored pass."""
+    compute the same S. ``symmetric``: ``y`` is ``x`` with the same labels and vectors, in a mirrored pass (the
+    contrastive one with its margins, equal for every row, as ``params`` too: the mirrored rows read them there)."""
     if symmetric and not (y is x and own_offset == 0 and _mirrored(loss, stats_pass)):
         raise ValueError("symmetric: the references must be the anchors themselves, in a mirrored pass")
+    if symmetric and loss == CONTRASTIVE and len(params) < 2:
+        raise ValueError("symmetric contrastive: params must hold the margins (pos_margin, neg_margin)")
     if stats_pass:
         x, y = x.detach(), y.detach()
         scale = None if scale is None else scale.detach()
@@ -277,10 +281,11 @@ def _triplet_margin(refs, *, margin, mining, soft, reduction):
 def _contrastive(refs, *, pos_margin, neg_margin, reduction):
     # The symmetric kernels read the mirrored rows' margins from params (one pair for all anchors): per-anchor
     # margins run over every tile.
-    shared = not any(isinstance(margin, torch.Tensor) for margin in (pos_margin, neg_margin))
+    uniform_margins = not any(isinstance(margin, torch.Tensor) for margin in (pos_margin, neg_margin))
     stats = _row_inputs(refs.x, pos_margin, neg_margin)
-    params = (pos_margin, neg_margin) if shared else ()
-    terms = ContrastiveTerms(*refs.run(CONTRASTIVE, distances=True, stats=stats, params=params, mirror=shared))
+    params = (pos_margin, neg_margin) if uniform_margins else ()
+    outputs = refs.run(CONTRASTIVE, distances=True, stats=stats, params=params, mirror=uniform_margins)
+    terms = ContrastiveTerms(*outputs)
     rows = terms.positive_sum + terms.negative_sum
 
     def parts():
