@@ -137,3 +137,14 @@ def test_triton_contrastive_mirrors_tiles_only_with_one_pair_of_margins(monkeypa
     assert seen == [(True, [0.25, 0.75]), (False, [0.0, 0.0])]
     assert_close(losses[1].detach(), losses[0].detach())
     assert_close(grads[1], grads[0])
+
+
+@pytest.mark.skipif("triton" not in ENGINES, reason="the Triton engine is not available here")
+def test_a_symmetric_contrastive_pass_needs_its_margins_as_parameters():
+    from pairloss.triton_engine._ids import CONTRASTIVE
+    from pairloss.triton_engine.losses import pair_rows_inputs
+
+    x = torch.randn(5, 3)
+    with pytest.raises(ValueError, match="params must hold the margins"):
+        pair_rows_inputs(CONTRASTIVE, x, x, tf32=False, symmetric=True)
+    assert pair_rows_inputs(CONTRASTIVE, x, x, tf32=False, symmetric=True, params=(0.1, 0.9))[-1]

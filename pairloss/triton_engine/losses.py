@@ -118,7 +118,7 @@ def pair_rows_inputs(loss, x, y, *, tf32, stats_pass=False, row_labels=None, col
     contrastive one with its margins, equal for every row, as ``params`` too: the mirrored rows read them there)."""
     if symmetric and not (y is x and own_offset == 0 and _mirrored(loss, stats_pass)):
         raise ValueError("symmetric: the references must be the anchors themselves, in a mirrored pass")
-    if symmetric and loss == CONTRASTIVE and len(params) < 2:
+    if symmetric and loss.value == CONTRASTIVE.value and len(params) < 2:
         raise ValueError("symmetric contrastive: params must hold the margins (pos_margin, neg_margin)")
     if stats_pass:
         x, y = x.detach(), y.detach()
