@@ -1,8 +1,10 @@
 """What is benchmarked: the losses (inputs, FLOP model) and the implementations compared on them."""
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass, field
+from unittest import mock
 
 import torch
 
@@ -120,19 +122,9 @@ class Implementation:
     setting: object = contextlib.nullcontext  # () -> context manager held over the whole case (its backward too)
 
 
-@contextlib.contextmanager
-def _deterministic_backward():
-    """PAIRLOSS_DETERMINISTIC=1 while it is held: the Triton engine's atomic-free backward (two launches, each
-    recomputing S, accumulators in registers) instead of the atomic one (per-tile atomic dY/dX blocks)."""
-    before = os.environ.get("PAIRLOSS_DETERMINISTIC")
-    os.environ["PAIRLOSS_DETERMINISTIC"] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["PAIRLOSS_DETERMINISTIC"]
-        else:
-            os.environ["PAIRLOSS_DETERMINISTIC"] = before
+# PAIRLOSS_DETERMINISTIC=1 while held (restored after): the Triton engine's atomic-free backward (two launches,
+# each recomputing S, accumulators in registers) instead of the atomic one (per-tile atomic dY/dX blocks).
+_deterministic_backward = functools.partial(mock.patch.dict, os.environ, {"PAIRLOSS_DETERMINISTIC": "1"})
 
 
 def implementations(loss, device, wanted=None):
