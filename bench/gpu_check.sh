@@ -33,9 +33,10 @@ stage() {  # stage NAME SECONDS LOG COMMAND...: run with a time limit, record it
 }
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-  "$PY" -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "triton",
-    triton.__version__, torch.cuda.get_device_name(), torch.cuda.get_device_properties(0).multi_processor_count,
-    "SMs")'
+  # setuptools: the build reads pyproject.toml, whose SPDX license needs setuptools 77 or later.
+  "$PY" -c 'import setuptools, torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "triton",
+    triton.__version__, "setuptools", setuptools.__version__, torch.cuda.get_device_name(),
+    torch.cuda.get_device_properties(0).multi_processor_count, "SMs")'
 } >"$OUT/device.txt" 2>&1
 note "device: $(tail -1 "$OUT/device.txt")"
 

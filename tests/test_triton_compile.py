@@ -37,6 +37,28 @@ def test_every_launched_kernel_compiles_for_sm90():
     assert not spilling, "\n".join(spilling)
 
 
+def test_jit_functions_assign_no_nested_tuples():
+    """triton 3.6 (the version on the GPU machines this project is lent) fails to hash a jitted function that
+    unpacks nested tuples, ``(a, b), c = ...`` ("unhashable type: 'list'" in its dependency finder), before
+    compiling anything; 3.9, here, accepts it. A syntactic check of every @triton.jit function of the engine."""
+    import ast
+    import pathlib
+
+    from pairloss import triton_engine
+
+    nested = []
+    for path in pathlib.Path(triton_engine.__file__).parent.glob("*.py"):
+        for function in ast.walk(ast.parse(path.read_text())):
+            decorators = [ast.unparse(d) for d in getattr(function, "decorator_list", [])]
+            if not any(d.startswith("triton.jit") for d in decorators):
+                continue
+            for node in ast.walk(function):
+                targets = node.targets if isinstance(node, ast.Assign) else []
+                if any(isinstance(e, (ast.Tuple, ast.List)) for t in targets for e in getattr(t, "elts", [])):
+                    nested.append(f"{path.name}:{node.lineno}")
+    assert not nested, nested
+
+
 def test_static_report_covers_every_reported_loss():
     """``_compile_check --report B D``: the estimate compiles each loss's kernels for sm_90 and prints a bound."""
     env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}

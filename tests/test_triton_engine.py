@@ -114,7 +114,7 @@ def test_softmax_losses_forward_over_either_tile_set(loss_name, temperature):
 @pytest.mark.parametrize("loss_name", LABEL_LOSSES + OTHER_LOSSES)
 def test_cuda_tile_sizes_under_the_interpreter(monkeypatch, loss_name, dim):
     """PAIRLOSS_TRITON_TILES=cuda: the interpreter runs the CUDA launch plan (64-wide tiles, 16-row all-triplets
-    tiles, fp32's 16-wide feature chunks) on batches crossing several tiles, with partial ones at each edge."""
+    tiles, exact fp32's 16-wide feature chunks) on batches crossing several tiles, with partial ones at each edge."""
     from pairloss.triton_engine import _ids, _launch
 
     monkeypatch.setenv("PAIRLOSS_TRITON_TILES", "cuda")
@@ -491,6 +491,45 @@ def test_cuda_backward_plan(operands, layout, owned, symmetric):
     launches = (atomic, row_owners, col_owners)
     assert [launch.constexprs["SYMMETRIC"] for launch in launches] == [symmetric, False, False]
     assert [launch.constexprs["OWNED_D"] for launch in launches] == [0 if symmetric else owned, owned, owned]
+    # Features per atomic product: 64 bytes of row (32 bytes in exact fp32's symmetric backward), within BLOCK_D.
+    product_d = {"bf16": 32, "fp16": 32, "tf32": 16, "fp32": 8 if symmetric else 16}[operands]
+    assert atomic.constexprs["PRODUCT_D"] == product_d
+
+
+@pytest.mark.parametrize(
+    "operands,layout,loss,chunk",
+    [("bf16", "aligned", "MULTI_SIMILARITY", 128), ("bf16", "odd", "MULTI_SIMILARITY", 64),
+     ("bf16", "wide", "MULTI_SIMILARITY", 64), ("tf32", "aligned", "CONTRASTIVE", 32), ("tf32", "odd", "CONTRASTIVE", 32),
+     ("fp32", "odd", "CONTRASTIVE", 16), ("fp32", "aligned", "TRIPLET_ALL", 32), ("tf32", "aligned", "TRIPLET_ALL", 32)],
+)  # fmt: skip
+def test_cuda_feature_chunks(operands, layout, loss, chunk):
+    """The CUDA plan's feature chunk of S (BLOCK_D), which the sm_90 compile check chose: bf16 rows of at most 256
+    bytes in one chunk, else 64 features; TF32 32 (128 bytes) even where the rows fit one 64-wide chunk, their dX
+    block still resident (``OWNED_D``; with 64-wide chunks the own-copies contrastive backward spilled); exact fp32
+    16, all-triplets 32."""
+    from pairloss.triton_engine import _compile_check, _ids, losses
+
+    engine_pass = losses.EnginePass(getattr(_ids, loss).value, False, _ids.LABELS.value, True, False)
+    variant = _compile_check.Variant(engine_pass, operands, layout, (8, 3), 90)
+    forward, (atomic, *_) = _kernel_launches(variant)
+    assert forward.constexprs["BLOCK_D"] == atomic.constexprs["BLOCK_D"] == chunk
+    if (operands, layout, loss) == ("tf32", "odd", "CONTRASTIVE"):  # 33 features, padded to 48: resident as 64
+        assert atomic.constexprs["OWNED_D"] == 64 and not forward.constexprs["ONE_CHUNK"]
+
+
+@pytest.mark.skipif(CPU_REASON is not None, reason="runs the GPU's tiles under the interpreter")
+@pytest.mark.parametrize("refs", [None, 70], ids=["self", "refs"])
+@pytest.mark.parametrize("loss_name", ["contrastive_loss", "multi_similarity_loss", "supcon_loss"])
+def test_tf32_plan_under_the_interpreter(monkeypatch, loss_name, refs):
+    """The CUDA TF32 plan (32-wide chunks of S; rows of 48 features, whose dX block stays resident as 64 wide)
+    against the oracle. The interpreter multiplies TF32 operands in fp32, so this checks the plan's code paths,
+    not TF32's rounding."""
+    from pairloss.triton_engine import _launch
+
+    monkeypatch.setenv("PAIRLOSS_TRITON_TILES", "cuda")
+    monkeypatch.setattr(_launch, "tf32_allowed", lambda: True)
+    options = {} if loss_name == "supcon_loss" else {"reduction": "none"}
+    check_within_fp32_error(loss_name, **_label_case(150, refs, 48, classes=7, **options))
 
 
 @pytest.mark.parametrize("layout", ["odd", "aligned"])

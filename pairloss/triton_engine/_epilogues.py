@@ -178,11 +178,12 @@ def accumulate(
             active = 0
         else:
             mined_pos, mined_neg = _ms_mined(s, pos, neg, stats, epsilon)
-            (pos_max, pos_sum), (neg_max, neg_sum) = online_logsumexp_pair(
+            # (Not unpacked as nested tuples: triton 3.6, the GPU machines' version, fails to hash such targets.)
+            pos_state, neg_state = online_logsumexp_pair(
                 (acc[0], acc[1]), (acc[2], acc[3]), -alpha * (s - base), beta * (s - base), mined_pos, mined_neg, pos,
                 SHARED,
             )  # fmt: skip
-            acc = (pos_max, pos_sum, neg_max, neg_sum)
+            acc = (pos_state[0], pos_state[1], neg_state[0], neg_state[1])
             active = any_pair(mined_pos | mined_neg)
     elif LOSS == TRIPLET_HARDEST:
         _, distance, _ = l2_distance(s, row_vec, col_vec)
@@ -206,10 +207,10 @@ def accumulate(
     elif LOSS == CIRCLE:
         margin, gamma, _, _ = params
         pos_logits, pos_slope, neg_logits, neg_slope = _circle_logits(s, margin, gamma)
-        (pos_max, pos_sum), (neg_max, neg_sum) = online_logsumexp_pair(
+        pos_state, neg_state = online_logsumexp_pair(
             (acc[0], acc[1]), (acc[2], acc[3]), pos_logits, neg_logits, pos, neg, pos
         )
-        acc = (pos_max, pos_sum, neg_max, neg_sum)
+        acc = (pos_state[0], pos_state[1], neg_state[0], neg_state[1])
         active = any_pair((pos & (pos_slope != 0)) | (neg & (neg_slope != 0)))
     elif LOSS == NTXENT:
         logits = s * (1.0 / params[0])  # one reciprocal per tile, not a division per pair
@@ -220,13 +221,17 @@ def accumulate(
         else:
             has_neg = stats[1] > 0
             counted = pos & has_neg
-            terms, slopes = softplus_and_sigmoid(stats[0] - logits)
-            acc = (
-                acc[0] + tl.sum(tl.where(counted, weight * terms, 0.0), 1),
-                acc[1] + tl.sum(tl.where(pos, weight, 0.0), 1),
-                acc[2] + tl.sum(tl.where(counted, weight * slopes, 0.0), 1),
-                acc[3],
-            )
+            acc = (acc[0], acc[1] + tl.sum(tl.where(pos, weight, 0.0), 1), acc[2], acc[3])
+            # softplus and σ (3 SFU operations per pair) only in the tiles holding a counted positive: with one
+            # positive per anchor (its other view) that is one or two of a row block's column tiles.
+            if any_pair(counted) != 0:
+                terms, slopes = softplus_and_sigmoid(stats[0] - logits)
+                acc = (
+                    acc[0] + tl.sum(tl.where(counted, weight * terms, 0.0), 1),
+                    acc[1],
+                    acc[2] + tl.sum(tl.where(counted, weight * slopes, 0.0), 1),
+                    acc[3],
+                )
             active = any_pair((pos | neg) & has_neg)
     elif LOSS == SUPCON:
         logits = s * (1.0 / params[0])

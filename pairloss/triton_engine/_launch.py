@@ -69,7 +69,9 @@ def tile_sizes(device, loss):
 # a read-modify-write): 32 bf16/fp16 features, 16 fp32 ones, a 64 × 32 (64 × 16) fp32 block and its addresses at a
 # time. With the whole row (64 × 128) the atomic backward spills in the sm_90 compile check; with 32 fp32 features
 # TF32 contrastive backwards spill 24–48 bytes per thread (the G operand is twice as wide as bf16's). The products'
-# FLOPs are the same either way.
+# FLOPs are the same either way. Exact fp32's symmetric backward (two FMA products per tile) takes half: at 64 its
+# multi-hot, Jaccard and contrastive variants spilled 12–32 bytes at 255 registers, at 32 none reaches 200; the
+# other exact-fp32 backwards sit at ptxas's 128 registers, where 32 makes more of them spill, not fewer.
 PRODUCT_CHUNK_BYTES = 64
 
 # Rows of up to this many bytes (features padded to a power of two) are one chunk (``row_chunk``): the backward's
@@ -152,23 +154,30 @@ def _operands(x, y):
     return x_operand, x_operand if y is x else _operand(y)
 
 
+def _cuda_fp32(dtype, device):
+    """Whether rows of ``dtype`` reach the tensor cores (or, exact, the FMAs) of a planned CUDA launch as fp32."""
+    return _gpu_dtype(dtype) == torch.float32 and planned_for_cuda(device)
+
+
 def _constexprs(dtype, features, device, tf32, **selectors):
     """The kernels' compile-time arguments for rows of ``dtype`` and ``features`` on ``device``: ``selectors``
     (LOSS, MASK, …) plus the tile sizes and precision. Forward and backward get the same ones (the same S)."""
     block_m, block_n, block_d = tile_sizes(device, selectors["LOSS"])
-    cuda_fp32 = _gpu_dtype(dtype) == torch.float32 and planned_for_cuda(device)
+    cuda_fp32 = _cuda_fp32(dtype, device)
     precision = "tf32" if cuda_fp32 and tf32 else "ieee"
-    if cuda_fp32 and not tf32:
-        # Exact fp32 runs tl.dot on FMAs: with 64-wide feature chunks ptxas spills kilobytes per thread in the
-        # backward (python -m pairloss.triton_engine._compile_check), with 16 nothing.
-        block_d = 16
-    elif cuda_fp32 and selectors["LOSS"] == TRIPLET_ALL.value:
-        # TF32 all-triplets (16 × 16 tiles, a 16 × 16 × 16 triplet tile): 64-wide fp32 chunks spill 16–36 bytes
-        # per thread in the backward, 32-wide ones nothing.
+    if cuda_fp32 and (tf32 or selectors["LOSS"] == TRIPLET_ALL.value):
+        # TF32, and exact fp32 all-triplets (16 × 16 tiles): 32-wide chunks, 128 bytes of fp32 row as bf16's 64.
+        # With TF32's 64 (or resident rows' 64-wide chunk) the own-copies contrastive backward spilled 48 bytes per
+        # thread and all-triplets 16–36; exact fp32 all-triplets spilled 8–36 bytes in 11 kernels with 16, in 2
+        # with 32 (sm_90, python -m pairloss.triton_engine._compile_check --all).
         block_d = 32
+    elif cuda_fp32:
+        # Exact fp32 runs tl.dot on FMAs: with 64-wide feature chunks ptxas spills kilobytes per thread in the
+        # backward, with 16 at most 48 bytes (the README's account); 8 spills more kernels, not fewer.
+        block_d = 16
     chunk = row_chunk(dtype, features, device, selectors["LOSS"], precision)
     if chunk and planned_for_cuda(device):  # (the interpreter keeps its small chunks, to test the loops)
-        block_d = chunk
+        block_d = min(block_d, chunk) if cuda_fp32 else chunk
     return {"PRECISION": precision, "BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_D": block_d, **selectors}
 
 
@@ -313,7 +322,9 @@ def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
         # are added per tile, as much atomic traffic as the resident backward over every tile moves.
         resident = not constexprs["SYMMETRIC"]
         constexprs["OWNED_D"] = row_chunk(dtype, D, device, loss, constexprs["PRECISION"]) if resident else 0
-        constexprs["PRODUCT_D"] = min(constexprs["BLOCK_D"], PRODUCT_CHUNK_BYTES // _gpu_dtype(dtype).itemsize)
+        fma_symmetric = constexprs["SYMMETRIC"] and constexprs["PRECISION"] == "ieee" and _cuda_fp32(dtype, device)
+        product_bytes = PRODUCT_CHUNK_BYTES // 2 if fma_symmetric else PRODUCT_CHUNK_BYTES
+        constexprs["PRODUCT_D"] = min(constexprs["BLOCK_D"], product_bytes // _gpu_dtype(dtype).itemsize)
         return Launch(pair_grad_kernel, grid, args, constexprs)
 
     row_owners = launch(True, (row_blocks, splits.count))
