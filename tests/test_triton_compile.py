@@ -5,7 +5,9 @@ rejects; ``pairloss.triton_engine._compile_check`` compiles the variants that th
 runs in a subprocess because conftest.py sets TRITON_INTERPRET=1 for this process when there is no GPU.
 """
 
+import ast
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -39,11 +41,9 @@ def test_every_launched_kernel_compiles_for_sm90():
 
 def test_jit_functions_assign_no_nested_tuples():
     """triton 3.6 (the version on the GPU machines this project is lent) fails to hash a jitted function that
-    unpacks nested tuples, ``(a, b), c = ...`` ("unhashable type: 'list'" in its dependency finder), before
-    compiling anything; 3.9, here, accepts it. A syntactic check of every @triton.jit function of the engine."""
-    import ast
-    import pathlib
-
+    unpacks nested tuples, ``(a, b), c = ...`` or ``for (a, b), c in ...`` ("unhashable type: 'list'" in its
+    dependency finder), before compiling anything; 3.9, here, accepts it. A syntactic check of every @triton.jit
+    function of the engine."""
     from pairloss import triton_engine
 
     nested = []
@@ -53,7 +53,8 @@ def test_jit_functions_assign_no_nested_tuples():
             if not any(d.startswith("triton.jit") for d in decorators):
                 continue
             for node in ast.walk(function):
-                targets = node.targets if isinstance(node, ast.Assign) else []
+                # 3.6 collects the names of assignment and loop targets alike.
+                targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
                 if any(isinstance(e, (ast.Tuple, ast.List)) for t in targets for e in getattr(t, "elts", [])):
                     nested.append(f"{path.name}:{node.lineno}")
     assert not nested, nested

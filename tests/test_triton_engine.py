@@ -114,7 +114,8 @@ def test_softmax_losses_forward_over_either_tile_set(loss_name, temperature):
 @pytest.mark.parametrize("loss_name", LABEL_LOSSES + OTHER_LOSSES)
 def test_cuda_tile_sizes_under_the_interpreter(monkeypatch, loss_name, dim):
     """PAIRLOSS_TRITON_TILES=cuda: the interpreter runs the CUDA launch plan (64-wide tiles, 16-row all-triplets
-    tiles, exact fp32's 16-wide feature chunks) on batches crossing several tiles, with partial ones at each edge."""
+    tiles, exact fp32's 16-wide feature chunks, 32 for all-triplets) on batches crossing several tiles, with
+    partial ones at each edge."""
     from pairloss.triton_engine import _ids, _launch
 
     monkeypatch.setenv("PAIRLOSS_TRITON_TILES", "cuda")
@@ -499,8 +500,9 @@ def test_cuda_backward_plan(operands, layout, owned, symmetric):
 @pytest.mark.parametrize(
     "operands,layout,loss,chunk",
     [("bf16", "aligned", "MULTI_SIMILARITY", 128), ("bf16", "odd", "MULTI_SIMILARITY", 64),
-     ("bf16", "wide", "MULTI_SIMILARITY", 64), ("tf32", "aligned", "CONTRASTIVE", 32), ("tf32", "odd", "CONTRASTIVE", 32),
-     ("fp32", "odd", "CONTRASTIVE", 16), ("fp32", "aligned", "TRIPLET_ALL", 32), ("tf32", "aligned", "TRIPLET_ALL", 32)],
+     ("bf16", "wide", "MULTI_SIMILARITY", 64), ("tf32", "aligned", "CONTRASTIVE", 32),
+     ("tf32", "odd", "CONTRASTIVE", 32), ("fp32", "odd", "CONTRASTIVE", 16), ("fp32", "aligned", "TRIPLET_ALL", 32),
+     ("tf32", "aligned", "TRIPLET_ALL", 32)],
 )  # fmt: skip
 def test_cuda_feature_chunks(operands, layout, loss, chunk):
     """The CUDA plan's feature chunk of S (BLOCK_D), which the sm_90 compile check chose: bf16 rows of at most 256
@@ -521,9 +523,9 @@ def test_cuda_feature_chunks(operands, layout, loss, chunk):
 @pytest.mark.parametrize("refs", [None, 70], ids=["self", "refs"])
 @pytest.mark.parametrize("loss_name", ["contrastive_loss", "multi_similarity_loss", "supcon_loss"])
 def test_tf32_plan_under_the_interpreter(monkeypatch, loss_name, refs):
-    """The CUDA TF32 plan (32-wide chunks of S; rows of 48 features, whose dX block stays resident as 64 wide)
-    against the oracle. The interpreter multiplies TF32 operands in fp32, so this checks the plan's code paths,
-    not TF32's rounding."""
+    """The CUDA TF32 plan (32-wide chunks of S on rows of 48 features) against the oracle: with references the
+    backward keeps its dX block resident as 64 features wide, with X = Y it runs the symmetric backward. The
+    interpreter multiplies TF32 operands in fp32, so this checks the plan's code paths, not TF32's rounding."""
     from pairloss.triton_engine import _launch
 
     monkeypatch.setenv("PAIRLOSS_TRITON_TILES", "cuda")

@@ -20,6 +20,7 @@ product. Exits 1 if any kernel fails to compile.
 
 import argparse
 import contextlib
+import functools
 import inspect
 import io
 import itertools
@@ -187,7 +188,9 @@ class Resources(NamedTuple):
 REG_ALLOC_FLAG = "--regAllocOptLevel=2"
 
 
+@functools.cache
 def _triton_reg_alloc_flags():
+    """[REG_ALLOC_FLAG] if the installed Triton's cubin step passes it to ptxas, else []."""
     return [REG_ALLOC_FLAG] if REG_ALLOC_FLAG in inspect.getsource(CUDABackend.make_cubin) else []
 
 

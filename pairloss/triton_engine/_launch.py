@@ -159,6 +159,11 @@ def _cuda_fp32(dtype, device):
     return _gpu_dtype(dtype) == torch.float32 and planned_for_cuda(device)
 
 
+def _fma_fp32(dtype, device, precision):
+    """Whether a planned CUDA launch multiplies rows of ``dtype`` on FMAs: exact fp32, no TF32."""
+    return _cuda_fp32(dtype, device) and precision == "ieee"
+
+
 def _constexprs(dtype, features, device, tf32, **selectors):
     """The kernels' compile-time arguments for rows of ``dtype`` and ``features`` on ``device``: ``selectors``
     (LOSS, MASK, …) plus the tile sizes and precision. Forward and backward get the same ones (the same S)."""
@@ -177,7 +182,7 @@ def _constexprs(dtype, features, device, tf32, **selectors):
         block_d = 16
     chunk = row_chunk(dtype, features, device, selectors["LOSS"], precision)
     if chunk and planned_for_cuda(device):  # (the interpreter keeps its small chunks, to test the loops)
-        block_d = min(block_d, chunk) if cuda_fp32 else chunk
+        block_d = min(block_d, chunk) if cuda_fp32 else chunk  # TF32 rows of ≤ 16 features: one 16-wide chunk
     return {"PRECISION": precision, "BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_D": block_d, **selectors}
 
 
@@ -187,10 +192,8 @@ def row_chunk(dtype, features, device, loss, precision):
     instead of an atomic add or read-modify-write per tile. Not for rows wider than RESIDENT_ROW_BYTES, the
     all-triplets loss (its registers go to the triplet tile), nor exact fp32 on CUDA (FMA products spill)."""
     padded = max(16, 1 << (features - 1).bit_length())
-    dtype = _gpu_dtype(dtype)
-    fma_fp32 = dtype == torch.float32 and precision == "ieee" and planned_for_cuda(device)
-    fits = padded * dtype.itemsize <= RESIDENT_ROW_BYTES
-    return padded if fits and loss != TRIPLET_ALL.value and not fma_fp32 else 0
+    fits = padded * _gpu_dtype(dtype).itemsize <= RESIDENT_ROW_BYTES
+    return padded if fits and loss != TRIPLET_ALL.value and not _fma_fp32(dtype, device, precision) else 0
 
 
 def tf32_allowed():
@@ -322,7 +325,7 @@ def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
         # are added per tile, as much atomic traffic as the resident backward over every tile moves.
         resident = not constexprs["SYMMETRIC"]
         constexprs["OWNED_D"] = row_chunk(dtype, D, device, loss, constexprs["PRECISION"]) if resident else 0
-        fma_symmetric = constexprs["SYMMETRIC"] and constexprs["PRECISION"] == "ieee" and _cuda_fp32(dtype, device)
+        fma_symmetric = constexprs["SYMMETRIC"] and _fma_fp32(dtype, device, constexprs["PRECISION"])
         product_bytes = PRODUCT_CHUNK_BYTES // 2 if fma_symmetric else PRODUCT_CHUNK_BYTES
         constexprs["PRODUCT_D"] = min(constexprs["BLOCK_D"], product_bytes // _gpu_dtype(dtype).itemsize)
         return Launch(pair_grad_kernel, grid, args, constexprs)
