@@ -77,13 +77,15 @@ def _mirror_stats(stats_ptr, cols, col_mask, B, params, LOSS: tl.constexpr, AS_C
     (splats, not loads): per-column loads took registers, and its symmetric backward spilled with them."""
     if LOSS == CONTRASTIVE:
         zero = tl.zeros(cols.shape, tl.float32)
-        values = (zero + params[0], zero + params[1], zero, zero)
+        pos_margin, neg_margin = zero + params[0], zero + params[1]
+        if AS_COLUMNS:
+            slots = (pos_margin[None, :], neg_margin[None, :], zero[None, :], zero[None, :])
+        else:
+            slots = (pos_margin[:, None], neg_margin[:, None], zero[:, None], zero[:, None])
+    elif AS_COLUMNS:
+        slots = column_slots(stats_ptr, cols, col_mask, B)
     else:
-        values = row_values(stats_ptr, cols, col_mask, B)
-    if AS_COLUMNS:
-        slots = (values[0][None, :], values[1][None, :], values[2][None, :], values[3][None, :])
-    else:
-        slots = (values[0][:, None], values[1][:, None], values[2][:, None], values[3][:, None])
+        slots = row_slots(stats_ptr, cols, col_mask, B)
     return slots
 
 
