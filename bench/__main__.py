@@ -102,25 +102,33 @@ def main(argv=None):
     config = build_config(args)
     env = environment(config.device)
     print(f"pairloss benchmark on {env['device']} (torch {env['versions']['torch']}, commit {env['commit']})")
-    started = time.perf_counter()
-    show, close = _progress_printer()
-    rows, missing, rates = sweep(config, progress=show)
-    close()
-    print(format_table(rows))
-    for name, why in sorted(missing.items()):
-        print(f"missing: {name}: {why}")
-    ratios = headline_ratios(rows)
-    for ratio in ratios:
-        print(
-            f"{ratio['loss']} B={ratio['B']}: {ratio['ours']} is {ratio['speedup']}× faster than {ratio['peer']} "
-            f"with {ratio['memory_ratio']}× less peak memory"
-        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     where = env["device"] if config.device.startswith("cuda") else f"cpu-{platform.node() or 'host'}"
     stem = args.name or f"{'quick' if args.quick else 'full'}-{where}".replace(" ", "_")
     config_dict = {**asdict(config), "dtypes": [str(d) for d in config.dtypes], "quick": args.quick}
-    write_json(out / f"{stem}.json", env, config_dict, rows, missing, rates, ratios)
+
+    def save(rows, missing, rates):
+        write_json(out / f"{stem}.json", env, config_dict, rows, missing, rates, headline_ratios(rows))
+
+    def on_row(row, rows, missing, rates):
+        # Each row goes to the log and the JSON as it lands: a run cut short by a time limit keeps what it measured.
+        print(format_table([row]).splitlines()[1], flush=True)
+        save(rows, missing, rates)
+
+    started = time.perf_counter()
+    show, close = _progress_printer()
+    rows, missing, rates = sweep(config, progress=show, on_row=on_row)
+    close()
+    print(format_table(rows))
+    for name, why in sorted(missing.items()):
+        print(f"missing: {name}: {why}")
+    for ratio in headline_ratios(rows):
+        print(
+            f"{ratio['loss']} B={ratio['B']}: {ratio['ours']} is {ratio['speedup']}× faster than {ratio['peer']} "
+            f"with {ratio['memory_ratio']}× less peak memory"
+        )
+    save(rows, missing, rates)
     plots = write_plots(out, stem, rows, env["device"])
     print(f"wrote {out / (stem + '.json')} and {len(plots)} plot(s) in {time.perf_counter() - started:.0f} s")
 

@@ -2,16 +2,19 @@
 # One-shot GPU check for a freshly lent H100/H200 that has CUDA, torch and triton but no internet:
 #   bash bench/gpu_check.sh OUTDIR
 # 1. builds the C++/CUDA extension in place (for this GPU's architecture; a failed build fails the check),
-# 2. runs the GPU tests (pytest -m cuda: every engine against the oracles in fp32/fp16/bf16, opcheck,
-#    torch.compile) and the sm_90 compile check of every Triton kernel variant,
+# 2. compiles every bf16 Triton kernel variant ahead of time on all cores (the sm_90 compile check, which reports
+#    registers and spills on this machine's Triton and fills its kernel cache: the benchmarks' kernels then load
+#    instead of compiling one by one), then runs the GPU tests (pytest -m cuda: every engine against the oracles
+#    in fp32/fp16/bf16, opcheck, torch.compile), spread over 8 processes when pytest-xdist is installed,
 # 3. benchmarks the GPU engines (bf16, D = 128 and 512, B = 4k..64k) and, at B = 4k and 16k, the peers that
 #    are installed (pytorch-metric-learning, torch.compile of the dense formula, Inf-CL for CLIP).
 # 4. times the Triton engine's atomic backward against its deterministic one (bf16, B = 16k, D = 128 and 512).
 # Each stage has its own time limit: the whole check ends within 10 minutes whatever happens (the limits add
-# up to 585 s), sooner when the build is quick. OUTDIR receives
-# device.txt, build.log, pytest-cuda.log, compile-check.log, the benchmark JSON and PNG files, bench.log and
-# summary.txt. Peers' wheels (pure-Python ones: pytorch-metric-learning, inf-cl) can travel in a folder named by
-# PAIRLOSS_WHEELS; they are installed into a scratch folder, not into the machine's Python.
+# up to 585 s), sooner when the build is quick. A benchmark stopped by its limit keeps the rows it measured (its
+# JSON is rewritten after each case). OUTDIR receives device.txt, build.log, pytest-cuda.log, compile-check.log,
+# the benchmark JSON and PNG files, the bench-*.log files and summary.txt. Peers' wheels (pure-Python ones:
+# pytorch-metric-learning, inf-cl) can travel in a folder named by PAIRLOSS_WHEELS; they are installed into a
+# scratch folder, not into the machine's Python.
 set -uo pipefail
 mkdir -p "${1:?usage: bash bench/gpu_check.sh OUTDIR}"
 OUT="$(cd "$1" && pwd)"
@@ -52,11 +55,17 @@ if ! stage build 150 "$OUT/build.log" env CI=1 MAX_JOBS="$(nproc)" "$PY" setup.p
 fi
 "$PY" -c 'import pairloss; print("backends on cuda:", pairloss.available_backends("cuda"))' 2>&1 | tee -a "$OUT/summary.txt"
 
-stage tests 160 "$OUT/pytest-cuda.log" "$PY" -m pytest -m cuda -q -rfEs -p no:cacheprovider tests
-note "tests: $(tail -1 "$OUT/pytest-cuda.log")"
-stage compile-check 60 "$OUT/compile-check.log" "$PY" -m pairloss.triton_engine._compile_check --arch 90 \
-  --jobs "$(nproc)"
+# The same binder and cache key as a launch (_compile_check.compile_launch): the bf16 kernels of the benchmarks'
+# aligned batches (D = 128 and 512) are compiled here, in parallel, once.
+stage compile-check 80 "$OUT/compile-check.log" "$PY" -m pairloss.triton_engine._compile_check --arch 90 --all \
+  --match " bf16 " --jobs "$(nproc)"
 note "compile check: $(tail -1 "$OUT/compile-check.log")"
+# Serially, the Triton tests' own compilations could outlast the limit: about 100 Triton cases of several kernels,
+# each kernel ~0.5 s of one core to compile (Triton 3.6, on the 2-core CI machine).
+XDIST=()
+"$PY" -c 'import xdist' 2>/dev/null && XDIST=(-n 8)
+stage tests 140 "$OUT/pytest-cuda.log" "$PY" -m pytest -m cuda -q -rfEs -p no:cacheprovider "${XDIST[@]}" tests
+note "tests: $(tail -1 "$OUT/pytest-cuda.log")"
 
 # The engines over the whole sweep, then the peers where they fit (dense peers grow with B²).
 stage bench-engines 100 "$OUT/bench-engines.log" "$PY" -m bench --device cuda --dtype bfloat16 --dim 128 512 \

@@ -64,11 +64,22 @@ def measure_case(loss, impl, rows, dim, dtype, device, repeats, warmup=1, oracle
     return row
 
 
-def sweep(config, progress=None):
-    """All result rows for ``config`` (see __main__ for the fields). ``progress(text)`` is told of each case."""
+def sweep(config, progress=None, on_row=None):
+    """All result rows for ``config`` (see __main__ for the fields), the implementations missing and the GEMM rates.
+    ``progress(text)`` is told of each case before it runs; ``on_row(row, rows, missing, rates)`` of each row as it
+    lands (so that a run stopped by a time limit still leaves what it measured)."""
     device = torch.device(config.device)
     rows_out, missing = [], {}
     rates = {}  # (dtype, dim) -> peak GEMM FLOP/s with that many features, measured once
+
+    def rates_by_name():
+        return {"/".join(map(str, shape)): rate for shape, rate in rates.items()}
+
+    def keep(row):
+        rows_out.append(row)
+        if on_row:
+            on_row(row, rows_out, missing, rates_by_name())
+
     memory_budget = config.memory_fraction * available_memory_bytes(device) / 2**20
     if device.type == "cpu":
         cap_cpu_memory(memory_budget * 2**20)
@@ -85,7 +96,7 @@ def sweep(config, progress=None):
                         if last is not None and last["status"] != "ok":
                             break  # OOM or failure at the previous size: larger ones would fail too
                         if last is not None and _predicted_over_budget(last, rows, config, memory_budget):
-                            rows_out.append({**_case(loss, impl, rows, dim, dtype), "status": "skipped: over budget"})
+                            keep({**_case(loss, impl, rows, dim, dtype), "status": "skipped: over budget"})
                             break
                         if progress:
                             progress(f"{loss_name} {impl.name} B={rows} D={dim} {dtype}")
@@ -102,8 +113,8 @@ def sweep(config, progress=None):
                             last["gemm_roofline_pct"] = round(
                                 100 * loss.gemm_flops(rows, dim) / seconds / rates[shape], 1
                             )
-                        rows_out.append(last)
-    return rows_out, missing, {"/".join(map(str, shape)): rate for shape, rate in rates.items()}
+                        keep(last)
+    return rows_out, missing, rates_by_name()
 
 
 def _case(loss, impl, rows, dim, dtype):
