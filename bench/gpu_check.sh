@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-shot GPU check for a freshly lent H100/H200 that has CUDA, torch and triton but no internet:
 #   bash bench/gpu_check.sh OUTDIR
+# 0. measures the L2's read and atomic-add rates (python -m bench.l2), which the static report's bound needs,
 # 1. builds the C++/CUDA extension in place (for this GPU's architecture; a failed build fails the check),
 # 2. compiles every bf16 Triton kernel variant ahead of time on all cores (the sm_90 compile check, which reports
 #    registers and spills on this machine's Triton and fills its kernel cache: the benchmarks' kernels then load
@@ -11,10 +12,10 @@
 # 4. times the Triton engine's atomic backward against its deterministic one (bf16, B = 16k, D = 128 and 512).
 # Each stage has its own time limit: the whole check ends within 10 minutes whatever happens (the limits add
 # up to 585 s), sooner when the build is quick. A benchmark stopped by its limit keeps the rows it measured (its
-# JSON is rewritten after each case). OUTDIR receives device.txt, build.log, pytest-cuda.log, compile-check.log,
-# the benchmark JSON and PNG files, the bench-*.log files and summary.txt. Peers' wheels (pure-Python ones:
-# pytorch-metric-learning, inf-cl) can travel in a folder named by PAIRLOSS_WHEELS; they are installed into a
-# scratch folder, not into the machine's Python.
+# JSON is rewritten after each case). OUTDIR receives device.txt, l2.log, build.log, pytest-cuda.log,
+# compile-check.log, the benchmark JSON and PNG files, the bench-*.log files and summary.txt. Peers' wheels
+# (pure-Python ones: pytorch-metric-learning, inf-cl) can travel in a folder named by PAIRLOSS_WHEELS; they are
+# installed into a scratch folder, not into the machine's Python.
 set -uo pipefail
 mkdir -p "${1:?usage: bash bench/gpu_check.sh OUTDIR}"
 OUT="$(cd "$1" && pwd)"
@@ -42,6 +43,9 @@ stage() {  # stage NAME SECONDS LOG COMMAND...: run with a time limit, record it
     torch.cuda.get_device_properties(0).multi_processor_count, "SMs")'
 } >"$OUT/device.txt" 2>&1
 note "device: $(tail -1 "$OUT/device.txt")"
+# The rates at which the static report bounds the engine's L2 traffic (_compile_check --report B D --l2-tbps).
+stage l2 20 "$OUT/l2.log" "$PY" -m bench.l2
+note "L2: $(tail -1 "$OUT/l2.log")"
 
 if [ -n "${PAIRLOSS_WHEELS:-}" ]; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/pairloss-peers "$PAIRLOSS_WHEELS"/*.whl \
@@ -57,14 +61,14 @@ fi
 
 # The same binder and cache key as a launch (_compile_check.compile_launch): the bf16 kernels of the benchmarks'
 # aligned batches (D = 128 and 512) are compiled here, in parallel, once.
-stage compile-check 80 "$OUT/compile-check.log" "$PY" -m pairloss.triton_engine._compile_check --arch 90 --all \
+stage compile-check 70 "$OUT/compile-check.log" "$PY" -m pairloss.triton_engine._compile_check --arch 90 --all \
   --match " bf16 " --jobs "$(nproc)"
 note "compile check: $(tail -1 "$OUT/compile-check.log")"
 # Serially, the Triton tests' own compilations could outlast the limit: about 100 Triton cases of several kernels,
 # each kernel ~0.5 s of one core to compile (Triton 3.6, on the 2-core CI machine).
 XDIST=()
 "$PY" -c 'import xdist' 2>/dev/null && XDIST=(-n 8)
-stage tests 140 "$OUT/pytest-cuda.log" "$PY" -m pytest -m cuda -q -rfEs -p no:cacheprovider "${XDIST[@]}" tests
+stage tests 130 "$OUT/pytest-cuda.log" "$PY" -m pytest -m cuda -q -rfEs -p no:cacheprovider "${XDIST[@]}" tests
 note "tests: $(tail -1 "$OUT/pytest-cuda.log")"
 
 # The engines over the whole sweep, then the peers where they fit (dense peers grow with B²).

@@ -61,18 +61,21 @@ def test_jit_functions_assign_no_nested_tuples():
 
 
 def test_static_report_covers_every_reported_loss():
-    """``_compile_check --report B D``: the estimate compiles each loss's kernels for sm_90 and prints a bound."""
+    """``_compile_check --report B D --l2-tbps R``: the estimate compiles each loss's kernels for sm_90 and prints a
+    bound, no less than the GEMM roofline nor than its L2 traffic at R (1 TB/s: L2 GB ≤ bound ms)."""
     env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
     result = subprocess.run(
-        [sys.executable, "-m", "pairloss.triton_engine._compile_check", "--report", "4096", "64"],
+        [sys.executable, "-m", "pairloss.triton_engine._compile_check", "--report", "4096", "64", "--l2-tbps", "1"],
         check=False, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "L2 1.0 TB/s" in result.stdout.splitlines()[0]
     summary = result.stdout.split("| loss | bound ms |")[1]
     for loss_name in ("multi_similarity_loss", "supcon_loss", "clip_loss", "siglip_loss", "triplet_margin_loss"):
         row = next(line for line in summary.splitlines() if line.startswith(f"| {loss_name} |"))
-        bound_ms, roofline_ms = (float(cell) for cell in row.split("|")[2:4])
+        bound_ms, roofline_ms, _, l2_gb = (float(cell) for cell in row.split("|")[2:6])
         assert 0 < roofline_ms <= bound_ms, row
+        assert l2_gb - 0.05 <= bound_ms, row  # (L2 GB printed to 0.1)
 
 
 @pytest.mark.skipif(backends.unavailable_reason("triton", "cpu") is not None, reason="needs the interpreter")

@@ -237,15 +237,24 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="compiler processes")
     parser.add_argument("--match", default="", help="only the variants whose description contains this")
     parser.add_argument("--list", action="store_true", help="list the variants and exit")
-    parser.add_argument("--report", nargs=2, type=int, metavar=("B", "D"),
-                        help="print the static performance estimate at B rows and D features (bf16) and exit")  # fmt: skip
+    parser.add_argument(
+        "--report",
+        nargs=2,
+        type=int,
+        metavar=("B", "D"),
+        help="print the static performance estimate at B rows and D features (bf16) and exit",
+    )
+    parser.add_argument(
+        "--l2-tbps", type=float, help="with --report: the L2 rate in TB/s (python -m bench.l2 on a GPU) for its bound"
+    )
     options = parser.parse_args(argv)
     if _launch.INTERPRETED:
         sys.exit("unset TRITON_INTERPRET: under the interpreter there is nothing to compile")
     if options.report:
         from ._report import report  # imports this module: loaded on demand
 
-        print("\n".join(report(*options.report)))
+        l2_rate = options.l2_tbps * 1e12 if options.l2_tbps else None
+        print("\n".join(report(*options.report, l2_rate)))
         return
     todo = [v for v in variants(options.arch or [90], options.all) if options.match in str(v)]
     if options.list:

@@ -7,9 +7,9 @@ pair. A kernel's lower bound is the largest of its GEMM time at the bf16 peak (s
 can fill), its HBM time and its SFU time; the sum over the kernels is set against the GEMM roofline of the passes a
 loss cannot avoid (``FLOOR_PASSES``). Grids include the column splits that ``_launch.column_splits`` chooses for 132
 SMs, and X = Y backwards their symmetric tiles. The L2 traffic (operand blocks per tile; the backward's atomics, and
-its dX read-modify-write per tile where the features are not resident) is listed but left out of the bound, having
-no measured bandwidth to divide by. An estimate from counts and peak rates, not a measurement: its purpose is to
-steer the design until a GPU measures it.
+its dX read-modify-write per tile where the features are not resident) is listed, and joins the bound only at an L2
+rate measured on a GPU (``python -m bench.l2``; no peak figure is published). An estimate from counts and peak
+rates, not a measurement: its purpose is to steer the design until a GPU measures it.
 """
 
 import inspect
@@ -160,7 +160,7 @@ def _traffic(name, launch, rows, dim):
     return 2 * rows * dim * (ELEMENT_BYTES + 4), tiles * per_tile + owned
 
 
-def _estimate(name, launch, rows, dim):
+def _estimate(name, launch, rows, dim, l2_bytes_per_s):
     compiled = compile_launch(launch, tuple(_launch.LAUNCH_CONFIG), 90)
     registers, _, spills = resource_usage(compiled, 90)
     shared = compiled.metadata.shared
@@ -180,16 +180,21 @@ def _estimate(name, launch, rows, dim):
         sfu_per_pair = sfu / (tile_elements / threads) * _tiles(name, launch, rows) * tile_elements / rows**2
     pairs = rows * rows
     bound_s = max(flops / (PEAK_FLOPS * sm_share), hbm / HBM_BYTES_PER_S, sfu_per_pair * pairs / (SFU_PER_S * sm_share))
+    if l2_bytes_per_s:  # measured with every SM streaming: a grid that fills fewer gets its share
+        bound_s = max(bound_s, l2 / (l2_bytes_per_s * sm_share))
     return Kernel(name, programs, registers, spills, shared, resident, programs / (SMS * resident), passes, hbm, l2,
                   sfu_per_pair, bound_s * 1e3)  # fmt: skip
 
 
-def report(rows, dim):
-    """Lines of the report for every reported loss at ``rows`` × ``dim``."""
+def report(rows, dim, l2_bytes_per_s=None):
+    """Lines of the report for every reported loss at ``rows`` × ``dim``; the L2 traffic in the bound at
+    ``l2_bytes_per_s`` if given."""
+    l2_rate = f"L2 {l2_bytes_per_s / 1e12:.1f} TB/s" if l2_bytes_per_s else "L2 traffic not in the bound"
     lines = [
         (
             f"Static estimate (no GPU): bf16, B = M = {rows}, D = {dim}, {SMS} SMs, {PEAK_FLOPS / 1e12:.0f} "
-            f"TFLOP/s, {HBM_BYTES_PER_S / 1e12:.1f} TB/s, launch {tuple(_launch.LAUNCH_CONFIG)} (warps, stages)"
+            f"TFLOP/s, HBM {HBM_BYTES_PER_S / 1e12:.1f} TB/s, {l2_rate}, launch {tuple(_launch.LAUNCH_CONFIG)} "
+            "(warps, stages)"
         ),
         (
             "| loss | kernel | programs | regs | spill B | smem KiB | CTAs/SM | waves | GEMM-passes | L2 GB | "
@@ -200,7 +205,7 @@ def report(rows, dim):
     summary = ["", "| loss | bound ms | GEMM roofline ms | % of roofline | L2 GB |", "|---|---:|---:|---:|---:|"]
     for loss_name in LABEL_LOSSES + TWO_TOWER_LOSSES:
         kernels = [
-            _estimate(name, launch, rows, dim)
+            _estimate(name, launch, rows, dim, l2_bytes_per_s)
             for engine_pass in engine_passes(loss_name)
             for name, launch in _plan(engine_pass, rows, dim)
         ]
