@@ -113,7 +113,7 @@ def main(argv=None):
 
     def on_row(row, rows, missing, rates):
         # Each row goes to the log and the JSON as it lands: a run cut short by a time limit keeps what it measured.
-        print(format_table([row]).splitlines()[1], flush=True)
+        print("measured:", format_table([row]).splitlines()[1], flush=True)
         save(rows, missing, rates)
 
     started = time.perf_counter()

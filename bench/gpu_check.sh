@@ -10,12 +10,12 @@
 # 3. benchmarks the GPU engines (bf16, D = 128 and 512, B = 4k..64k) and, at B = 4k and 16k, the peers that
 #    are installed (pytorch-metric-learning, torch.compile of the dense formula, Inf-CL for CLIP).
 # 4. times the Triton engine's atomic backward against its deterministic one (bf16, B = 16k, D = 128 and 512).
-# Each stage has its own time limit: the whole check ends within 10 minutes whatever happens (the limits add
-# up to 585 s), sooner when the build is quick. A benchmark stopped by its limit keeps the rows it measured (its
-# JSON is rewritten after each case). OUTDIR receives device.txt, l2.log, build.log, pytest-cuda.log,
-# compile-check.log, the benchmark JSON and PNG files, the bench-*.log files and summary.txt. Peers' wheels
-# (pure-Python ones: pytorch-metric-learning, inf-cl) can travel in a folder named by PAIRLOSS_WHEELS; they are
-# installed into a scratch folder, not into the machine's Python.
+# Each stage has its own time limit: the whole check ends within 10 minutes whatever happens (the limits add up to
+# 565 s, leaving half a minute for the steps between them), sooner when the build is quick. A benchmark stopped by
+# its limit keeps the rows it measured (its JSON is rewritten after each case). OUTDIR receives device.txt, l2.log,
+# build.log, pytest-cuda.log, compile-check.log, the benchmark JSON and PNG files, the bench-*.log files and
+# summary.txt. Peers' wheels (pure-Python ones: pytorch-metric-learning, inf-cl) can travel in a folder named by
+# PAIRLOSS_WHEELS; they are installed into a scratch folder, not into the machine's Python.
 set -uo pipefail
 mkdir -p "${1:?usage: bash bench/gpu_check.sh OUTDIR}"
 OUT="$(cd "$1" && pwd)"
@@ -29,7 +29,7 @@ stage() {  # stage NAME SECONDS LOG COMMAND...: run with a time limit, record it
   local name="$1" limit="$2" log="$3"
   shift 3
   note "$name: start (limit ${limit}s)"
-  timeout "$limit" "$@" >"$log" 2>&1
+  timeout -k 5 "$limit" "$@" >"$log" 2>&1
   local rc=$?
   note "$name: exit $rc$([ $rc -eq 124 ] && echo ' (time limit)')"
   [ $rc -eq 0 ] || STATUS=1
@@ -57,34 +57,37 @@ fi
 if ! stage build 150 "$OUT/build.log" env CI=1 MAX_JOBS="$(nproc)" "$PY" setup.py build_ext --inplace; then
   note "the extension did not build: the tests and benchmarks below run without the cpp backend"
 fi
-"$PY" -c 'import pairloss; print("backends on cuda:", pairloss.available_backends("cuda"))' 2>&1 | tee -a "$OUT/summary.txt"
+"$PY" -c 'import pairloss; print("backends on cuda:", pairloss.available_backends("cuda"))' 2>&1 |
+  tee -a "$OUT/summary.txt"
 
 # The same binder and cache key as a launch (_compile_check.compile_launch): the bf16 kernels of the benchmarks'
 # aligned batches (D = 128 and 512) are compiled here, in parallel, once.
-stage compile-check 70 "$OUT/compile-check.log" "$PY" -m pairloss.triton_engine._compile_check --arch 90 --all \
+stage compile-check 60 "$OUT/compile-check.log" "$PY" -m pairloss.triton_engine._compile_check --arch 90 --all \
   --match " bf16 " --jobs "$(nproc)"
 note "compile check: $(tail -1 "$OUT/compile-check.log")"
 # Serially, the Triton tests' own compilations could outlast the limit: about 100 Triton cases of several kernels,
 # each kernel ~0.5 s of one core to compile (Triton 3.6, on the 2-core CI machine).
+# (One inductor compile thread per worker: eight workers' default pools would oversubscribe the cores.)
 XDIST=()
-"$PY" -c 'import xdist' 2>/dev/null && XDIST=(-n 8)
-stage tests 130 "$OUT/pytest-cuda.log" "$PY" -m pytest -m cuda -q -rfEs -p no:cacheprovider "${XDIST[@]}" tests
+"$PY" -c 'import xdist' 2>/dev/null && XDIST=(-p xdist -n 8)
+stage tests 130 "$OUT/pytest-cuda.log" env TORCHINDUCTOR_COMPILE_THREADS=1 "$PY" -m pytest -m cuda -q -rfEs \
+  -p no:cacheprovider "${XDIST[@]}" tests
 note "tests: $(tail -1 "$OUT/pytest-cuda.log")"
 
 # The engines over the whole sweep, then the peers where they fit (dense peers grow with B²).
 stage bench-engines 100 "$OUT/bench-engines.log" "$PY" -m bench --device cuda --dtype bfloat16 --dim 128 512 \
   --batch 4096 16384 65536 --loss multi_similarity supcon triplet clip siglip --backend triton cpp \
   --repeats 5 --case-seconds 8 --out "$OUT" --name gpu-engines
-stage bench-peers 60 "$OUT/bench-peers.log" "$PY" -m bench --device cuda --dtype bfloat16 --dim 128 \
+stage bench-peers 55 "$OUT/bench-peers.log" "$PY" -m bench --device cuda --dtype bfloat16 --dim 128 \
   --batch 4096 16384 --loss multi_similarity supcon supcon_multi_label clip \
   --backend triton cpp pml torch.compile-dense inf-cl \
   --repeats 5 --case-seconds 8 --out "$OUT" --name gpu-peers
 # The Triton engine's two backward modes side by side: per-tile atomic blocks through L2, or S recomputed once more
 # (deterministic; with X = Y also over every tile, forward and backward, rather than half of them).
-stage bench-backward 55 "$OUT/bench-backward.log" "$PY" -m bench --device cuda --dtype bfloat16 --dim 128 512 \
+stage bench-backward 50 "$OUT/bench-backward.log" "$PY" -m bench --device cuda --dtype bfloat16 --dim 128 512 \
   --batch 16384 --loss multi_similarity supcon clip --backend triton triton-deterministic \
   --repeats 5 --case-seconds 4 --out "$OUT" --name gpu-backward
 grep -h "faster than" "$OUT"/bench-*.log | tee -a "$OUT/summary.txt"
-grep -h "pairloss-triton" "$OUT/bench-backward.log" | tee -a "$OUT/summary.txt"
+grep -hE "^[a-z_]+ +pairloss-triton" "$OUT/bench-backward.log" | tee -a "$OUT/summary.txt"  # the final table's rows
 note "done, status $STATUS"
 exit $STATUS

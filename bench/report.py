@@ -1,6 +1,7 @@
 """Results out: the terminal table, JSON rows with the machine's description, and log-log plots."""
 
 import json
+import os
 import platform
 import subprocess
 from datetime import datetime, timezone
@@ -99,7 +100,10 @@ def write_json(path, env, config, rows, missing, rates, ratios):
         **env, "config": config, "peak_gemm_flops_per_s_by_dtype_dim": rates, "missing_implementations": missing,
         "headline": ratios, "rows": rows,
     }  # fmt: skip
-    Path(path).write_text(json.dumps(payload, indent=1))
+    # Written aside and renamed over: a run stopped mid-write (the GPU check's time limits) leaves the last whole file.
+    partial = Path(f"{path}.partial")
+    partial.write_text(json.dumps(payload, indent=1))
+    os.replace(partial, path)
 
 
 def write_plots(directory, stem, rows, device_name):

@@ -39,7 +39,7 @@ def test_a_run_cut_short_keeps_its_rows(tmp_path, monkeypatch, capsys):
 
     def measure_or_stop(*args, **kwargs):
         if len(measured) == 2:
-            raise KeyboardInterrupt  # what the time limit's signal does to the sweep
+            raise KeyboardInterrupt  # a stop mid-sweep (the time limit's SIGTERM ends the process outright)
         measured.append(measure_case(*args, **kwargs))
         return measured[-1]
 
@@ -52,14 +52,14 @@ def test_a_run_cut_short_keeps_its_rows(tmp_path, monkeypatch, capsys):
     saved = json.loads((tmp_path / "cut.json").read_text())
     assert [row["B"] for row in saved["rows"]] == [16, 32]
     assert all(row["status"] == "ok" and row["fwd_bwd"]["median_ms"] > 0 for row in saved["rows"])
-    logged = [line for line in capsys.readouterr().out.splitlines() if line.startswith("multi_similarity")]
-    assert [line.split()[2] for line in logged] == ["16", "32"]
+    logged = [line for line in capsys.readouterr().out.splitlines() if line.startswith("measured: ")]
+    assert [line.split()[3] for line in logged] == ["16", "32"]
 
 
 def test_gpu_check_stages_fit_ten_minutes():
     """The GPU check is one command on a lent machine whose calls stop at 10 minutes: its stages' own time limits
-    must add up to less, and the script must parse."""
+    must add up to less, with half a minute left for the steps between them, and the script must parse."""
     script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
     limits = [int(match) for match in re.findall(r"\bstage [\w-]+ (\d+) \"", script.read_text())]
-    assert len(limits) == 7 and sum(limits) <= 585, limits
+    assert len(limits) == 7 and sum(limits) <= 570, limits
     subprocess.run(["bash", "-n", str(script)], check=True)

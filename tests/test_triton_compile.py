@@ -61,21 +61,66 @@ def test_jit_functions_assign_no_nested_tuples():
 
 
 def test_static_report_covers_every_reported_loss():
-    """``_compile_check --report B D --l2-tbps R``: the estimate compiles each loss's kernels for sm_90 and prints a
-    bound, no less than the GEMM roofline nor than its L2 traffic at R (1 TB/s: L2 GB ≤ bound ms)."""
+    """``_compile_check --report B D --l2-tbps READ ATOMIC``: the estimate compiles each loss's kernels for sm_90 and
+    prints a bound, no less than the GEMM roofline nor than its L2 traffic at those rates (1 TB/s: L2 GB ≤ bound
+    ms)."""
     env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
     result = subprocess.run(
-        [sys.executable, "-m", "pairloss.triton_engine._compile_check", "--report", "4096", "64", "--l2-tbps", "1"],
+        [sys.executable, "-m", "pairloss.triton_engine._compile_check", "--report", "4096", "64", "--l2-tbps", "1", "1"],
         check=False, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "L2 1.0 TB/s" in result.stdout.splitlines()[0]
+    assert "L2 reads 1.0 TB/s, atomics 1.0 TB/s" in result.stdout.splitlines()[0]
     summary = result.stdout.split("| loss | bound ms |")[1]
     for loss_name in ("multi_similarity_loss", "supcon_loss", "clip_loss", "siglip_loss", "triplet_margin_loss"):
         row = next(line for line in summary.splitlines() if line.startswith(f"| {loss_name} |"))
         bound_ms, roofline_ms, _, l2_gb = (float(cell) for cell in row.split("|")[2:6])
         assert 0 < roofline_ms <= bound_ms, row
         assert l2_gb - 0.05 <= bound_ms, row  # (L2 GB printed to 0.1)
+
+
+# Run without the interpreter: the JIT's binder over the launches of the compile check's aligned layouts (B = 2048),
+# then over the same launches at the GPU benchmarks' batch sizes; prints the kernels whose specialisation differs.
+SPECIALISATIONS = r"""
+from triton.backends.compiler import GPUTarget
+from triton.compiler import make_backend
+from triton.runtime.jit import create_function_from_signature
+from pairloss.triton_engine import _compile_check as cc
+backend = make_backend(GPUTarget("cuda", 90, 32))
+def keys(variant):
+    found = []
+    for launch in cc.launches(variant):
+        kernel = launch.kernel
+        binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+        found.append((cc.kernel_name(launch), str(binder(*launch.args, **launch.constexprs)[1])))
+    return found
+chosen = [v for v in cc.variants([90], True) if v.operands == "bf16" and v.layout in ("aligned", "wide")]
+compiled = {str(v): keys(v) for v in chosen}
+for rows in (4096, 16384, 65536):
+    cc.LAYOUTS["aligned"], cc.LAYOUTS["wide"] = (rows, rows, 128, True), (rows, rows, 512, True)
+    for v in chosen:
+        print(*(f"{rows} {v} {a[0]}" for a, b in zip(compiled[str(v)], keys(v)) if a != b), sep="\n")
+"""
+
+
+def test_compile_check_compiles_the_benchmarks_kernels():
+    """The GPU check compiles every bf16 variant ahead of time (B = 2048) so that the benchmarks, at B = 4k–64k, load
+    their kernels from Triton's cache: a batch size must not change how the JIT specialises a kernel (column split
+    counts equal to 1 or divisible by 16 did)."""
+    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", SPECIALISATIONS], check=False, env=env, capture_output=True,
+                            text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not result.stdout.strip(), result.stdout[:3000]
+
+
+@pytest.mark.parametrize("argv", [["--l2-tbps", "1", "1"], ["--report", "64", "16", "--l2-tbps", "0", "1"]])
+def test_l2_rates_need_the_report_and_positive_values(argv, capsys):
+    from pairloss.triton_engine._compile_check import main
+
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert "--l2-tbps takes two positive rates" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(backends.unavailable_reason("triton", "cpu") is not None, reason="needs the interpreter")

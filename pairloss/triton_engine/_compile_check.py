@@ -51,9 +51,8 @@ OPERANDS = {"bf16": (torch.bfloat16, False), "fp16": (torch.float16, False), "fp
 # Layouts: (rows, references, features, aligned). Aligned: contiguous, sizes and pointers multiples of 16 (the
 # JIT marks them divisible). Otherwise: odd sizes, X transposed and both operands offset by one element; the
 # launchers copy such rows padded to 48 aligned features (``_launch._operand``), so the kernels see odd batch
-# sizes and zero-padded features. Batches large enough that each
-# column split of 132 SMs streams more than one tile: a loop of one trip is a specialisation of its own (the JIT
-# makes an int equal to 1 a constant) and compiles to other code.
+# sizes and zero-padded features. The kernels do not specialise on their split sizes, so these batches compile the
+# kernels of every batch whose sizes (and strides) are, or are not, multiples of 16 alike.
 LAYOUTS = {"aligned": (2048, 2048, 128, True), "odd": (1501, 1499, 33, False), "wide": (2048, 2048, 512, True)}
 PRIMARY = ("bf16", "aligned")
 # What the default run compiles beyond the primary operands and layout for every pass: every operand kind
@@ -245,16 +244,22 @@ def main(argv=None):
         help="print the static performance estimate at B rows and D features (bf16) and exit",
     )
     parser.add_argument(
-        "--l2-tbps", type=float, help="with --report: the L2 rate in TB/s (python -m bench.l2 on a GPU) for its bound"
+        "--l2-tbps",
+        nargs=2,
+        type=float,
+        metavar=("READ", "ATOMIC"),
+        help="with --report: the L2 read and atomic-add rates in TB/s (python -m bench.l2 on the GPU) for its bound",
     )
     options = parser.parse_args(argv)
+    if options.l2_tbps and (not options.report or min(options.l2_tbps) <= 0):
+        parser.error("--l2-tbps takes two positive rates, and goes with --report")
     if _launch.INTERPRETED:
         sys.exit("unset TRITON_INTERPRET: under the interpreter there is nothing to compile")
     if options.report:
-        from ._report import report  # imports this module: loaded on demand
+        from ._report import L2Rates, report  # imports this module: loaded on demand
 
-        l2_rate = options.l2_tbps * 1e12 if options.l2_tbps else None
-        print("\n".join(report(*options.report, l2_rate)))
+        l2_rates = L2Rates(*(rate * 1e12 for rate in options.l2_tbps)) if options.l2_tbps else None
+        print("\n".join(report(*options.report, l2_rates)))
         return
     todo = [v for v in variants(options.arch or [90], options.all) if options.match in str(v)]
     if options.list:

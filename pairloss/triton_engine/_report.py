@@ -6,10 +6,11 @@ FLOPs, bytes, and the SFU operations (``ex2``/``lg2``/``sqrt``/``rcp`` in the PT
 pair. A kernel's lower bound is the largest of its GEMM time at the bf16 peak (scaled by the share of SMs its grid
 can fill), its HBM time and its SFU time; the sum over the kernels is set against the GEMM roofline of the passes a
 loss cannot avoid (``FLOOR_PASSES``). Grids include the column splits that ``_launch.column_splits`` chooses for 132
-SMs, and X = Y backwards their symmetric tiles. The L2 traffic (operand blocks per tile; the backward's atomics, and
-its dX read-modify-write per tile where the features are not resident) is listed, and joins the bound only at an L2
-rate measured on a GPU (``python -m bench.l2``; no peak figure is published). An estimate from counts and peak
-rates, not a measurement: its purpose is to steer the design until a GPU measures it.
+SMs, and X = Y backwards their symmetric tiles. The L2 traffic (operand blocks read per tile; the backward's atomic
+sums, and its dX read-modify-write per tile where the features are not resident) is listed, and joins the bound only
+at L2 rates measured on a GPU (``python -m bench.l2``: no peak figure is published), reads and atomic sums each at
+their own. An estimate from counts and peak rates, not a measurement: its purpose is to steer the design until a GPU
+measures it.
 """
 
 import inspect
@@ -51,6 +52,21 @@ LABEL_LOSSES = ("multi_similarity_loss", "supcon_loss", "ntxent_loss", "contrast
 TWO_TOWER_LOSSES = ("clip_loss", "siglip_loss")
 
 
+class L2Rates(NamedTuple):
+    """A GPU's L2 rates in bytes per second, as ``python -m bench.l2`` measures them."""
+
+    read: float
+    atomic_add: float  # bytes of atomic traffic (8 per fp32 element added: the read and the write)
+
+
+class Traffic(NamedTuple):
+    """Bytes one launch moves."""
+
+    hbm: float
+    l2_reads: float
+    l2_atomics: float
+
+
 class Kernel(NamedTuple):
     """One launch of the estimate: what it is, its compiled resources and its counted work."""
 
@@ -63,7 +79,8 @@ class Kernel(NamedTuple):
     waves: float
     gemm_passes: float
     hbm_bytes: float
-    l2_bytes: float
+    l2_read_bytes: float  # operand blocks
+    l2_atomic_bytes: float  # fp32 gradient blocks added in L2, read and write counted
     sfu_per_pair: float
     bound_ms: float
 
@@ -134,33 +151,32 @@ def _tiles(name, launch, rows):
 
 
 def _traffic(name, launch, rows, dim):
-    """(HBM bytes, L2 bytes) of one launch. HBM: the operands once, the backward's fp32 dX and dY once, the init
-    and merge kernels' per-row states. L2: per tile the X and Y blocks (the forward's X block once per program when
-    the features are one chunk; twice in the backward: the recomputed S, then the gradient products) and the
-    backward's atomic add of its dY block (symmetric: of the mirrored rows' dX block); without resident features
-    also an atomic add (or read-modify-write) of its dX block; with them one dX block per program at its end."""
+    """The ``Traffic`` of one launch. HBM: the operands once, the backward's fp32 dX and dY once, the init and merge
+    kernels' per-row states. L2 reads: per tile the X and Y blocks (the forward's X block once per program when the
+    features are one chunk; twice in the backward: the recomputed S, then the gradient products). L2 atomics: the
+    backward's atomic add of its dY block per tile (symmetric: of the mirrored rows' dX block); without resident
+    features also of its dX block (or a read-modify-write); with them one dX block per program at its end."""
     c = launch.constexprs
     if name == "init":
-        return 4 * rows * 4, 0
+        return Traffic(4 * rows * 4, 0, 0)
     if name == "merge":
         splits = launch.args[3]
-        return (splits + 1) * 4 * rows * 4, 0
+        return Traffic((splits + 1) * 4 * rows * 4, 0, 0)
     tiles = _tiles(name, launch, rows)
     programs = launch.grid[0] * launch.grid[1]
     operands = (c["BLOCK_M"] + c["BLOCK_N"]) * dim * ELEMENT_BYTES
     if name == "forward":
         if c["ONE_CHUNK"]:  # the row block once per program
-            return 2 * rows * dim * ELEMENT_BYTES, tiles * c["BLOCK_N"] * dim * ELEMENT_BYTES + programs * (
-                c["BLOCK_M"] * dim * ELEMENT_BYTES
-            )
-        return 2 * rows * dim * ELEMENT_BYTES, tiles * operands
+            reads = tiles * c["BLOCK_N"] * dim * ELEMENT_BYTES + programs * c["BLOCK_M"] * dim * ELEMENT_BYTES
+            return Traffic(2 * rows * dim * ELEMENT_BYTES, reads, 0)
+        return Traffic(2 * rows * dim * ELEMENT_BYTES, tiles * operands, 0)
     resident = c["OWNED_D"] > 0
-    per_tile = 2 * operands + c["BLOCK_N"] * dim * 8 + (0 if resident else c["BLOCK_M"] * dim * 8)
-    owned = programs * c["BLOCK_M"] * dim * 4 if resident else 0
-    return 2 * rows * dim * (ELEMENT_BYTES + 4), tiles * per_tile + owned
+    atomic_rows = c["BLOCK_N"] + (0 if resident else c["BLOCK_M"])  # fp32 rows added per tile, 8 bytes a feature
+    owned = programs * c["BLOCK_M"] * dim * 8 if resident else 0
+    return Traffic(2 * rows * dim * (ELEMENT_BYTES + 4), tiles * 2 * operands, tiles * atomic_rows * dim * 8 + owned)
 
 
-def _estimate(name, launch, rows, dim, l2_bytes_per_s):
+def _estimate(name, launch, rows, dim, l2_rates):
     compiled = compile_launch(launch, tuple(_launch.LAUNCH_CONFIG), 90)
     registers, _, spills = resource_usage(compiled, 90)
     shared = compiled.metadata.shared
@@ -168,7 +184,7 @@ def _estimate(name, launch, rows, dim, l2_bytes_per_s):
     resident = min(REGISTERS_PER_SM // max(registers * threads, 1), SHARED_PER_SM // shared if shared else 32, 32)
     programs = launch.grid[0] * (launch.grid[1] if len(launch.grid) > 1 else 1)
     sm_share = min(1.0, programs / SMS)
-    hbm, l2 = _traffic(name, launch, rows, dim)
+    traffic = _traffic(name, launch, rows, dim)
     # GEMMs per tile: S, or S and the two gradient products; a pass is one B × B × D product.
     tile_elements = launch.constexprs["BLOCK_M"] * launch.constexprs["BLOCK_N"] if _tiles(name, launch, rows) else 0
     flops = {"forward": 1, "backward": 3}.get(name, 0) * _tiles(name, launch, rows) * tile_elements * 2.0 * dim
@@ -179,17 +195,23 @@ def _estimate(name, launch, rows, dim, l2_bytes_per_s):
         sfu = sum(len(re.findall(rf"\b{re.escape(op)}\b", compiled.asm["ptx"])) for op in SFU_OPS)
         sfu_per_pair = sfu / (tile_elements / threads) * _tiles(name, launch, rows) * tile_elements / rows**2
     pairs = rows * rows
-    bound_s = max(flops / (PEAK_FLOPS * sm_share), hbm / HBM_BYTES_PER_S, sfu_per_pair * pairs / (SFU_PER_S * sm_share))
-    if l2_bytes_per_s:  # measured with every SM streaming: a grid that fills fewer gets its share
-        bound_s = max(bound_s, l2 / (l2_bytes_per_s * sm_share))
-    return Kernel(name, programs, registers, spills, shared, resident, programs / (SMS * resident), passes, hbm, l2,
-                  sfu_per_pair, bound_s * 1e3)  # fmt: skip
+    bound_s = max(
+        flops / (PEAK_FLOPS * sm_share), traffic.hbm / HBM_BYTES_PER_S, sfu_per_pair * pairs / (SFU_PER_S * sm_share)
+    )
+    if l2_rates:  # measured with every SM streaming: a grid that fills fewer gets its share
+        l2_s = traffic.l2_reads / l2_rates.read + traffic.l2_atomics / l2_rates.atomic_add
+        bound_s = max(bound_s, l2_s / sm_share)
+    return Kernel(name, programs, registers, spills, shared, resident, programs / (SMS * resident), passes,
+                  traffic.hbm, traffic.l2_reads, traffic.l2_atomics, sfu_per_pair, bound_s * 1e3)  # fmt: skip
 
 
-def report(rows, dim, l2_bytes_per_s=None):
+def report(rows, dim, l2_rates=None):
     """Lines of the report for every reported loss at ``rows`` × ``dim``; the L2 traffic in the bound at
-    ``l2_bytes_per_s`` if given."""
-    l2_rate = f"L2 {l2_bytes_per_s / 1e12:.1f} TB/s" if l2_bytes_per_s else "L2 traffic not in the bound"
+    ``l2_rates`` (``L2Rates``) if given."""
+    if l2_rates:
+        l2_rate = f"L2 reads {l2_rates.read / 1e12:.1f} TB/s, atomics {l2_rates.atomic_add / 1e12:.1f} TB/s"
+    else:
+        l2_rate = "L2 traffic not in the bound"
     lines = [
         (
             f"Static estimate (no GPU): bf16, B = M = {rows}, D = {dim}, {SMS} SMs, {PEAK_FLOPS / 1e12:.0f} "
@@ -205,7 +227,7 @@ def report(rows, dim, l2_bytes_per_s=None):
     summary = ["", "| loss | bound ms | GEMM roofline ms | % of roofline | L2 GB |", "|---|---:|---:|---:|---:|"]
     for loss_name in LABEL_LOSSES + TWO_TOWER_LOSSES:
         kernels = [
-            _estimate(name, launch, rows, dim, l2_bytes_per_s)
+            _estimate(name, launch, rows, dim, l2_rates)
             for engine_pass in engine_passes(loss_name)
             for name, launch in _plan(engine_pass, rows, dim)
         ]
@@ -213,11 +235,11 @@ def report(rows, dim, l2_bytes_per_s=None):
             lines.append(
                 f"| {loss_name} | {k.name} | {k.programs} | {k.registers} | {k.spill_bytes} | "
                 f"{k.shared_bytes / 1024:.0f} | {k.resident} | {k.waves:.2f} | {k.gemm_passes:.2g} | "
-                f"{k.l2_bytes / 1e9:.1f} | {k.sfu_per_pair:.1f} | {k.bound_ms:.3g} |"
+                f"{(k.l2_read_bytes + k.l2_atomic_bytes) / 1e9:.1f} | {k.sfu_per_pair:.1f} | {k.bound_ms:.3g} |"
             )
         bound = sum(k.bound_ms for k in kernels)
         floor_passes = FLOOR_PASSES["two_tower" if loss_name in TWO_TOWER_LOSSES else loss_name]
         roofline = floor_passes * 2.0 * rows * rows * dim / PEAK_FLOPS * 1e3
-        l2 = sum(k.l2_bytes for k in kernels) / 1e9
+        l2 = sum(k.l2_read_bytes + k.l2_atomic_bytes for k in kernels) / 1e9
         summary.append(f"| {loss_name} | {bound:.3g} | {roofline:.3g} | {100 * roofline / bound:.0f} | {l2:.1f} |")
     return lines + summary
