@@ -119,8 +119,9 @@ def _defaults(loss_name):
 
 
 def _plan(engine_pass, rows, dim):
-    """(name, launch) of a pass's forward kernels and, for a LOSS pass, its atomic backward, for CUDA at
-    rows × rows × dim in bf16."""
+    """(name, launch) of a pass's forward kernels and, for a LOSS pass, its backward, for CUDA at rows × rows × dim
+    in bf16: the atomic one, or (``PAIRLOSS_DETERMINISTIC=1``, as the engine reads it) the deterministic row and
+    column launches, with the forward that mode runs (no shared symmetric sweep)."""
     loss, stats_pass, mask, self_pairs, symmetric = engine_pass
     x = torch.zeros(rows, dim, dtype=torch.bfloat16)
     labels = torch.zeros(rows, dtype=torch.int64)
@@ -135,7 +136,7 @@ def _plan(engine_pass, rows, dim):
     if not stats_pass:
         _, grads = _launch.grad_launches(
             *inputs, values, torch.zeros(4, rows), scale, bias, tile_bits, loss, mask, self_pairs, 0, params, "cuda",
-            False, symmetric=symmetric, atomic=True,
+            False, symmetric=symmetric, atomic=not _launch.deterministic(),
         )  # fmt: skip
         found += [("backward", grad) for grad in grads]
     return found
@@ -155,7 +156,9 @@ def _traffic(name, launch, rows, dim):
     kernels' per-row states. L2 reads: per tile the X and Y blocks (the forward's X block once per program when the
     features are one chunk; twice in the backward: the recomputed S, then the gradient products). L2 atomics: the
     backward's atomic add of its dY block per tile (symmetric: of the mirrored rows' dX block); without resident
-    features also of its dX block (or a read-modify-write); with them one dX block per program at its end."""
+    features also of its dX block; with them one dX block per program at its end. The deterministic backward's
+    launches (no atomics) each read the streamed block once more for their one product, and without resident
+    features read and write their owned fp32 block per tile; each writes one of dX and dY to HBM."""
     c = launch.constexprs
     if name == "init":
         return Traffic(4 * rows * 4, 0, 0)
@@ -171,6 +174,12 @@ def _traffic(name, launch, rows, dim):
             return Traffic(2 * rows * dim * ELEMENT_BYTES, reads, 0)
         return Traffic(2 * rows * dim * ELEMENT_BYTES, tiles * operands, 0)
     resident = c["OWNED_D"] > 0
+    if not c["ATOMIC"]:  # one owned and one streamed block per tile (BLOCK_M = BLOCK_N): S, then one product
+        streamed = c["BLOCK_N"] * dim * ELEMENT_BYTES
+        owned_updates = 0 if resident else c["BLOCK_M"] * dim * 8
+        return Traffic(
+            2 * rows * dim * ELEMENT_BYTES + rows * dim * 4, tiles * (operands + streamed + owned_updates), 0
+        )
     atomic_rows = c["BLOCK_N"] + (0 if resident else c["BLOCK_M"])  # fp32 rows added per tile, 8 bytes a feature
     owned = programs * c["BLOCK_M"] * dim * 8 if resident else 0
     return Traffic(2 * rows * dim * (ELEMENT_BYTES + 4), tiles * 2 * operands, tiles * atomic_rows * dim * 8 + owned)
@@ -185,9 +194,11 @@ def _estimate(name, launch, rows, dim, l2_rates):
     programs = launch.grid[0] * (launch.grid[1] if len(launch.grid) > 1 else 1)
     sm_share = min(1.0, programs / SMS)
     traffic = _traffic(name, launch, rows, dim)
-    # GEMMs per tile: S, or S and the two gradient products; a pass is one B × B × D product.
+    # GEMMs per tile: S; in the backward also both gradient products (atomic) or one (deterministic). A pass is one
+    # B × B × D product.
     tile_elements = launch.constexprs["BLOCK_M"] * launch.constexprs["BLOCK_N"] if _tiles(name, launch, rows) else 0
-    flops = {"forward": 1, "backward": 3}.get(name, 0) * _tiles(name, launch, rows) * tile_elements * 2.0 * dim
+    gemms = {"forward": 1, "backward": 3 if launch.constexprs.get("ATOMIC") else 2}.get(name, 0)
+    flops = gemms * _tiles(name, launch, rows) * tile_elements * 2.0 * dim
     passes = flops / (2.0 * rows * rows * dim)
     sfu_per_pair = 0.0
     if tile_elements:
@@ -216,7 +227,7 @@ def report(rows, dim, l2_rates=None):
         (
             f"Static estimate (no GPU): bf16, B = M = {rows}, D = {dim}, {SMS} SMs, {PEAK_FLOPS / 1e12:.0f} "
             f"TFLOP/s, HBM {HBM_BYTES_PER_S / 1e12:.1f} TB/s, {l2_rate}, launch {tuple(_launch.LAUNCH_CONFIG)} "
-            "(warps, stages)"
+            f"(warps, stages), {'deterministic' if _launch.deterministic() else 'atomic'} backward"
         ),
         (
             "| loss | kernel | programs | regs | spill B | smem KiB | CTAs/SM | waves | GEMM-passes | L2 GB | "
