@@ -20,6 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .measure import time_call
+
 BLOCK = 2048  # fp32 elements per program per step: four 16-byte loads per thread at 4 warps, two at 8
 PROGRAMS_PER_SM = (2, 4, 8)
 WARPS = (4, 8)
@@ -62,24 +64,15 @@ def add_atomically(source, target, programs, passes, num_warps=4):
     _atomic_add_kernel[(programs,)](source, target, source.numel(), passes, BLOCK=BLOCK, num_warps=num_warps)
 
 
-def _best_seconds(run, warmup=3, repeats=5):
-    """The shortest of ``repeats`` timed runs, after ``warmup`` (compilation, buffers into L2, clocks up)."""
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        run()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return min(times)
+def _best_seconds(run, device):
+    """The shortest of 5 timed runs, after 3 untimed ones (compilation, buffers into L2, clocks up)."""
+    return time_call(run, device, repeats=5, warmup=3, keep_l2=True)["min_ms"] / 1e3
 
 
 def l2_rates(device="cuda"):
     """{"read": bytes/s, "atomic_add": bytes/s, "buffer_bytes": …} on ``device`` (CUDA): the best over the grid
     sizes and warp counts tried."""
+    device = torch.device(device)
     properties = torch.cuda.get_device_properties(device)
     # Whole blocks for every grid tried (no program streams more than another), within a quarter of the L2 (8.6 MB
     # on an H100/H200: the atomic kernel's two buffers fit their 50-60 MB).
@@ -93,8 +86,8 @@ def l2_rates(device="cuda"):
         programs = per_sm * properties.multi_processor_count
         sums = torch.empty(programs, BLOCK, dtype=torch.float32, device=device)
         for warps in WARPS:
-            read_s = _best_seconds(functools.partial(read_sums, source, sums, passes, warps))
-            atomic_s = _best_seconds(functools.partial(add_atomically, source, target, programs, passes, warps))
+            read_s = _best_seconds(functools.partial(read_sums, source, sums, passes, warps), device)
+            atomic_s = _best_seconds(functools.partial(add_atomically, source, target, programs, passes, warps), device)
             read = max(read, passes * count * 4 / read_s)
             atomic_add = max(atomic_add, passes * count * 8 / atomic_s)
     return {"read": read, "atomic_add": atomic_add, "buffer_bytes": count * 4}

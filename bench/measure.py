@@ -34,14 +34,15 @@ def _do_bench(function, repeats, warmup):
     return do_bench(function, warmup=warmup, rep=max(repeats, 1), return_mode="all")
 
 
-def time_call(function, device, repeats, warmup=1, setup=None):
+def time_call(function, device, repeats, warmup=1, setup=None, keep_l2=False):
     """Median and spread (min, max) in milliseconds of ``function()``, after ``warmup`` untimed calls.
 
     ``setup`` runs untimed before each call (e.g. the forward pass whose backward is being timed). On CUDA without
     a setup, ``triton.testing.do_bench`` times it (L2 flushed between runs; ``repeats`` and ``warmup`` are then its
-    time budgets in ms, at least that many runs of a call that takes a millisecond or more).
+    time budgets in ms, at least that many runs of a call that takes a millisecond or more), unless ``keep_l2``
+    (what the call reads stays in L2: CUDA events around each of ``repeats`` calls).
     """
-    if device.type == "cuda" and setup is None:
+    if device.type == "cuda" and setup is None and not keep_l2:
         samples = _do_bench(function, repeats * 10, warmup * 10)
         return {"median_ms": statistics.median(samples), "min_ms": min(samples), "max_ms": max(samples),
                 "n": len(samples)}  # fmt: skip

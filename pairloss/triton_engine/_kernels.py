@@ -96,10 +96,9 @@ def _split_range(split, tiles_per_split, num_tiles):
     return first, tl.minimum(first + tiles_per_split, num_tiles)
 
 
-# The own-column offset changes with every batch of a memory bank: one compiled kernel for all its values.
-# Neither the own-column offset nor the tiles per split is specialised on (by default the JIT compiles other code
-# for an int equal to 1 or divisible by 16): one compiled kernel serves every batch size of one shape class, so
-# that the GPU check's ahead-of-time compile (_compile_check) covers the benchmarks' batches.
+# Not specialised on (by default the JIT compiles other code for an int equal to 1 or divisible by 16): the
+# own-column offset, which changes with every batch of a memory bank, and the tiles per split, which change with the
+# batch size, so that the GPU check's ahead-of-time compile (_compile_check) covers the benchmarks' batches.
 @triton.jit(do_not_specialize=["own_offset", "tiles_per_split"])
 def pair_rows_kernel(
     x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, row_vec_ptr, col_vec_ptr, stats_ptr,

@@ -84,6 +84,10 @@ class Kernel(NamedTuple):
     sfu_per_pair: float
     bound_ms: float
 
+    @property
+    def l2_bytes(self):
+        return self.l2_read_bytes + self.l2_atomic_bytes
+
 
 def engine_passes(loss_name):
     """The ``pairloss::pair_rows`` calls (EnginePass) of one forward, recorded on a small batch."""
@@ -246,11 +250,11 @@ def report(rows, dim, l2_rates=None):
             lines.append(
                 f"| {loss_name} | {k.name} | {k.programs} | {k.registers} | {k.spill_bytes} | "
                 f"{k.shared_bytes / 1024:.0f} | {k.resident} | {k.waves:.2f} | {k.gemm_passes:.2g} | "
-                f"{(k.l2_read_bytes + k.l2_atomic_bytes) / 1e9:.1f} | {k.sfu_per_pair:.1f} | {k.bound_ms:.3g} |"
+                f"{k.l2_bytes / 1e9:.1f} | {k.sfu_per_pair:.1f} | {k.bound_ms:.3g} |"
             )
         bound = sum(k.bound_ms for k in kernels)
         floor_passes = FLOOR_PASSES["two_tower" if loss_name in TWO_TOWER_LOSSES else loss_name]
         roofline = floor_passes * 2.0 * rows * rows * dim / PEAK_FLOPS * 1e3
-        l2 = sum(k.l2_read_bytes + k.l2_atomic_bytes for k in kernels) / 1e9
+        l2 = sum(k.l2_bytes for k in kernels) / 1e9
         summary.append(f"| {loss_name} | {bound:.3g} | {roofline:.3g} | {100 * roofline / bound:.0f} | {l2:.1f} |")
     return lines + summary
