@@ -64,7 +64,8 @@ def parse_args(argv):
     parser.add_argument(
         "--backend",
         nargs="+",
-        help="implementations: reference, cpp, triton, triton-deterministic (CUDA), pml, torch.compile-dense, inf-cl",
+        help="implementations: reference, cpp, triton, triton-deterministic, triton-symmetric (CUDA), pml, "
+        "torch.compile-dense, inf-cl",
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present, else cpu")
     parser.add_argument("--dtype", nargs="+", choices=sorted(DTYPES))

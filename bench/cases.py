@@ -123,8 +123,12 @@ class Implementation:
 
 
 # PAIRLOSS_DETERMINISTIC=1 while held (restored after): the Triton engine's atomic-free backward (two launches,
-# each recomputing S, accumulators in registers) instead of the atomic one (per-tile atomic dY/dX blocks).
+# each recomputing S, accumulators in registers; X = Y on resident rows the mirrored launch, unsplit) instead of the
+# atomic one (per-tile atomic dY blocks, and column splits).
 _deterministic_backward = functools.partial(mock.patch.dict, os.environ, {"PAIRLOSS_DETERMINISTIC": "1"})
+# PAIRLOSS_MIRRORED_BACKWARD=0 while held: X = Y on resident rows, the symmetric backward (half the tiles, both row
+# blocks' dX added atomically per tile) instead of the mirrored one (every tile, dX in registers).
+_symmetric_backward = functools.partial(mock.patch.dict, os.environ, {"PAIRLOSS_MIRRORED_BACKWARD": "0"})
 
 
 def implementations(loss, device, wanted=None):
@@ -140,10 +144,14 @@ def implementations(loss, device, wanted=None):
         else:
             found.append(Implementation(name, lambda lv, r, b=backend: loss.call(lv, r, b), backend == "reference"))
             if backend == "triton" and device.type == "cuda":
-                # Which mode is faster on a GPU is open: the atomic backward moves a 64 × D fp32 block through L2
-                # per tile, the deterministic one recomputes S once more instead (and with X = Y runs forward and
-                # backward over every tile, not half of them).
-                found.append(Implementation(f"{name}-deterministic", found[-1].run, False, _deterministic_backward))
+                # Which backward is faster on a GPU is open. Two towers: the atomic one moves a 64 × D fp32 dY block
+                # through L2 per tile, the deterministic one recomputes S once more instead. X = Y: the mirrored one
+                # (both modes) does 2 GEMM-passes with no atomics, the symmetric one 1.5 with both dX blocks added
+                # atomically per tile.
+                run = found[-1].run
+                found.append(Implementation(f"{name}-deterministic", run, False, _deterministic_backward))
+                if loss.towers == 1:
+                    found.append(Implementation(f"{name}-symmetric", run, False, _symmetric_backward))
     pml = _pml_loss(loss.name)
     if pml is not None:
         found.append(Implementation("pml", pml, True))

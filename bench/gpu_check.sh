@@ -9,7 +9,8 @@
 #    in fp32/fp16/bf16, opcheck, torch.compile), spread over 8 processes when pytest-xdist is installed,
 # 3. benchmarks the GPU engines (bf16, D = 128 and 512, B = 4k..64k) and, at B = 4k and 16k, the peers that
 #    are installed (pytorch-metric-learning, torch.compile of the dense formula, Inf-CL for CLIP).
-# 4. times the Triton engine's atomic backward against its deterministic one (bf16, B = 16k, D = 128 and 512).
+# 4. times the Triton engine's backwards side by side: atomic, deterministic and (X = Y) symmetric (bf16, B = 16k,
+#    D = 128 and 512; multi-similarity and CLIP).
 # Each stage has its own time limit: the whole check ends within 10 minutes whatever happens (the limits add up to
 # 565 s, leaving half a minute for the steps between them), sooner when the build is quick. A benchmark stopped by
 # its limit keeps the rows it measured (its JSON is rewritten after each case). OUTDIR receives device.txt, l2.log,
@@ -82,10 +83,11 @@ stage bench-peers 55 "$OUT/bench-peers.log" "$PY" -m bench --device cuda --dtype
   --batch 4096 16384 --loss multi_similarity supcon supcon_multi_label clip \
   --backend triton cpp pml torch.compile-dense inf-cl \
   --repeats 5 --case-seconds 8 --out "$OUT" --name gpu-peers
-# The Triton engine's two backward modes side by side: per-tile atomic blocks through L2, or S recomputed once more
-# (deterministic; with X = Y also over every tile, forward and backward, rather than half of them).
+# The Triton engine's backwards side by side: atomic (two towers: a dY block through L2 per tile; X = Y: the mirrored
+# backward, no per-tile atomics, 2 GEMM-passes), deterministic (S recomputed once more; X = Y: the mirrored one
+# unsplit, forward over every tile) and, X = Y, the symmetric one (1.5 passes, both dX blocks atomic per tile).
 stage bench-backward 50 "$OUT/bench-backward.log" "$PY" -m bench --device cuda --dtype bfloat16 --dim 128 512 \
-  --batch 16384 --loss multi_similarity supcon clip --backend triton triton-deterministic \
+  --batch 16384 --loss multi_similarity clip --backend triton triton-deterministic triton-symmetric \
   --repeats 5 --case-seconds 4 --out "$OUT" --name gpu-backward
 grep -h "faster than" "$OUT"/bench-*.log | tee -a "$OUT/summary.txt"
 grep -hE "^[a-z_]+ +pairloss-triton" "$OUT/bench-backward.log" | tee -a "$OUT/summary.txt"  # the final table's rows

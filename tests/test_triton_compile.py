@@ -60,20 +60,22 @@ def test_jit_functions_assign_no_nested_tuples():
     assert not nested, nested
 
 
-@pytest.mark.parametrize("backward", ["atomic", "deterministic"])
-def test_static_report_covers_every_reported_loss(backward):
+@pytest.mark.parametrize("backward,x_is_y", [("atomic", "mirrored"), ("deterministic", "symmetric")])
+def test_static_report_covers_every_reported_loss(backward, x_is_y):
     """``_compile_check --report B D --l2-tbps READ ATOMIC``: the estimate compiles each loss's kernels for sm_90 and
     prints a bound, no less than the GEMM roofline nor than its L2 traffic at those rates (1 TB/s: L2 GB ≤ bound
-    ms); with ``PAIRLOSS_DETERMINISTIC=1``, of the deterministic backward."""
+    ms); with ``PAIRLOSS_DETERMINISTIC=1``, of the deterministic backward, and with ``PAIRLOSS_MIRRORED_BACKWARD=0``
+    of the X = Y backward without the mirrored launch (deterministic: a row and a column launch)."""
     env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
     env["PAIRLOSS_DETERMINISTIC"] = "1" if backward == "deterministic" else "0"
+    env["PAIRLOSS_MIRRORED_BACKWARD"] = "1" if x_is_y == "mirrored" else "0"
     result = subprocess.run(
         [sys.executable, "-m", "pairloss.triton_engine._compile_check", "--report", "4096", "64", "--l2-tbps", "1", "1"],
         check=False, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "L2 reads 1.0 TB/s, atomics 1.0 TB/s" in result.stdout.splitlines()[0]
-    assert result.stdout.splitlines()[0].endswith(f"{backward} backward")
+    assert result.stdout.splitlines()[0].endswith(f"{backward} backward, X = Y {x_is_y}")
     summary = result.stdout.split("| loss | bound ms |")[1]
     for loss_name in ("multi_similarity_loss", "supcon_loss", "clip_loss", "siglip_loss", "triplet_margin_loss"):
         row = next(line for line in summary.splitlines() if line.startswith(f"| {loss_name} |"))

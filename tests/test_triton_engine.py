@@ -405,13 +405,17 @@ def _op_args(loss, rows=19, cols=21, dim=5, device=DEVICE):
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("dim", [6, 100], ids=["resident_rows", "wide_rows"])
 @pytest.mark.parametrize("deterministic", [True, False])
-def test_every_launch_is_the_kernel_itself_with_the_one_launch_config(monkeypatch, deterministic):
+def test_every_launch_is_the_kernel_itself_with_its_launch_config(monkeypatch, deterministic, dim):
     """No autotuner between the launchers and the kernels: an autotuner reruns a kernel while it benchmarks and
     resets its outputs, and on the deterministic backward's column launch it zeroed the dX the row launch had
-    written. Forward and backward launch with the same LAUNCH_CONFIG. Default mode, X = Y: both forward passes
-    run over half the tiles into an atomically combined state, the backward in one symmetric launch."""
-    from pairloss.triton_engine import _launch
+    written. Every kernel launches with LAUNCH_CONFIG but the backward on resident rows (RESIDENT_CONFIG: its stages
+    alone differ). Default mode, X = Y: both forward passes run over half the tiles into an atomically combined state.
+    The backward, X = Y: rows that fit a resident block (fp32 D = 6 under the interpreter) one mirrored launch in
+    either mode; wider rows (D = 100; exact fp32 on CUDA) one symmetric launch, or deterministic a dX launch, then
+    a dY launch."""
+    from pairloss.triton_engine import _ids, _launch
 
     launches = []
 
@@ -429,14 +433,18 @@ def test_every_launch_is_the_kernel_itself_with_the_one_launch_config(monkeypatc
     for name in ("init_shared_kernel", "pair_rows_kernel", "merge_splits_kernel", "pair_grad_kernel"):
         monkeypatch.setattr(_launch, name, Recorder(name, getattr(_launch, name)))
     monkeypatch.setenv("PAIRLOSS_DETERMINISTIC", "1" if deterministic else "0")
-    x, labels = _towers(20, 20, 6, device=DEVICE)[0].requires_grad_(), torch.arange(20, device=DEVICE) % 4
+    x, labels = _towers(20, 20, dim, device=DEVICE)[0].requires_grad_(), torch.arange(20, device=DEVICE) % 4
     pairloss.multi_similarity_loss(x, labels, backend="triton").backward()
-    config = tuple(_launch.LAUNCH_CONFIG)
+    config, resident_config = tuple(_launch.LAUNCH_CONFIG), tuple(_launch.RESIDENT_CONFIG)
+    assert resident_config == (config[0], 1)
     forward_pass = [("pair_rows_kernel", None, *config), ("merge_splits_kernel", None, *config)]
-    if deterministic:
+    if not deterministic:
+        forward_pass.insert(0, ("init_shared_kernel", None, *config))
+    if _launch.row_chunk(torch.float32, dim, DEVICE, _ids.MULTI_SIMILARITY.value, "ieee"):
+        backward = [("pair_grad_kernel", True, *resident_config)]
+    elif deterministic:
         backward = [("pair_grad_kernel", True, *config), ("pair_grad_kernel", False, *config)]  # dX, then dY
     else:
-        forward_pass.insert(0, ("init_shared_kernel", None, *config))
         backward = [("pair_grad_kernel", True, *config)]
     assert launches == forward_pass * 2 + backward  # the miner's STATS pass, the LOSS pass, the backward
 
@@ -463,9 +471,9 @@ def test_forward_and_backward_launch_plans_compute_the_same_similarity(operands)
     for engine_pass, layout in itertools.product(losses.ENGINE_PASSES, ["odd", "wide"]):
         if engine_pass.stats_pass:
             continue
-        variant = _compile_check.Variant(engine_pass, operands, layout, (8, 3), 90)
+        variant = _compile_check.Variant(engine_pass, operands, layout, 90)
         forward, backward = _kernel_launches(variant)
-        assert len(backward) == 3, variant  # atomic, and the deterministic pair
+        assert {launch.constexprs["ATOMIC"] for launch in backward} == {True, False}, variant
         for launch in backward:
             assert {k: launch.constexprs[k] for k in same_s} == {k: forward.constexprs[k] for k in same_s}, variant
 
@@ -477,24 +485,34 @@ def test_forward_and_backward_launch_plans_compute_the_same_similarity(operands)
 )  # fmt: skip
 @pytest.mark.parametrize("symmetric", [True, False], ids=["anchors_as_references", "memory_bank"])
 def test_cuda_backward_plan(operands, layout, owned, symmetric):
-    """The CUDA plan of the multi-similarity backward: the atomic launch runs the forward's grid (row blocks ×
-    column splits), with X = Y over the mirrored tiles once; the deterministic pair runs unsplit over every tile.
-    The owned dX/dY block stays in registers for rows of at most 256 bytes (bf16 D ≤ 128), not for wider rows nor
-    fp32 (D = 128 here), nor in the symmetric launch, whose registers go to the mirrored gradient."""
-    from pairloss.triton_engine import _compile_check, _ids, losses
+    """The CUDA plan of the multi-similarity backward. The owned block stays in registers for rows of at most 256
+    bytes (bf16 D ≤ 128), not for wider rows nor fp32 (D = 128 here). Resident rows: row owners (dX), then column
+    owners (dY), nothing added per tile, 1 stage; X = Y the row owners alone, mirrored. Wider rows, atomic: row
+    owners adding dY per tile (X = Y: symmetric, both dX blocks); deterministic: the row and column owners. Atomic
+    launches split their owners' tiles (the row owners as the forward's grid), deterministic ones do not."""
+    from pairloss.triton_engine import _compile_check, _ids, _launch, losses
 
     engine_pass = losses.EnginePass(_ids.MULTI_SIMILARITY.value, False, _ids.LABELS.value, True, symmetric)
-    variant = _compile_check.Variant(engine_pass, operands, layout, (8, 3), 90)
-    forward, (atomic, row_owners, col_owners) = _kernel_launches(variant)
+    variant = _compile_check.Variant(engine_pass, operands, layout, 90)
+    forward, backward = _kernel_launches(variant)
     assert forward.constexprs["SYMMETRIC"] == symmetric  # the forward over half the tiles too
-    assert atomic.grid == forward.grid and forward.grid[1] > 1
-    assert row_owners.grid[1] == col_owners.grid[1] == 1
-    launches = (atomic, row_owners, col_owners)
-    assert [launch.constexprs["SYMMETRIC"] for launch in launches] == [symmetric, False, False]
-    assert [launch.constexprs["OWNED_D"] for launch in launches] == [0 if symmetric else owned, owned, owned]
+    atomic = [launch for launch in backward if launch.constexprs["ATOMIC"]]
+    deterministic = [launch for launch in backward if not launch.constexprs["ATOMIC"]]
+    assert atomic[0].grid == forward.grid and forward.grid[1] > 1
+    assert all(launch.grid[1] > 1 for launch in atomic) and all(launch.grid[1] == 1 for launch in deterministic)
+    mirror = symmetric and owned > 0
+    owners = [True] if mirror else [True, False]  # dX, and unless mirrored dY
+    assert [launch.constexprs["OWN_ROWS"] for launch in atomic] == (owners if owned else [True])
+    assert [launch.constexprs["OWN_ROWS"] for launch in deterministic] == owners
+    for launch in backward:
+        c = launch.constexprs
+        assert c["MIRROR"] == mirror and c["OWNED_D"] == owned
+        assert c["STREAMED_GRADS"] == (c["ATOMIC"] and not owned and not symmetric)
+        assert c["SYMMETRIC"] == (c["ATOMIC"] and not owned and symmetric)
+        assert launch.config == (_launch.RESIDENT_CONFIG if owned else _launch.LAUNCH_CONFIG)
     # Features per atomic product: 64 bytes of row (32 bytes in exact fp32's symmetric backward), within BLOCK_D.
     product_d = {"bf16": 32, "fp16": 32, "tf32": 16, "fp32": 8 if symmetric else 16}[operands]
-    assert atomic.constexprs["PRODUCT_D"] == product_d
+    assert atomic[0].constexprs["PRODUCT_D"] == product_d
 
 
 @pytest.mark.parametrize(
@@ -512,7 +530,7 @@ def test_cuda_feature_chunks(operands, layout, loss, chunk):
     from pairloss.triton_engine import _compile_check, _ids, losses
 
     engine_pass = losses.EnginePass(getattr(_ids, loss).value, False, _ids.LABELS.value, True, False)
-    variant = _compile_check.Variant(engine_pass, operands, layout, (8, 3), 90)
+    variant = _compile_check.Variant(engine_pass, operands, layout, 90)
     forward, (atomic, *_) = _kernel_launches(variant)
     assert forward.constexprs["BLOCK_D"] == atomic.constexprs["BLOCK_D"] == chunk
     if (operands, layout, loss) == ("tf32", "odd", "CONTRASTIVE"):  # 33 features, padded to 48: resident as 64
@@ -534,6 +552,72 @@ def test_tf32_plan_under_the_interpreter(monkeypatch, loss_name, refs):
     check_within_fp32_error(loss_name, **_label_case(150, refs, 48, classes=7, **options))
 
 
+MIRRORED_LOSSES = ("multi_similarity_loss", "contrastive_loss", "circle_loss", "ntxent_loss", "supcon_loss",
+                   "uniformity_loss")  # fmt: skip
+
+
+@pytest.mark.skipif(CPU_REASON is not None, reason="runs the GPU's tiles under the interpreter")
+@pytest.mark.parametrize("deterministic", ["0", "1"], ids=["split", "unsplit"])
+@pytest.mark.parametrize("loss_name", MIRRORED_LOSSES)
+def test_mirrored_backward_at_cuda_tile_sizes(monkeypatch, loss_name, deterministic):
+    """X = Y with rows that fit the resident block, on the CUDA plan: the mirrored backward (each row block's
+    program streams every 64-wide tile, adding the mirrored tile's pair gradients, so that dX and both roles' row
+    sums are its own) against the oracle, with its columns split across programs (atomic mode) and unsplit
+    (deterministic). TF32's plan keeps rows of 48 fp32 features resident as 64; the interpreter multiplies them in
+    fp32, so this checks the plan's code path, not TF32's rounding."""
+    from pairloss.triton_engine import _launch
+
+    monkeypatch.setenv("PAIRLOSS_TRITON_TILES", "cuda")
+    monkeypatch.setenv("PAIRLOSS_DETERMINISTIC", deterministic)
+    monkeypatch.setattr(_launch, "tf32_allowed", lambda: True)
+    planned = []
+    grad_launches = _launch.grad_launches
+
+    def recording(*args, **kwargs):
+        outputs, launches = grad_launches(*args, **kwargs)
+        planned.extend((launch.constexprs["MIRROR"], launch.grid[1]) for launch in launches)
+        return outputs, launches
+
+    monkeypatch.setattr(_launch, "grad_launches", recording)
+    if loss_name == "uniformity_loss":
+        case = {"embeddings": F.normalize(torch.randn(150, 48, generator=torch.Generator().manual_seed(3)), dim=1)}
+    else:
+        case = _label_case(150, None, 48, classes=7, **({} if loss_name == "supcon_loss" else {"reduction": "none"}))
+    check_within_fp32_error(loss_name, **case)
+    assert planned == [(True, 1 if deterministic == "1" else 3)]  # 3 row blocks, their 3 column tiles split
+
+
+@pytest.mark.skipif(CPU_REASON is not None, reason="runs the GPU's tiles under the interpreter")
+@pytest.mark.parametrize("deterministic", ["0", "1"], ids=["split", "unsplit"])
+@pytest.mark.parametrize("loss_name", ["clip_loss", "siglip_loss"])
+def test_owner_launches_at_cuda_tile_sizes(monkeypatch, loss_name, deterministic):
+    """Two towers with rows that fit the resident block, on the CUDA plan: a row-owner launch (dX, row sums, logit
+    scale and bias) and a column-owner launch (dY, column sums) against the oracle, each owner's tiles split across
+    programs that add their blocks atomically at the end (atomic mode), and unsplit (deterministic). Rows of 48
+    fp32 features under TF32's plan, as in ``test_mirrored_backward_at_cuda_tile_sizes``."""
+    from pairloss.triton_engine import _launch
+
+    monkeypatch.setenv("PAIRLOSS_TRITON_TILES", "cuda")
+    monkeypatch.setenv("PAIRLOSS_DETERMINISTIC", deterministic)
+    monkeypatch.setattr(_launch, "tf32_allowed", lambda: True)
+    planned = []
+    grad_launches = _launch.grad_launches
+
+    def recording(*args, **kwargs):
+        outputs, launches = grad_launches(*args, **kwargs)
+        planned.extend((launch.constexprs["OWN_ROWS"], launch.grid) for launch in launches)
+        return outputs, launches
+
+    monkeypatch.setattr(_launch, "grad_launches", recording)
+    image, text = _towers(150, 150, 48)
+    case = {"image_features": image, "text_features": text, "logit_scale": torch.tensor(10.0, device=DEVICE)}
+    if loss_name == "siglip_loss":
+        case["logit_bias"] = torch.tensor(-5.0, device=DEVICE)
+    check_within_fp32_error(loss_name, **case)
+    splits = 1 if deterministic == "1" else 3  # 3 blocks of 64 rows (and columns), their 3 tiles split
+    assert planned == [(True, (3, splits)), (False, (3, splits))]
+
+
 @pytest.mark.parametrize("layout", ["odd", "aligned"])
 def test_rows_reach_the_kernels_aligned(layout):
     """Odd-sized, transposed and misaligned rows reach every kernel contiguous, 16-byte aligned and with their
@@ -545,7 +629,7 @@ def test_rows_reach_the_kernels_aligned(layout):
     features = _compile_check.LAYOUTS[layout][2]
     for symmetric in (True, False):
         engine_pass = losses.EnginePass(_ids.MULTI_SIMILARITY.value, False, _ids.LABELS.value, True, symmetric)
-        variant = _compile_check.Variant(engine_pass, "bf16", layout, (8, 3), 90)
+        variant = _compile_check.Variant(engine_pass, "bf16", layout, 90)
         for launch in _compile_check.launches(variant):
             if launch.kernel not in (pair_rows_kernel, pair_grad_kernel):
                 continue

@@ -9,10 +9,9 @@ unset (under it ``@triton.jit`` gives interpreter objects)::
     python -m pairloss.triton_engine._compile_check --arch 90 --arch 80 [--all] [--jobs 2]
 
 A variant is an engine pass of ``losses.ENGINE_PASSES`` (its forward kernels: the tile loop and the merge of its
-column splits, and, for a LOSS pass, the three backward kernels: atomic, and the deterministic pair), the operand
-dtype, the operand layout and the launch config (``_launch.LAUNCH_CONFIG``, the one every kernel is launched
-with). The launches come from the launchers themselves (``_launch.rows_launches``/``grad_launches``), so the
-signature is the one the JIT would specialise. By default every pass is compiled with bf16 operands in the
+column splits, and, for a LOSS pass, the backward kernels of the atomic and the deterministic mode), the operand
+dtype and the operand layout. The launches come from the launchers themselves (``_launch.rows_launches``/
+``grad_launches``) with their launch configs, so the signature is the one the JIT would specialise. By default every pass is compiled with bf16 operands in the
 aligned layout (D = 128: one resident feature chunk), plus a few passes with the other dtypes and layouts
 (``EXTRAS``; "wide", D = 512, loops over feature chunks); ``--all`` compiles the full
 product. Exits 1 if any kernel fails to compile.
@@ -79,16 +78,13 @@ class Variant(NamedTuple):
     engine_pass: EnginePass
     operands: str
     layout: str
-    config: tuple  # (num_warps, num_stages)
     arch: int
 
     def __str__(self):
         p = self.engine_pass
         kind = "STATS" if p.stats_pass else "LOSS"
         pairs = ("self" if p.self_pairs else "cross") + (" symmetric" if p.symmetric else "")
-        warps, stages = self.config
-        return (f"sm_{self.arch} {self.operands} {self.layout} w{warps}s{stages} {LOSS_NAMES[p.loss]} {kind} "
-                f"{MASK_NAMES[p.mask]} {pairs}")  # fmt: skip
+        return f"sm_{self.arch} {self.operands} {self.layout} {LOSS_NAMES[p.loss]} {kind} {MASK_NAMES[p.mask]} {pairs}"
 
 
 def variants(archs, everything):
@@ -100,7 +96,7 @@ def variants(archs, everything):
         for operands, layout in itertools.product(OPERANDS, LAYOUTS)
         if everything or (operands, layout) == PRIMARY or (operands, layout) in EXTRAS.get(engine_pass, ())
     ]
-    return [Variant(*c, tuple(_launch.LAUNCH_CONFIG), arch) for arch in archs for c in chosen]
+    return [Variant(*c, arch) for arch in archs for c in chosen]
 
 
 def _operand(rows, features, dtype, aligned, transposed):
@@ -156,16 +152,21 @@ def kernel_name(launch):
         return name
     c = launch.constexprs
     kind = ("rows" if c["OWN_ROWS"] else "cols") + (", atomic" if c["ATOMIC"] else "")
-    return f"{name}({kind}{', symmetric' if c['SYMMETRIC'] else ''})"
+    x_is_y = ", symmetric" if c["SYMMETRIC"] else ", mirror" if c["MIRROR"] else ""
+    return f"{name}({kind}{x_is_y})"
 
 
-def compile_launch(launch, config, arch):
+def config_name(launch):
+    """The launch's warps and stages, as w8s3."""
+    return f"w{launch.config.num_warps}s{launch.config.num_stages}"
+
+
+def compile_launch(launch, arch):
     """Compile one launch as ``JITFunction.run`` would on a device of compute capability ``arch``."""
     kernel = launch.kernel
     target = GPUTarget("cuda", arch, 32)
     backend = make_backend(target)
-    warps, stages = config
-    kwargs = {**launch.constexprs, "num_warps": warps, "num_stages": stages}
+    kwargs = {**launch.constexprs, **launch.config._asdict()}
     # The JIT's own binder and argument packing (private, triton 3.x), so that the argument types and the
     # specialisations (ints equal to 1 become constants, divisibility by 16) are exactly those of a launch.
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
@@ -213,11 +214,11 @@ def check(variant):
     """One report line per kernel of the variant, and whether all compiled."""
     lines, ok = [], True
     for launch in launches(variant):
-        label = f"{variant} {kernel_name(launch)}"
+        label = f"{variant} {kernel_name(launch)} {config_name(launch)}"
         start = time.perf_counter()
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # triton prints the PTX of a failing ptxas run
-                compiled = compile_launch(launch, variant.config, variant.arch)
+                compiled = compile_launch(launch, variant.arch)
         except Exception as error:  # noqa: BLE001 (any compiler error is a failed variant, reported below)
             ok = False
             lines.append(f"FAIL  {label}\n{error}")

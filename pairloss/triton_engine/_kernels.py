@@ -11,12 +11,18 @@ the tiles on and right of the diagonal only, each also folded into its columns' 
 atomically (``epilogue.combine``) in a buffer that ``init_shared_kernel`` sets up.
 
 ``pair_grad_kernel`` (backward): recomputes the tiles whose byte is set, forms G = ∂L/∂S in registers and
-accumulates dX = G·Y and dY = Gᵀ·X in fp32. ``OWN_ROWS``: a program (row block, column split) accumulates its dX
-rows; with ``ATOMIC`` it adds its dY and column sums per tile and its dX and row sums once at the end atomically
-(relaxed: nothing is read back before the kernel ends). The deterministic mode runs it twice without atomics and
-without splits: row owners store dX, then column owners (``OWN_ROWS=False``, one program per column block
-looping over row tiles) store dY. ``OWNED_D`` (non-zero when a row's features, padded to OWNED_D, are few enough):
-the owned dX or dY block stays in registers across the tile loop instead of a read-modify-write per tile.
+accumulates dX = G·Y and dY = Gᵀ·X in fp32. A program owns a row block (``OWN_ROWS``: dX, streaming a split of its
+column tiles) or a column block (dY, streaming a split of its row tiles), and with ``ATOMIC`` (splits) adds what it
+owns atomically at its end (relaxed: nothing is read back before the kernel ends); without, it stores it.
+``OWNED_D`` (non-zero when a row's features, padded to OWNED_D, are few enough): the owned block stays in registers
+across the tile loop instead of a read-modify-write per tile; a row-owner launch and a column-owner launch then make
+the backward, neither adding anything per tile. Wider rows, atomic: row owners alone, adding the columns' dY and
+column sums per tile (``STREAMED_GRADS``); deterministic: the two launches, their owned blocks read and written per
+tile. X = Y (the pair gradients of tile (J, I) are those of tile (I, J) transposed): ``MIRROR`` (resident rows)
+streams every tile of its rows, G plus the mirror's, so that dX_I = Σ_J (G_IJ + G_JIᵀ)·X_J and both roles' row sums
+are its own: one product per tile and nothing added per tile to another program's rows, in either mode;
+``SYMMETRIC`` (wider rows) streams the tiles on and right of the diagonal once each, adding both row blocks' dX
+atomically.
 
 Nothing of size B×M is stored: the outputs are per-row vectors (B × splits partial states), the tile bytes, and
 the gradients.
@@ -273,7 +279,8 @@ def pair_grad_kernel(
     B, M, D, label_width, own_offset, tiles_per_split, stride_xr, stride_xd, stride_yr, stride_yd,
     p0, p1, p2, p3,
     LOSS: tl.constexpr, MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, PRECISION: tl.constexpr,
-    OWN_ROWS: tl.constexpr, ATOMIC: tl.constexpr, SYMMETRIC: tl.constexpr, OWNED_D: tl.constexpr,
+    OWN_ROWS: tl.constexpr, ATOMIC: tl.constexpr, STREAMED_GRADS: tl.constexpr, SYMMETRIC: tl.constexpr,
+    MIRROR: tl.constexpr, OWNED_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRODUCT_D: tl.constexpr,
 ):  # fmt: skip
     owner = tl.program_id(0).to(tl.int64)
@@ -293,15 +300,15 @@ def pair_grad_kernel(
             last += owner
         rows = owner * BLOCK_M + tl.arange(0, BLOCK_M)
         own_cols = own_columns(rows, own_offset, M)
-        # Row sums of g_vec, g_scale, g_bias; the dX block when resident; SYMMETRIC: the column-vector gradient of
-        # these rows from the mirrored tiles.
+        # Row sums of g_vec, g_scale, g_bias; the dX block when resident; SYMMETRIC, MIRROR: the column-vector
+        # gradient of these rows from the mirrored tiles.
         vec_sum = tl.zeros((BLOCK_M,), tl.float32)
         scale_sum = tl.zeros((BLOCK_M,), tl.float32)
         bias_sum = tl.zeros((BLOCK_M,), tl.float32)
         mirror_vec_sum = tl.zeros((BLOCK_M,), tl.float32)
         owned = tl.zeros((BLOCK_M, max(OWNED_D, 1)), tl.float32)
     else:
-        first, last = 0, tl.cdiv(B, BLOCK_M)
+        first, last = _split_range(tl.program_id(1), tiles_per_split, tl.cdiv(B, BLOCK_M))
         cols = owner * BLOCK_N + tl.arange(0, BLOCK_N)
         col_vec_sum = tl.zeros((BLOCK_N,), tl.float32)
         owned = tl.zeros((BLOCK_N, max(OWNED_D, 1)), tl.float32)
@@ -309,7 +316,7 @@ def pair_grad_kernel(
         if OWN_ROWS:
             cols = tile * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
             tile_bit = tl.load(tile_bits_ptr + owner * num_col_blocks + tile)
-            if SYMMETRIC:
+            if SYMMETRIC or MIRROR:
                 tile_bit |= tl.load(tile_bits_ptr + tile * num_col_blocks + owner)
         else:
             rows = tile * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
@@ -317,7 +324,8 @@ def pair_grad_kernel(
             tile_bit = tl.load(tile_bits_ptr + tile * num_col_blocks + owner)
         row_mask = rows < B
         col_mask = cols < M
-        # Exact skip: the forward saw no pair with a non-zero gradient in this tile (nor, SYMMETRIC, its mirror).
+        # Exact skip: the forward saw no pair with a non-zero gradient in this tile (nor, SYMMETRIC, MIRROR, its
+        # mirror).
         if tile_bit != 0:
             s, pos, neg, weight = pair_tile(
                 x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask,
@@ -335,21 +343,25 @@ def pair_grad_kernel(
                 if LOGIT_GRADS:
                     scale_sum += tl.sum(g_scale, 1)
                     bias_sum += tl.sum(g_bias, 1)
-                if ATOMIC:
+                if STREAMED_GRADS or SYMMETRIC:
                     tl.atomic_add(col_grad_ptr + cols, tl.sum(g_vec, 0), mask=col_mask, sem="relaxed")
-                if SYMMETRIC:
-                    # X = Y: this tile also stands for tile (J, I), skipped. Its pair gradients join G (on the
-                    # diagonal tile they are G's transpose: dX += (G + Gᵀ)·X there).
+                if SYMMETRIC or MIRROR:
+                    # X = Y: this tile also stands for tile (J, I), whose pair gradients join G (on the diagonal
+                    # tile they are G's transpose: dX += (G + Gᵀ)·X there). SYMMETRIC skips tile (J, I); MIRROR
+                    # computes it too, as its owner's tile, and takes only the I rows' share here.
                     m_s, m_vec_cols, m_vec_rows = _mirror_gradient(
                         row_vec_ptr, col_vec_ptr, stats_ptr, values_ptr, coefs_ptr, s, pos, neg, weight, rows, cols,
                         row_mask, col_mask, scale, bias, params, B, LOSS,
                     )  # fmt: skip
                     g_s += m_s
-                    # The diagonal tile is its own mirror: its per-row sums above already hold every pair once.
-                    mirrored = col_mask & (cols // BLOCK_N != owner)  # the J rows, none on the diagonal tile
-                    off_diagonal = (tile != owner).to(tl.float32)
-                    tl.atomic_add(row_grads_ptr + cols, m_vec_cols * off_diagonal, mask=col_mask, sem="relaxed")
-                    mirror_vec_sum += m_vec_rows * off_diagonal
+                    if MIRROR:
+                        mirror_vec_sum += m_vec_rows
+                    else:
+                        # The diagonal tile is its own mirror: its per-row sums above already hold every pair once.
+                        mirrored = col_mask & (cols // BLOCK_N != owner)  # the J rows, none on the diagonal tile
+                        off_diagonal = (tile != owner).to(tl.float32)
+                        tl.atomic_add(row_grads_ptr + cols, m_vec_cols * off_diagonal, mask=col_mask, sem="relaxed")
+                        mirror_vec_sum += m_vec_rows * off_diagonal
             else:
                 col_vec_sum += tl.sum(g_vec, 0)
             # Lanes outside the batch may hold NaN (0/0 in an epilogue): harmless in the products (their rows are
@@ -365,7 +377,8 @@ def pair_grad_kernel(
                     _add_products(dx_ptr, cols, mirrored, tl.trans(g_op), g_unscale, x_ptr, rows, row_mask, D,
                                   stride_xr, stride_xd, PRECISION, PRODUCT_D, True)  # fmt: skip
                 else:
-                    if ATOMIC:
+                    # MIRROR: dX_I = Σ_J H·X_J is all of X's gradient; its dY is none.
+                    if STREAMED_GRADS:
                         _add_products(dy_ptr, cols, col_mask, tl.trans(g_op), g_unscale, x_ptr, rows, row_mask, D,
                                       stride_xr, stride_xd, PRECISION, PRODUCT_D, True)  # fmt: skip
                     if OWNED_D:
@@ -379,7 +392,7 @@ def pair_grad_kernel(
                 owned = add_product(owned, tl.trans(g_op), g_unscale, x, PRECISION)
             else:
                 _add_products(dy_ptr, cols, col_mask, tl.trans(g_op), g_unscale, x_ptr, rows, row_mask, D, stride_xr,
-                              stride_xd, PRECISION, PRODUCT_D, False)  # fmt: skip
+                              stride_xd, PRECISION, PRODUCT_D, ATOMIC)  # fmt: skip
     if OWN_ROWS:
         row_mask = rows < B
         if OWNED_D:
@@ -388,9 +401,9 @@ def pair_grad_kernel(
         if LOGIT_GRADS:
             _add_rows(row_grads_ptr + B, rows, row_mask, scale_sum, ATOMIC)
             _add_rows(row_grads_ptr + 2 * B, rows, row_mask, bias_sum, ATOMIC)
-        if SYMMETRIC:
-            _add_rows(col_grad_ptr, rows, row_mask, mirror_vec_sum, True)
+        if SYMMETRIC or MIRROR:
+            _add_rows(col_grad_ptr, rows, row_mask, mirror_vec_sum, ATOMIC)
     else:
         if OWNED_D:
-            _add_block(dy_ptr, cols, cols < M, owned_features, D, owned, False)
-        tl.store(col_grad_ptr + cols, col_vec_sum, mask=cols < M)
+            _add_block(dy_ptr, cols, cols < M, owned_features, D, owned, ATOMIC)
+        _add_rows(col_grad_ptr, cols, cols < M, col_vec_sum, ATOMIC)

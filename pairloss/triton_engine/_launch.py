@@ -38,13 +38,21 @@ class LaunchConfig(NamedTuple):
     num_stages: int
 
 
-# The one launch configuration of every kernel. Not autotuned: a forward and a backward tuned apart may compute S
+# The launch configuration of every kernel. Not autotuned: a forward and a backward tuned apart may compute S
 # differently, and Triton's autotuner reruns a kernel while it benchmarks, resetting its outputs, which zeroed the
 # dX that the deterministic backward's row launch had written before its column launch was tuned. 8 warps and 3
 # stages: the sm_90 compile check's default variants compile without spills (a session of 2026-12-01 counted stack
 # frames, before the kernels' current form: 8/3 3 of 96 kernels, 4/3 33, 4/2 31, 8/2 6). A GPU session tunes this
 # constant, for forward and backward together.
 LAUNCH_CONFIG = LaunchConfig(num_warps=8, num_stages=3)
+# The backward launches that own resident rows (pair_grad_kernel's OWNED_D) run 1 stage. Their loop over S's
+# feature chunks has one or two trips, nothing to pipeline, and with 3 stages the mirrored multi-similarity variants
+# spilled 8–40 bytes per thread at 255 registers (1 stage: 232–246, sm_90 compile check). At 1 stage their operand
+# loads are plain ld.global, which sm_90 caches in L1, where the pipelined cp.async.cg bypasses it: the blocks a
+# tile reads again (the owned one, the streamed one for its product) may hit L1. Stages change how loads are
+# buffered, not the products: the sm_90 PTX of S is the same eight m64n32k16 wgmma per tile at 1, 2 and 3 stages,
+# as in the forward. The warps stay one for all: they set the MMA's shape.
+RESIDENT_CONFIG = LAUNCH_CONFIG._replace(num_stages=1)
 
 
 def planned_for_cuda(device):
@@ -111,7 +119,8 @@ TARGET_PROGRAMS_PER_SM = 4
 
 def column_splits(row_blocks, col_blocks, device):
     """How the forward and the atomic backward split each row block's column tiles across programs
-    (flash-decoding style): none when the row blocks alone fill the target."""
+    (flash-decoding style): none when the row blocks alone fill the target. The backward's column owners split
+    their row tiles alike (``column_splits(col_blocks, row_blocks, …)``)."""
     wanted = -(-TARGET_PROGRAMS_PER_SM * sm_count(device) // row_blocks)
     tiles = -(-col_blocks // max(1, min(wanted, col_blocks)))
     return ColumnSplits(-(-col_blocks // tiles), tiles)
@@ -119,6 +128,13 @@ def column_splits(row_blocks, col_blocks, device):
 
 def deterministic():
     return os.environ.get("PAIRLOSS_DETERMINISTIC", "0") == "1" or torch.are_deterministic_algorithms_enabled()
+
+
+def mirrored_backward():
+    """Whether an X = Y backward on resident rows takes the mirrored launch (``PAIRLOSS_MIRRORED_BACKWARD``, default
+    1, read at every backward). 0 selects the symmetric one instead (the deterministic mode: a dX and a dY launch):
+    which is faster depends on the GPU's L2 rates, for a GPU to time (``bench``'s triton-symmetric)."""
+    return os.environ.get("PAIRLOSS_MIRRORED_BACKWARD", "1") == "1"
 
 
 def _gpu_dtype(dtype):
@@ -209,6 +225,7 @@ class Launch(NamedTuple):
     grid: tuple
     args: tuple
     constexprs: dict
+    config: LaunchConfig = LAUNCH_CONFIG
 
 
 MERGE_BLOCK = 256  # rows per program of merge_splits_kernel
@@ -282,7 +299,7 @@ def rows_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
 
 def _run(launches):
     for launch in launches:
-        launch.kernel[launch.grid](*launch.args, **launch.constexprs, **LAUNCH_CONFIG._asdict())
+        launch.kernel[launch.grid](*launch.args, **launch.constexprs, **launch.config._asdict())
 
 
 def pair_rows(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
@@ -296,11 +313,17 @@ def pair_rows(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, 
 
 
 def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias,
-                  tile_bits, loss, mask, self_pairs, own_offset, params, device, tf32, *, symmetric,
-                  atomic):  # fmt: skip
-    """((dx, dy, row_grads, col_grad) outputs, launches) of the backward: one row-owner launch with column splits
-    and atomics (``symmetric``: over the tiles on and right of the diagonal only), or (deterministic) a row-owner
-    launch for dX and a column-owner launch for dY, unsplit and over every tile."""
+                  tile_bits, loss, mask, self_pairs, own_offset, params, device, tf32, *, symmetric, atomic,
+                  mirrored=True):  # fmt: skip
+    """((dx, dy, row_grads, col_grad) outputs, launches) of the backward.
+
+    Rows whose features fit one resident block (``row_chunk``) are owned, and nothing is added per tile: a row-owner
+    launch keeps its dX block in registers over its column tiles, then a column-owner launch its dY block over its
+    row tiles; X = Y (``symmetric``), the row owners are the whole backward (``MIRROR``: every tile, each adding its
+    mirrored tile's pair gradients) unless not ``mirrored``. Wider rows, atomic: the row owners alone, adding the
+    columns' dY blocks per tile (X = Y: over the tiles on and right of the diagonal, ``SYMMETRIC``); deterministic:
+    the two launches. Atomic mode splits each owner's tiles across programs (``column_splits``), which add their
+    owned blocks atomically at their end; the deterministic mode runs them unsplit."""
     dtype = x.dtype
     x, y = _operands(x, y)
     (B, D), M = x.shape, y.shape[0]
@@ -311,27 +334,34 @@ def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
         torch.zeros((M,), dtype=torch.float32, device=x.device),
     )
     row_blocks, col_blocks = tile_bits.shape
-    splits = column_splits(row_blocks, col_blocks, device) if atomic else ColumnSplits(1, col_blocks)
+    tiles = _constexprs(dtype, D, device, tf32, LOSS=loss, MASK=mask, SELF_PAIRS=self_pairs)
+    owned_d = row_chunk(dtype, D, device, loss, tiles["PRECISION"])
+    mirror = symmetric and mirrored and owned_d > 0
+    half_tiles = symmetric and atomic and not mirror
+    if half_tiles:
+        owned_d = 0  # its registers go to the mirrored gradient and the second product (ptxas spills with both)
+    streamed_grads = atomic and not owned_d and not half_tiles
+    # Features per product added to global memory: exact fp32's symmetric backward (two FMA products) takes half.
+    fma_half_tiles = half_tiles and _fma_fp32(dtype, device, tiles["PRECISION"])
+    product_bytes = PRODUCT_CHUNK_BYTES // 2 if fma_half_tiles else PRODUCT_CHUNK_BYTES
+    constexprs = {
+        **tiles, "ATOMIC": atomic, "STREAMED_GRADS": streamed_grads, "SYMMETRIC": half_tiles, "MIRROR": mirror,
+        "OWNED_D": owned_d, "PRODUCT_D": min(tiles["BLOCK_D"], product_bytes // _gpu_dtype(dtype).itemsize),
+    }  # fmt: skip
 
-    def launch(own_rows, grid):
+    def launch(own_rows):
+        owners, streamed = (row_blocks, col_blocks) if own_rows else (col_blocks, row_blocks)
+        splits = column_splits(owners, streamed, device) if atomic else ColumnSplits(1, streamed)
         args = (
             x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias, tile_bits,
             *outputs, B, M, D, _label_width(row_labels, positives), own_offset, splits.tiles, x.stride(0),
             x.stride(1), y.stride(0), y.stride(1), *params,
         )  # fmt: skip
-        constexprs = _constexprs(dtype, D, device, tf32, LOSS=loss, MASK=mask, SELF_PAIRS=self_pairs,
-                                 OWN_ROWS=own_rows, ATOMIC=atomic, SYMMETRIC=symmetric and atomic)  # fmt: skip
-        # The symmetric backward's registers go to the mirrored gradient (ptxas spills with both): its dX blocks
-        # are added per tile, as much atomic traffic as the resident backward over every tile moves.
-        resident = not constexprs["SYMMETRIC"]
-        constexprs["OWNED_D"] = row_chunk(dtype, D, device, loss, constexprs["PRECISION"]) if resident else 0
-        fma_symmetric = constexprs["SYMMETRIC"] and _fma_fp32(dtype, device, constexprs["PRECISION"])
-        product_bytes = PRODUCT_CHUNK_BYTES // 2 if fma_symmetric else PRODUCT_CHUNK_BYTES
-        constexprs["PRODUCT_D"] = min(constexprs["BLOCK_D"], product_bytes // _gpu_dtype(dtype).itemsize)
-        return Launch(pair_grad_kernel, grid, args, constexprs)
+        config = RESIDENT_CONFIG if owned_d else LAUNCH_CONFIG
+        return Launch(pair_grad_kernel, (owners, splits.count), args, {**constexprs, "OWN_ROWS": own_rows}, config)
 
-    row_owners = launch(True, (row_blocks, splits.count))
-    return outputs, [row_owners] if atomic else [row_owners, launch(False, (col_blocks, 1))]
+    row_owners = [launch(True)]
+    return outputs, row_owners if mirror or streamed_grads or half_tiles else row_owners + [launch(False)]
 
 
 def pair_grad(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias,
@@ -340,6 +370,7 @@ def pair_grad(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, 
     outputs, launches = grad_launches(
         x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias, tile_bits,
         loss, mask, self_pairs, own_offset, params, x.device, tf32, symmetric=symmetric, atomic=not deterministic(),
+        mirrored=mirrored_backward(),
     )  # fmt: skip
     _run(launches)
     dx, dy, row_grads, col_grad = outputs

@@ -125,7 +125,8 @@ def _defaults(loss_name):
 def _plan(engine_pass, rows, dim):
     """(name, launch) of a pass's forward kernels and, for a LOSS pass, its backward, for CUDA at rows × rows × dim
     in bf16: the atomic one, or (``PAIRLOSS_DETERMINISTIC=1``, as the engine reads it) the deterministic row and
-    column launches, with the forward that mode runs (no shared symmetric sweep)."""
+    column launches, with the forward that mode runs (no shared symmetric sweep); with X = Y the mirrored backward
+    unless ``PAIRLOSS_MIRRORED_BACKWARD=0`` (as the engine reads them)."""
     loss, stats_pass, mask, self_pairs, symmetric = engine_pass
     x = torch.zeros(rows, dim, dtype=torch.bfloat16)
     labels = torch.zeros(rows, dtype=torch.int64)
@@ -140,7 +141,7 @@ def _plan(engine_pass, rows, dim):
     if not stats_pass:
         _, grads = _launch.grad_launches(
             *inputs, values, torch.zeros(4, rows), scale, bias, tile_bits, loss, mask, self_pairs, 0, params, "cuda",
-            False, symmetric=symmetric, atomic=not _launch.deterministic(),
+            False, symmetric=symmetric, atomic=not _launch.deterministic(), mirrored=_launch.mirrored_backward(),
         )  # fmt: skip
         found += [("backward", grad) for grad in grads]
     return found
@@ -158,11 +159,12 @@ def _tiles(name, launch, rows):
 def _traffic(name, launch, rows, dim):
     """The ``Traffic`` of one launch. HBM: the operands once, the backward's fp32 dX and dY once, the init and merge
     kernels' per-row states. L2 reads: per tile the X and Y blocks (the forward's X block once per program when the
-    features are one chunk; twice in the backward: the recomputed S, then the gradient products). L2 atomics: the
-    backward's atomic add of its dY block per tile (symmetric: of the mirrored rows' dX block); without resident
-    features also of its dX block; with them one dX block per program at its end. The deterministic backward's
-    launches (no atomics) each read the streamed block once more for their one product, and without resident
-    features read and write their owned fp32 block per tile; each writes one of dX and dY to HBM."""
+    features are one chunk). The backward's owner launches (one product per tile) read the streamed block once more
+    for it, and without resident features read and write their owned fp32 block per tile; split (atomic mode), they
+    add their resident block atomically at each program's end; each writes one of dX and dY to HBM. The row owners
+    that also add the columns' gradients per tile (wider rows, atomic mode; two products per tile) read both blocks
+    twice and add the dY and dX blocks atomically per tile (X = Y: both row blocks' dX). L2 atomics count 8 bytes
+    per fp32 element, the read and the write."""
     c = launch.constexprs
     if name == "init":
         return Traffic(4 * rows * 4, 0, 0)
@@ -177,31 +179,30 @@ def _traffic(name, launch, rows, dim):
             reads = tiles * c["BLOCK_N"] * dim * ELEMENT_BYTES + programs * c["BLOCK_M"] * dim * ELEMENT_BYTES
             return Traffic(2 * rows * dim * ELEMENT_BYTES, reads, 0)
         return Traffic(2 * rows * dim * ELEMENT_BYTES, tiles * operands, 0)
-    resident = c["OWNED_D"] > 0
-    if not c["ATOMIC"]:  # one owned and one streamed block per tile (BLOCK_M = BLOCK_N): S, then one product
-        streamed = c["BLOCK_N"] * dim * ELEMENT_BYTES
-        owned_updates = 0 if resident else c["BLOCK_M"] * dim * 8
-        return Traffic(
-            2 * rows * dim * ELEMENT_BYTES + rows * dim * 4, tiles * (operands + streamed + owned_updates), 0
-        )
-    atomic_rows = c["BLOCK_N"] + (0 if resident else c["BLOCK_M"])  # fp32 rows added per tile, 8 bytes a feature
-    owned = programs * c["BLOCK_M"] * dim * 8 if resident else 0
-    return Traffic(2 * rows * dim * (ELEMENT_BYTES + 4), tiles * 2 * operands, tiles * atomic_rows * dim * 8 + owned)
+    if c["STREAMED_GRADS"] or c["SYMMETRIC"]:  # (never resident) both blocks added per tile
+        atomics = tiles * (c["BLOCK_M"] + c["BLOCK_N"]) * dim * 8
+        return Traffic(2 * rows * dim * (ELEMENT_BYTES + 4), tiles * 2 * operands, atomics)
+    resident = c["OWNED_D"] > 0  # (BLOCK_M = BLOCK_N: owned and streamed blocks alike)
+    owned_updates = 0 if resident else c["BLOCK_M"] * dim * 8
+    end_adds = programs * c["BLOCK_M"] * dim * 8 if resident and c["ATOMIC"] else 0
+    hbm = 2 * rows * dim * ELEMENT_BYTES + rows * dim * 4
+    return Traffic(hbm, tiles * (operands + c["BLOCK_N"] * dim * ELEMENT_BYTES + owned_updates), end_adds)
 
 
 def _estimate(name, launch, rows, dim, l2_rates):
-    compiled = compile_launch(launch, tuple(_launch.LAUNCH_CONFIG), 90)
+    compiled = compile_launch(launch, 90)
     registers, _, spills = resource_usage(compiled, 90)
     shared = compiled.metadata.shared
-    threads = _launch.LAUNCH_CONFIG.num_warps * 32
+    threads = launch.config.num_warps * 32
     resident = min(REGISTERS_PER_SM // max(registers * threads, 1), SHARED_PER_SM // shared if shared else 32, 32)
     programs = launch.grid[0] * (launch.grid[1] if len(launch.grid) > 1 else 1)
     sm_share = min(1.0, programs / SMS)
     traffic = _traffic(name, launch, rows, dim)
-    # GEMMs per tile: S; in the backward also both gradient products (atomic) or one (deterministic). A pass is one
-    # B × B × D product.
-    tile_elements = launch.constexprs["BLOCK_M"] * launch.constexprs["BLOCK_N"] if _tiles(name, launch, rows) else 0
-    gemms = {"forward": 1, "backward": 3 if launch.constexprs.get("ATOMIC") else 2}.get(name, 0)
+    # GEMMs per tile: S; in the backward also both gradient products (the launches adding the streamed side's per
+    # tile) or one (the owners'). A pass is one B × B × D product.
+    c = launch.constexprs
+    tile_elements = c["BLOCK_M"] * c["BLOCK_N"] if _tiles(name, launch, rows) else 0
+    gemms = {"forward": 1, "backward": 3 if c.get("STREAMED_GRADS") or c.get("SYMMETRIC") else 2}.get(name, 0)
     flops = gemms * _tiles(name, launch, rows) * tile_elements * 2.0 * dim
     passes = flops / (2.0 * rows * rows * dim)
     sfu_per_pair = 0.0
@@ -231,7 +232,9 @@ def report(rows, dim, l2_rates=None):
         (
             f"Static estimate (no GPU): bf16, B = M = {rows}, D = {dim}, {SMS} SMs, {PEAK_FLOPS / 1e12:.0f} "
             f"TFLOP/s, HBM {HBM_BYTES_PER_S / 1e12:.1f} TB/s, {l2_rate}, launch {tuple(_launch.LAUNCH_CONFIG)} "
-            f"(warps, stages), {'deterministic' if _launch.deterministic() else 'atomic'} backward"
+            f"(warps, stages; {_launch.RESIDENT_CONFIG.num_stages} stage in the backward on resident rows), "
+            f"{'deterministic' if _launch.deterministic() else 'atomic'} backward, X = Y "
+            f"{'mirrored' if _launch.mirrored_backward() else 'symmetric'}"
         ),
         (
             "| loss | kernel | programs | regs | spill B | smem KiB | CTAs/SM | waves | GEMM-passes | L2 GB | "
