@@ -556,15 +556,9 @@ MIRRORED_LOSSES = ("multi_similarity_loss", "contrastive_loss", "circle_loss", "
                    "uniformity_loss")  # fmt: skip
 
 
-@pytest.mark.skipif(CPU_REASON is not None, reason="runs the GPU's tiles under the interpreter")
-@pytest.mark.parametrize("deterministic", ["0", "1"], ids=["split", "unsplit"])
-@pytest.mark.parametrize("loss_name", MIRRORED_LOSSES)
-def test_mirrored_backward_at_cuda_tile_sizes(monkeypatch, loss_name, deterministic):
-    """X = Y with rows that fit the resident block, on the CUDA plan: the mirrored backward (each row block's
-    program streams every 64-wide tile, adding the mirrored tile's pair gradients, so that dX and both roles' row
-    sums are its own) against the oracle, with its columns split across programs (atomic mode) and unsplit
-    (deterministic). TF32's plan keeps rows of 48 fp32 features resident as 64; the interpreter multiplies them in
-    fp32, so this checks the plan's code path, not TF32's rounding."""
+def _record_tf32_backward_plans(monkeypatch, deterministic):
+    """Set up the CUDA plan with TF32 under the interpreter in the given mode (``PAIRLOSS_DETERMINISTIC``), and
+    return the list that each backward's launches are recorded into, as (constexprs, grid) pairs."""
     from pairloss.triton_engine import _launch
 
     monkeypatch.setenv("PAIRLOSS_TRITON_TILES", "cuda")
@@ -575,16 +569,30 @@ def test_mirrored_backward_at_cuda_tile_sizes(monkeypatch, loss_name, determinis
 
     def recording(*args, **kwargs):
         outputs, launches = grad_launches(*args, **kwargs)
-        planned.extend((launch.constexprs["MIRROR"], launch.grid[1]) for launch in launches)
+        planned.extend((launch.constexprs, launch.grid) for launch in launches)
         return outputs, launches
 
     monkeypatch.setattr(_launch, "grad_launches", recording)
+    return planned
+
+
+@pytest.mark.skipif(CPU_REASON is not None, reason="runs the GPU's tiles under the interpreter")
+@pytest.mark.parametrize("deterministic", ["0", "1"], ids=["split", "unsplit"])
+@pytest.mark.parametrize("loss_name", MIRRORED_LOSSES)
+def test_mirrored_backward_at_cuda_tile_sizes(monkeypatch, loss_name, deterministic):
+    """X = Y with rows that fit the resident block, on the CUDA plan: the mirrored backward (each row block's
+    program streams every 64-wide tile, adding the mirrored tile's pair gradients, so that dX and both roles' row
+    sums are its own) against the oracle, with its columns split across programs (atomic mode) and unsplit
+    (deterministic). TF32's plan keeps rows of 48 fp32 features resident as 64; the interpreter multiplies them in
+    fp32, so this checks the plan's code path, not TF32's rounding."""
+    planned = _record_tf32_backward_plans(monkeypatch, deterministic)
     if loss_name == "uniformity_loss":
         case = {"embeddings": F.normalize(torch.randn(150, 48, generator=torch.Generator().manual_seed(3)), dim=1)}
     else:
         case = _label_case(150, None, 48, classes=7, **({} if loss_name == "supcon_loss" else {"reduction": "none"}))
     check_within_fp32_error(loss_name, **case)
-    assert planned == [(True, 1 if deterministic == "1" else 3)]  # 3 row blocks, their 3 column tiles split
+    splits = 1 if deterministic == "1" else 3  # 3 row blocks, their 3 column tiles split
+    assert [(launch["MIRROR"], grid[1]) for launch, grid in planned] == [(True, splits)]
 
 
 @pytest.mark.skipif(CPU_REASON is not None, reason="runs the GPU's tiles under the interpreter")
@@ -595,27 +603,14 @@ def test_owner_launches_at_cuda_tile_sizes(monkeypatch, loss_name, deterministic
     scale and bias) and a column-owner launch (dY, column sums) against the oracle, each owner's tiles split across
     programs that add their blocks atomically at the end (atomic mode), and unsplit (deterministic). Rows of 48
     fp32 features under TF32's plan, as in ``test_mirrored_backward_at_cuda_tile_sizes``."""
-    from pairloss.triton_engine import _launch
-
-    monkeypatch.setenv("PAIRLOSS_TRITON_TILES", "cuda")
-    monkeypatch.setenv("PAIRLOSS_DETERMINISTIC", deterministic)
-    monkeypatch.setattr(_launch, "tf32_allowed", lambda: True)
-    planned = []
-    grad_launches = _launch.grad_launches
-
-    def recording(*args, **kwargs):
-        outputs, launches = grad_launches(*args, **kwargs)
-        planned.extend((launch.constexprs["OWN_ROWS"], launch.grid) for launch in launches)
-        return outputs, launches
-
-    monkeypatch.setattr(_launch, "grad_launches", recording)
+    planned = _record_tf32_backward_plans(monkeypatch, deterministic)
     image, text = _towers(150, 150, 48)
     case = {"image_features": image, "text_features": text, "logit_scale": torch.tensor(10.0, device=DEVICE)}
     if loss_name == "siglip_loss":
         case["logit_bias"] = torch.tensor(-5.0, device=DEVICE)
     check_within_fp32_error(loss_name, **case)
     splits = 1 if deterministic == "1" else 3  # 3 blocks of 64 rows (and columns), their 3 tiles split
-    assert planned == [(True, (3, splits)), (False, (3, splits))]
+    assert [(launch["OWN_ROWS"], grid) for launch, grid in planned] == [(True, (3, splits)), (False, (3, splits))]
 
 
 @pytest.mark.parametrize("layout", ["odd", "aligned"])

@@ -3,12 +3,13 @@
 Forward and backward must see bitwise the same S: the forward's per-tile "has gradient" bytes are read by the
 backward, and the mining decisions recomputed there compare the recomputed S with the forward's thresholds. So
 every S-producing choice is made once and shared: tile sizes (feature chunk included) are fixed per device and
-feature width, the launch configuration (warps, pipeline stages) is one constant for every kernel, never
+feature width, the warps are one constant for every kernel (pipeline stages change no product), never
 autotuned apart, and the TF32 decision is taken by the forward and handed to the backward with its saved inputs
 (``tf32`` of the ops), never re-read. Column splits only change which program computes a tile, not how.
 
 ``PAIRLOSS_DETERMINISTIC=1`` (read at every backward), or ``torch.use_deterministic_algorithms(True)``, selects
-the atomic-free backward: a row-parallel dX kernel and a column-parallel dY kernel, each recomputing S.
+the atomic-free backward: the owner launches unsplit (a row-parallel dX kernel, and a column-parallel dY kernel
+unless X = Y takes the mirrored one), each recomputing S.
 """
 
 import os
@@ -112,7 +113,7 @@ class ColumnSplits(NamedTuple):
 
 # Split until the grid has this many programs per SM: two waves at the two resident programs per SM that most
 # forward kernels have at 8 warps (python -m pairloss.triton_engine._compile_check --report), four at the
-# backward's one. A split costs a (4, BLOCK_M) partial state (and in the backward one atomic dX block), small beside
+# backward's one. A split costs a (4, BLOCK_M) partial state (and in the backward one atomic owned block), small beside
 # even one 64 × 64 × D tile.
 TARGET_PROGRAMS_PER_SM = 4
 

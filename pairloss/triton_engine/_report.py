@@ -6,7 +6,7 @@ FLOPs, bytes, and the SFU operations (``ex2``/``lg2``/``sqrt``/``rcp`` in the PT
 pair. A kernel's lower bound is the largest of its GEMM time at the bf16 peak (scaled by the share of SMs its grid
 can fill), its HBM time and its SFU time; the sum over the kernels is set against the GEMM roofline of the passes a
 loss cannot avoid (``FLOOR_PASSES``). Grids include the column splits that ``_launch.column_splits`` chooses for 132
-SMs, and X = Y backwards their symmetric tiles. The L2 traffic (operand blocks read per tile; the backward's atomic
+SMs, and X = Y backwards their tiles (all of them mirrored; symmetric: half). The L2 traffic (operand blocks read per tile; the backward's atomic
 sums, and its dX read-modify-write per tile where the features are not resident) is listed, and joins the bound only
 at L2 rates measured on a GPU (``python -m bench.l2``: no peak figure is published), reads and atomic sums each at
 their own. An estimate from counts and peak rates, not a measurement: its purpose is to steer the design until a GPU
