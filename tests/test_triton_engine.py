@@ -98,12 +98,19 @@ def test_label_losses_across_tiles(loss_name, rows, refs, dim):
 
 @pytest.mark.parametrize("temperature", [0.025, 0.03], ids=["every_tile", "half_the_tiles"])
 @pytest.mark.parametrize("loss_name", ["supcon_loss", "ntxent_loss"])
-def test_softmax_losses_forward_over_either_tile_set(loss_name, temperature):
+def test_softmax_losses_forward_over_either_tile_set(monkeypatch, loss_name, temperature):
     """X = Y: SupCon's loss sweep takes the symmetric forward (half the tiles, a fixed log-sum shift) while
     2/τ + 1 ≤ 80, and every tile below τ ≈ 0.0253; NT-Xent's statistics likewise (its loss sweep is always
-    symmetric). Both sides of the switch against the oracle, at temperatures whose 1/τ amplifies S's rounding."""
+    symmetric). Both sides of the switch against the oracle, at temperatures whose 1/τ amplifies S's rounding.
+
+    With the symmetric backward, which recomputes each pair's S in the tile the half-tile forward took it from. The
+    mirrored backward also computes the tiles below the diagonal, and relies on S_JI = S_IJᵀ bit for bit, which the
+    interpreter's products (numpy's, blocked by BLAS) do not give: an ulp of S times 1/τ, here ~1.5 times the
+    gradient error (SupCon at τ = 0.03: 1.75e-4 against 1.2e-4, numpy 2.4). On a GPU test_triton_similarity checks
+    that the tensor cores give it."""
     from pairloss.triton_engine import _ids, _launch
 
+    monkeypatch.setenv("PAIRLOSS_MIRRORED_BACKWARD", "0")
     assert _launch.shared_forward(_ids.SUPCON.value, False, (temperature,)) == (temperature > 0.0255)
     check_within_fp32_error(loss_name, **_label_case(130, None, 20, classes=5, temperature=temperature,
                                                      reduction="none"))  # fmt: skip
@@ -425,7 +432,8 @@ def test_every_launch_is_the_kernel_itself_with_its_launch_config(monkeypatch, d
 
         def __getitem__(self, grid):
             def launch(*args, **kwargs):
-                launches.append((self.name, kwargs.get("OWN_ROWS"), kwargs["num_warps"], kwargs["num_stages"]))
+                config = (kwargs["num_warps"], kwargs["num_stages"], kwargs["maxnreg"])
+                launches.append((self.name, kwargs.get("OWN_ROWS"), *config))
                 return self.kernel[grid](*args, **kwargs)
 
             return launch
@@ -436,7 +444,7 @@ def test_every_launch_is_the_kernel_itself_with_its_launch_config(monkeypatch, d
     x, labels = _towers(20, 20, dim, device=DEVICE)[0].requires_grad_(), torch.arange(20, device=DEVICE) % 4
     pairloss.multi_similarity_loss(x, labels, backend="triton").backward()
     config, resident_config = tuple(_launch.LAUNCH_CONFIG), tuple(_launch.RESIDENT_CONFIG)
-    assert resident_config == (config[0], 1)
+    assert resident_config == (config[0], 1, None)
     forward_pass = [("pair_rows_kernel", None, *config), ("merge_splits_kernel", None, *config)]
     if not deterministic:
         forward_pass.insert(0, ("init_shared_kernel", None, *config))
@@ -447,6 +455,74 @@ def test_every_launch_is_the_kernel_itself_with_its_launch_config(monkeypatch, d
     else:
         backward = [("pair_grad_kernel", True, *config)]
     assert launches == forward_pass * 2 + backward  # the miner's STATS pass, the LOSS pass, the backward
+
+
+def test_register_relief_takes_the_config_that_spills_least():
+    """A kernel that uses local memory with its config launches with the first RELIEF alternative that uses none (or
+    the least); one that uses none keeps its config, untried alternatives included; stages and register caps only,
+    never the warps (they set the MMA's shape, hence S)."""
+    from pairloss.triton_engine import _launch
+
+    config = _launch.LAUNCH_CONFIG
+    assert all(set(change) <= {"maxnreg", "num_stages"} for change in _launch.RELIEF)
+    tried = []
+
+    def local_memory(used):
+        def count(candidate):
+            tried.append(candidate)
+            return used[candidate]
+
+        return count
+
+    capped, two_stages, one_stage = (config._replace(**change) for change in _launch.RELIEF)
+    assert _launch.register_relief(config, local_memory({config: 0})) == config and tried == [config]
+    tried.clear()
+    assert _launch.register_relief(config, local_memory({config: 7, capped: 0})) == capped
+    assert tried == [config, capped]  # none used: no further compile
+    used = {config: 7, capped: 9, two_stages: 3, one_stage: 5}
+    assert _launch.register_relief(config, local_memory(used)) == two_stages
+    used = {config: 2, capped: 2, two_stages: 4, one_stage: 3}
+    assert _launch.register_relief(config, local_memory(used)) == config  # only less replaces it
+    resident = _launch.RESIDENT_CONFIG  # 1 stage already: that alternative is itself, not compiled again
+    tried.clear()
+    _launch.register_relief(
+        resident, local_memory({resident: 1, **{resident._replace(**c): 1 for c in _launch.RELIEF}})
+    )
+    assert len(tried) == 3
+
+
+def test_cuda_launches_choose_their_config_once_per_compiled_kernel(monkeypatch):
+    """On CUDA each launch compiles (Triton's warmup, no launch) with its config, and for a kernel that spills, with
+    the RELIEF alternatives; the choice is remembered per compiled kernel and the launch runs with it."""
+    from pairloss.triton_engine import _launch
+
+    class Compiled:
+        def __init__(self, n_spills):
+            self.n_spills, self.loaded = None, n_spills
+
+        def _init_handles(self):
+            self.n_spills = self.loaded
+
+    class Kernel:
+        def __init__(self):
+            self.compiled = {}
+            self.launched = []
+
+        def warmup(self, *args, grid, **options):
+            key = (options["LOSS"], options["maxnreg"], options["num_stages"])
+            spills = 6 if options["LOSS"] == "spills" and options["maxnreg"] is None else 0
+            return self.compiled.setdefault(key, Compiled(spills))
+
+        def __getitem__(self, grid):
+            return lambda *args, **options: self.launched.append((options["LOSS"], options["maxnreg"]))
+
+    kernel = Kernel()
+    monkeypatch.setattr(_launch, "_RELIEVED", {})
+    launches = [_launch.Launch(kernel, (1,), (), {"LOSS": loss}) for loss in ("spills", "fits", "spills")]
+    monkeypatch.setattr(_launch, "INTERPRETED", False)
+    _launch._run(launches)
+    assert kernel.launched == [("spills", 255), ("fits", None), ("spills", 255)]
+    assert len(_launch._RELIEVED) == 2 and len(kernel.compiled) == 3  # spills: its config, then capped at 255
 
 
 def _kernel_launches(variant):

@@ -9,12 +9,15 @@ unset (under it ``@triton.jit`` gives interpreter objects)::
     python -m pairloss.triton_engine._compile_check --arch 90 --arch 80 [--all] [--jobs 2]
 
 A variant is an engine pass of ``losses.ENGINE_PASSES`` (its forward kernels: the tile loop and the merge of its
-column splits, and, for a LOSS pass, the backward kernels of the atomic and the deterministic mode), the operand
-dtype and the operand layout. The launches come from the launchers themselves (``_launch.rows_launches``/
-``grad_launches``) with their launch configs, so the signature is the one the JIT would specialise. By default every pass is compiled with bf16 operands in the
-aligned layout (D = 128: one resident feature chunk), plus a few passes with the other dtypes and layouts
-(``EXTRAS``; "wide", D = 512, loops over feature chunks); ``--all`` compiles the full
-product. Exits 1 if any kernel fails to compile.
+column splits, and, for a LOSS pass, the backward kernels of the atomic and the deterministic mode, with the
+mirrored backward and without: ``PAIRLOSS_MIRRORED_BACKWARD=0``, the benchmarks' triton-symmetric), the operand
+dtype and the operand layout. The launches come from the launchers themselves
+(``_launch.rows_launches``/``grad_launches``) with their launch configs, so the signature is the one the JIT would
+specialise; a kernel that spills with its config is compiled as the launcher would then run it
+(``_launch.register_relief``), and its line names the config taken. By default every pass is compiled with bf16
+operands in the aligned layout (D = 128: one resident feature chunk), plus a few passes with the other dtypes and
+layouts (``EXTRAS``; "wide", D = 512, loops over feature chunks); ``--all`` compiles the full product. Exits 1 if
+any kernel fails to compile.
 """
 
 import argparse
@@ -107,9 +110,10 @@ def _operand(rows, features, dtype, aligned, transposed):
     return torch.zeros(rows * features + 1, dtype=dtype)[1:].view(rows, features)
 
 
-def launches(variant):
+def launches(variant, mirrored=(True,)):
     """The ``_launch.Launch`` of each kernel the variant's forward and backward launch, with zero inputs of the
-    dtypes and shapes that ``losses._run`` passes."""
+    dtypes and shapes that ``losses._run`` passes: the backward of both modes, for each ``PAIRLOSS_MIRRORED_BACKWARD``
+    setting in ``mirrored`` (a kernel that two settings share, once)."""
     (loss, stats_pass, mask, self_pairs, symmetric), (dtype, tf32) = variant.engine_pass, OPERANDS[variant.operands]
     rows, refs, features, aligned = LAYOUTS[variant.layout]
     # Class ids, multi-hot rows as 32 int32 words (L = 1024), or a placeholder for the masks without labels.
@@ -138,11 +142,16 @@ def launches(variant):
     )
     if not stats_pass:
         coefs = torch.zeros(4, rows)
-        for atomic in (True, False):
-            found += _launch.grad_launches(
+        compiled = set()
+        for mirror, atomic in itertools.product(mirrored, (True, False)):
+            for launch in _launch.grad_launches(
                 *inputs, values, coefs, scale, bias, tile_bits, loss, mask, self_pairs, own_offset, params, "cuda",
-                tf32, symmetric=symmetric, atomic=atomic,
-            )[1]  # fmt: skip
+                tf32, symmetric=symmetric, atomic=atomic, mirrored=mirror,
+            )[1]:  # fmt: skip
+                kernel = (tuple(launch.constexprs.items()), launch.config)
+                if kernel not in compiled:
+                    compiled.add(kernel)
+                    found.append(launch)
     return found
 
 
@@ -157,8 +166,9 @@ def kernel_name(launch):
 
 
 def config_name(launch):
-    """The launch's warps and stages, as w8s3."""
-    return f"w{launch.config.num_warps}s{launch.config.num_stages}"
+    """The launch's warps, stages and register cap, as w8s3 or w8s3r255."""
+    config = launch.config
+    return f"w{config.num_warps}s{config.num_stages}" + (f"r{config.maxnreg}" if config.maxnreg else "")
 
 
 def compile_launch(launch, arch):
@@ -210,20 +220,42 @@ def resource_usage(compiled, arch):
     return Resources(int(re.search(r"Used (\d+) registers", log).group(1)), int(stack), int(spilled))
 
 
+class Relieved(NamedTuple):
+    """A launch as the engine runs it on a GPU: with its config after ``_launch.register_relief``."""
+
+    launch: object  # _launch.Launch
+    compiled: object  # triton's CompiledKernel
+    usage: Resources
+
+
+def compile_relieved(launch, arch):
+    """Compile ``launch`` as the engine runs it: its config, or the alternative that ``_launch.register_relief``
+    takes by ptxas's stack frame (where the driver's local memory count decides on a GPU)."""
+    found = {}
+
+    def local_memory(config):
+        if config not in found:
+            compiled = compile_launch(launch._replace(config=config), arch)
+            found[config] = compiled, resource_usage(compiled, arch)
+        return found[config][1].stack
+
+    config = _launch.register_relief(launch.config, local_memory)
+    return Relieved(launch._replace(config=config), *found[config])
+
+
 def check(variant):
     """One report line per kernel of the variant, and whether all compiled."""
     lines, ok = [], True
-    for launch in launches(variant):
-        label = f"{variant} {kernel_name(launch)} {config_name(launch)}"
+    for launch in launches(variant, mirrored=(True, False)):
         start = time.perf_counter()
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # triton prints the PTX of a failing ptxas run
-                compiled = compile_launch(launch, variant.arch)
+                launch, _, usage = compile_relieved(launch, variant.arch)
         except Exception as error:  # noqa: BLE001 (any compiler error is a failed variant, reported below)
             ok = False
-            lines.append(f"FAIL  {label}\n{error}")
+            lines.append(f"FAIL  {variant} {kernel_name(launch)} {config_name(launch)}\n{error}")
             continue
-        usage = resource_usage(compiled, variant.arch)
+        label = f"{variant} {kernel_name(launch)} {config_name(launch)}"
         stack = f"  stack {usage.stack} B" if usage.stack else ""
         spills = f"  SPILLS ({usage.spilled} bytes stored)" if usage.spilled else ""
         lines.append(f"ok    {label}  {usage.registers} regs{stack}{spills}  {time.perf_counter() - start:.1f}s")

@@ -69,6 +69,17 @@ def _add_block(ptr, rows, row_mask, features, D, block, ATOMIC: tl.constexpr):
 
 
 @triton.jit
+def _add_owned_block(ptr, rows, row_mask, features, D, block, ATOMIC: tl.constexpr):
+    """An owner's resident block into the zeroed (rows, D) buffer: added atomically by the programs that split its
+    tiles, else stored (its only writer)."""
+    if ATOMIC:
+        _add_block(ptr, rows, row_mask, features, D, block, True)
+    else:
+        mask = row_mask[:, None] & (features < D)[None, :]
+        tl.store(ptr + rows[:, None] * D + features[None, :], block, mask=mask)
+
+
+@triton.jit
 def _add_rows(ptr, rows, row_mask, values, ATOMIC: tl.constexpr):
     if ATOMIC:
         tl.atomic_add(ptr + rows, values, mask=row_mask, sem="relaxed")
@@ -396,7 +407,7 @@ def pair_grad_kernel(
     if OWN_ROWS:
         row_mask = rows < B
         if OWNED_D:
-            _add_block(dx_ptr, rows, row_mask, owned_features, D, owned, ATOMIC)
+            _add_owned_block(dx_ptr, rows, row_mask, owned_features, D, owned, ATOMIC)
         _add_rows(row_grads_ptr, rows, row_mask, vec_sum, ATOMIC)
         if LOGIT_GRADS:
             _add_rows(row_grads_ptr + B, rows, row_mask, scale_sum, ATOMIC)
@@ -405,5 +416,5 @@ def pair_grad_kernel(
             _add_rows(col_grad_ptr, rows, row_mask, mirror_vec_sum, ATOMIC)
     else:
         if OWNED_D:
-            _add_block(dy_ptr, cols, cols < M, owned_features, D, owned, ATOMIC)
+            _add_owned_block(dy_ptr, cols, cols < M, owned_features, D, owned, ATOMIC)
         _add_rows(col_grad_ptr, cols, cols < M, col_vec_sum, ATOMIC)

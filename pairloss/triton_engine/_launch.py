@@ -37,6 +37,7 @@ INTERPRETED = isinstance(pair_rows_kernel, InterpretedFunction)
 class LaunchConfig(NamedTuple):
     num_warps: int
     num_stages: int
+    maxnreg: int | None = None  # ptxas's registers per thread at most (None: its own choice)
 
 
 # The launch configuration of every kernel. Not autotuned: a forward and a backward tuned apart may compute S
@@ -54,6 +55,51 @@ LAUNCH_CONFIG = LaunchConfig(num_warps=8, num_stages=3)
 # buffered, not the products: the sm_90 PTX of S is the same eight m64n32k16 wgmma per tile at 1, 2 and 3 stages,
 # as in the forward. The warps stay one for all: they set the MMA's shape.
 RESIDENT_CONFIG = LAUNCH_CONFIG._replace(num_stages=1)
+
+
+# What a launch may change of its config where its kernel still uses local memory (spills): how ptxas allocates
+# registers or how loads are buffered, never the products (S stays the forward's). At 8 warps ptxas holds some
+# kernels to 128 registers, for two CTAs per SM, and spills there: exact fp32 (FMA products), 20 kernels 4–28 bytes
+# per thread under Triton 3.9 and 115 under 3.6. Capped at 255 (.maxnreg) those compile without a spill at 150–254
+# registers, one CTA per SM; given to every exact-fp32 kernel, the cap made 17 others spill that take 181–198
+# registers without it. A few kernels spill at 255 and not with fewer pipeline stages (uniformity's symmetric
+# forward on padded fp32 rows at 1, fp16 SupCon's Jaccard-weighted mirrored backward at 2). Which kernels spill
+# depends on the Triton and ptxas, so the choice is made per compiled kernel (``register_relief``): on the GPU from
+# the driver's count of its local memory (``_relieved_config``), in _compile_check from ptxas's stack frame.
+RELIEF = ({"maxnreg": 255}, {"num_stages": 2}, {"num_stages": 1})
+
+
+def register_relief(config, local_memory):
+    """``config``, or the alternative of RELIEF (each applied to ``config``) whose kernel uses the least local
+    memory, ``local_memory(config)`` compiling it; alternatives are tried in turn until one uses none, and replace
+    ``config`` only where they use less."""
+    best, least = config, local_memory(config)
+    for change in RELIEF:
+        alternative = config._replace(**change)
+        if least == 0 or alternative == config:
+            continue
+        used = local_memory(alternative)
+        if used < least:
+            best, least = alternative, used
+    return best
+
+
+# A launch's compiled kernel with its own config (Triton compiles one per specialisation) → the config it runs with.
+_RELIEVED = {}
+
+
+def _relieved_config(launch):
+    """The config of a CUDA launch after ``register_relief``, chosen once per compiled kernel."""
+
+    def compiled(config):
+        kernel = launch.kernel.warmup(*launch.args, grid=launch.grid, **launch.constexprs, **config._asdict())
+        kernel._init_handles()  # loads it: the driver's count of its local memory (n_spills, in 4-byte words)
+        return kernel
+
+    default = compiled(launch.config)
+    if default not in _RELIEVED:
+        _RELIEVED[default] = register_relief(launch.config, lambda config: compiled(config).n_spills)
+    return _RELIEVED[default]
 
 
 def planned_for_cuda(device):
@@ -79,8 +125,8 @@ def tile_sizes(device, loss):
 # time. With the whole row (64 × 128) the atomic backward spills in the sm_90 compile check; with 32 fp32 features
 # TF32 contrastive backwards spill 24–48 bytes per thread (the G operand is twice as wide as bf16's). The products'
 # FLOPs are the same either way. Exact fp32's symmetric backward (two FMA products per tile) takes half: at 64 its
-# multi-hot, Jaccard and contrastive variants spilled 12–32 bytes at 255 registers, at 32 none reaches 200; the
-# other exact-fp32 backwards sit at ptxas's 128 registers, where 32 makes more of them spill, not fewer.
+# multi-hot, Jaccard and contrastive variants spilled 12–32 bytes at 255 registers, at 32 none reaches 200; with
+# 32 more of the other exact-fp32 backwards spill at ptxas's 128 registers (before RELIEF), not fewer.
 PRODUCT_CHUNK_BYTES = 64
 
 # Rows of up to this many bytes (features padded to a power of two) are one chunk (``row_chunk``): the backward's
@@ -300,7 +346,8 @@ def rows_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
 
 def _run(launches):
     for launch in launches:
-        launch.kernel[launch.grid](*launch.args, **launch.constexprs, **launch.config._asdict())
+        config = launch.config if INTERPRETED else _relieved_config(launch)
+        launch.kernel[launch.grid](*launch.args, **launch.constexprs, **config._asdict())
 
 
 def pair_rows(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, scale, bias, loss, stats_pass, mask,
