@@ -457,6 +457,19 @@ def test_every_launch_is_the_kernel_itself_with_its_launch_config(monkeypatch, d
     assert launches == forward_pass * 2 + backward  # the miner's STATS pass, the LOSS pass, the backward
 
 
+def test_a_symmetric_pass_takes_one_vector_for_anchors_and_references():
+    """X = Y: the mirrored tiles read the J rows' row vector where the tile's column vector is (``_mirror_gradient``),
+    so a symmetric pass takes one tensor for both; two are refused, even equal ones."""
+    from pairloss.triton_engine import _ids, losses
+
+    x = torch.randn(5, 3)
+    norms = (x * x).sum(1)
+    options = {"tf32": False, "row_vec": norms, "mask": _ids.DIAGONAL, "params": (2.0,), "symmetric": True}
+    with pytest.raises(ValueError, match="with their vectors"):
+        losses.pair_rows_inputs(_ids.UNIFORMITY, x, x, col_vec=norms.clone(), **options)
+    assert losses.pair_rows_inputs(_ids.UNIFORMITY, x, x, col_vec=norms, **options)[-1]
+
+
 def test_register_relief_takes_the_config_that_spills_least():
     """A kernel that uses local memory with its config launches with the first RELIEF alternative that uses none (or
     the least); one that uses none keeps its config, untried alternatives included; stages and register caps only,

@@ -114,10 +114,12 @@ def pair_rows_inputs(loss, x, y, *, tf32, stats_pass=False, row_labels=None, col
     """The arguments of one ``pairloss::pair_rows`` call; unused inputs get small placeholders. ``pair_grad``
     takes the same ones, less ``stats_pass``, with the forward's outputs (``grad_inputs``). ``tf32``: the loss
     call's one precision decision (``_launch.tf32_allowed()``, read once), shared by all its passes so that they
-    compute the same S. ``symmetric``: ``y`` is ``x`` with the same labels and vectors, in a mirrored pass (the
-    contrastive one with its margins, equal for every row, as ``params`` too: the mirrored rows read them there)."""
-    if symmetric and not (y is x and own_offset == 0 and _mirrored(loss, stats_pass)):
-        raise ValueError("symmetric: the references must be the anchors themselves, in a mirrored pass")
+    compute the same S. ``symmetric``: ``y`` is ``x`` with the same labels and vectors (one tensor: the mirrored
+    rows read theirs as either), in a mirrored pass (the contrastive one with its margins, equal for every row, as
+    ``params`` too: the mirrored rows read them there)."""
+    if symmetric and not (y is x and col_vec is row_vec and own_offset == 0 and _mirrored(loss, stats_pass)):
+        raise ValueError("symmetric: the references must be the anchors themselves, with their vectors, in a "
+                         "mirrored pass")  # fmt: skip
     if symmetric and loss.value == CONTRASTIVE.value and len(params) < 2:
         raise ValueError("symmetric contrastive: params must hold the margins (pos_margin, neg_margin)")
     if stats_pass:
