@@ -65,7 +65,9 @@ RESIDENT_CONFIG = LAUNCH_CONFIG._replace(num_stages=1)
 # registers without it. A few kernels spill at 255 and not with fewer pipeline stages (uniformity's symmetric
 # forward on padded fp32 rows at 1, fp16 SupCon's Jaccard-weighted mirrored backward at 2). Which kernels spill
 # depends on the Triton and ptxas, so the choice is made per compiled kernel (``register_relief``): on the GPU from
-# the driver's count of its local memory (``_relieved_config``), in _compile_check from ptxas's stack frame.
+# the driver's count of its local memory (``_relieved_config``), in _compile_check from ptxas's stack frame. That
+# count also holds the few-byte local arrays of Triton's code generation, which it cannot tell from spills (under
+# Triton 3.6 four NT-Xent forwards with an 8-byte one run at 1 stage): a GPU is to say which trade pays.
 RELIEF = ({"maxnreg": 255}, {"num_stages": 2}, {"num_stages": 1})
 
 
