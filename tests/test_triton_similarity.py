@@ -18,6 +18,7 @@ triton = pytest.importorskip("triton")
 tl = pytest.importorskip("triton.language")
 
 from pairloss.triton_engine import _ids, _launch
+from pairloss.triton_engine._compile_check import OPERANDS
 from pairloss.triton_engine._tiles import load_block, similarity_tile, similarity_with_rows
 
 CPU_REASON = backends.unavailable_reason("triton", "cpu")
@@ -74,8 +75,7 @@ def test_similarity_is_the_same_in_every_launch_config(operands, features, devic
     The GPU's tiles (64 × 64, the CUDA feature chunks) on both devices."""
     if device == "cpu" and features != 100:
         pytest.skip("the interpreter checks the test itself: at one width")
-    dtype, tf32 = {"bf16": (torch.bfloat16, False), "fp16": (torch.float16, False), "tf32": (torch.float32, True),
-                   "fp32": (torch.float32, False)}[operands]  # fmt: skip
+    dtype, tf32 = OPERANDS[operands]
     generator = torch.Generator().manual_seed(features)
     x, y = (torch.nn.functional.normalize(torch.randn(rows, features, generator=generator), dim=1).to(device, dtype)
             for rows in (200, 136))  # fmt: skip

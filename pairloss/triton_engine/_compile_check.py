@@ -142,15 +142,15 @@ def launches(variant, mirrored=(True,)):
     )
     if not stats_pass:
         coefs = torch.zeros(4, rows)
-        compiled = set()
+        planned = set()  # (constexprs, config) of the backward kernels found so far
         for mirror, atomic in itertools.product(mirrored, (True, False)):
             for launch in _launch.grad_launches(
                 *inputs, values, coefs, scale, bias, tile_bits, loss, mask, self_pairs, own_offset, params, "cuda",
                 tf32, symmetric=symmetric, atomic=atomic, mirrored=mirror,
             )[1]:  # fmt: skip
                 kernel = (tuple(launch.constexprs.items()), launch.config)
-                if kernel not in compiled:
-                    compiled.add(kernel)
+                if kernel not in planned:
+                    planned.add(kernel)
                     found.append(launch)
     return found
 
