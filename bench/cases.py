@@ -123,11 +123,11 @@ class Implementation:
 
 
 # PAIRLOSS_DETERMINISTIC=1 while held (restored after): the Triton engine's atomic-free backward (two launches,
-# each recomputing S, accumulators in registers; X = Y on resident rows the mirrored launch) unsplit, instead of the
-# atomic one (the same owners split, adding their blocks at their end; wider rows: atomic dY blocks per tile).
+# each recomputing S; X = Y the mirrored launch) unsplit, instead of the atomic one (the same owners split, adding to
+# their rows atomically).
 _deterministic_backward = functools.partial(mock.patch.dict, os.environ, {"PAIRLOSS_DETERMINISTIC": "1"})
-# PAIRLOSS_MIRRORED_BACKWARD=0 while held: X = Y on resident rows, the symmetric backward (half the tiles, both row
-# blocks' dX added atomically per tile) instead of the mirrored one (every tile, dX in registers).
+# PAIRLOSS_MIRRORED_BACKWARD=0 while held: X = Y, the symmetric backward (half the tiles, both row blocks' dX added
+# atomically per tile) instead of the mirrored one (every tile, no atomic per tile).
 _symmetric_backward = functools.partial(mock.patch.dict, os.environ, {"PAIRLOSS_MIRRORED_BACKWARD": "0"})
 
 
@@ -144,10 +144,9 @@ def implementations(loss, device, wanted=None):
         else:
             found.append(Implementation(name, lambda lv, r, b=backend: loss.call(lv, r, b), backend == "reference"))
             if backend == "triton" and device.type == "cuda":
-                # Which backward is faster on a GPU is open. Two towers: resident rows split or not across programs,
-                # wider rows a 64 × D fp32 dY block through L2 per tile or S recomputed once more. X = Y: the mirrored one
-                # (both modes) does 2 GEMM-passes with no atomics, the symmetric one 1.5 with both dX blocks added
-                # atomically per tile.
+                # Which backward is faster on a GPU is open. Two towers: the owners split across programs or not.
+                # X = Y: the mirrored one (both modes) does 2 GEMM-passes with no atomics, the symmetric one 1.5 with
+                # both dX blocks added atomically per tile.
                 run = found[-1].run
                 found.append(Implementation(f"{name}-deterministic", run, False, _deterministic_backward))
                 if loss.towers == 1:

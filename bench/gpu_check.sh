@@ -83,9 +83,9 @@ stage bench-peers 55 "$OUT/bench-peers.log" "$PY" -m bench --device cuda --dtype
   --batch 4096 16384 --loss multi_similarity supcon supcon_multi_label clip \
   --backend triton cpp pml torch.compile-dense inf-cl \
   --repeats 5 --case-seconds 8 --out "$OUT" --name gpu-peers
-# The Triton engine's backwards side by side: atomic (D = 128: owner launches split, X = Y the mirrored one, no
-# per-tile atomics; D = 512: a dY block per tile), deterministic (the owners unsplit, the forward over every tile)
-# and, X = Y, the symmetric one (1.5 passes, both dX blocks atomic per tile).
+# The Triton engine's backwards side by side: atomic (owner launches split, X = Y the mirrored one, no per-tile
+# atomics; D = 512: products added per group of tiles), deterministic (the owners unsplit, the forward over every
+# tile) and, X = Y, the symmetric one (1.5 passes, both dX blocks atomic per tile).
 stage bench-backward 50 "$OUT/bench-backward.log" "$PY" -m bench --device cuda --dtype bfloat16 --dim 128 512 \
   --batch 16384 --loss multi_similarity clip --backend triton triton-deterministic triton-symmetric \
   --repeats 5 --case-seconds 4 --out "$OUT" --name gpu-backward

@@ -20,6 +20,7 @@ from .backend_cases import (
     SPECS,
     all_case_ids,
     check_against_reference,
+    clustered_case,
     make_case,
     random_multi_hot,
     run_loss,
@@ -419,9 +420,8 @@ def test_every_launch_is_the_kernel_itself_with_its_launch_config(monkeypatch, d
     resets its outputs, and on the deterministic backward's column launch it zeroed the dX the row launch had
     written. Every kernel launches with LAUNCH_CONFIG but the backward on resident rows (RESIDENT_CONFIG: its stages
     alone differ). Default mode, X = Y: both forward passes run over half the tiles into an atomically combined state.
-    The backward, X = Y: rows that fit a resident block (fp32 D = 6 under the interpreter) one mirrored launch in
-    either mode; wider rows (D = 100; exact fp32 on CUDA) one symmetric launch, or deterministic a dX launch, then
-    a dY launch."""
+    The backward, X = Y: one mirrored launch in either mode, on rows that fit a resident block (fp32 D = 6 under the
+    interpreter) and on wider ones (D = 100), which hold their tiles' G instead."""
     from pairloss.triton_engine import _ids, _launch
 
     launches = []
@@ -448,12 +448,8 @@ def test_every_launch_is_the_kernel_itself_with_its_launch_config(monkeypatch, d
     forward_pass = [("pair_rows_kernel", None, *config), ("merge_splits_kernel", None, *config)]
     if not deterministic:
         forward_pass.insert(0, ("init_shared_kernel", None, *config))
-    if _launch.row_chunk(torch.float32, dim, DEVICE, _ids.MULTI_SIMILARITY.value, "ieee"):
-        backward = [("pair_grad_kernel", True, *resident_config)]
-    elif deterministic:
-        backward = [("pair_grad_kernel", True, *config), ("pair_grad_kernel", False, *config)]  # dX, then dY
-    else:
-        backward = [("pair_grad_kernel", True, *config)]
+    resident = _launch.row_chunk(torch.float32, dim, DEVICE, _ids.MULTI_SIMILARITY.value, "ieee")
+    backward = [("pair_grad_kernel", True, *(resident_config if resident else config))]
     assert launches == forward_pass * 2 + backward  # the miner's STATS pass, the LOSS pass, the backward
 
 
@@ -504,9 +500,11 @@ def test_register_relief_takes_the_config_that_spills_least():
     assert len(tried) == 3
 
 
-def test_cuda_launches_choose_their_config_once_per_compiled_kernel(monkeypatch):
-    """On CUDA each launch compiles (Triton's warmup, no launch) with its config, and for a kernel that spills, with
-    the RELIEF alternatives; the choice is remembered per compiled kernel and the launch runs with it."""
+def test_cuda_launches_choose_their_config_once_per_specialisation(monkeypatch):
+    """On CUDA the first launch of a specialisation compiles (Triton's warmup, no launch) with its config, and for a
+    kernel that spills, with the RELIEF alternatives; the choice is remembered, later launches of it (arguments that
+    differ only where the JIT does not specialise) run with it without a warmup, and a differently aligned argument
+    or another loss chooses anew."""
     from pairloss.triton_engine import _launch
 
     class Compiled:
@@ -518,24 +516,31 @@ def test_cuda_launches_choose_their_config_once_per_compiled_kernel(monkeypatch)
 
     class Kernel:
         def __init__(self):
-            self.compiled = {}
+            self.warmups = []
             self.launched = []
 
         def warmup(self, *args, grid, **options):
-            key = (options["LOSS"], options["maxnreg"], options["num_stages"])
-            spills = 6 if options["LOSS"] == "spills" and options["maxnreg"] is None else 0
-            return self.compiled.setdefault(key, Compiled(spills))
+            self.warmups.append((options["LOSS"], options["maxnreg"], options["num_stages"]))
+            return Compiled(6 if options["LOSS"] == "spills" and options["maxnreg"] is None else 0)
 
         def __getitem__(self, grid):
             return lambda *args, **options: self.launched.append((options["LOSS"], options["maxnreg"]))
 
     kernel = Kernel()
     monkeypatch.setattr(_launch, "_RELIEVED", {})
-    launches = [_launch.Launch(kernel, (1,), (), {"LOSS": loss}) for loss in ("spills", "fits", "spills")]
+    rows = torch.zeros(64)
+    calls = [("spills", (rows, 32)), ("fits", (rows, 32)), ("spills", (rows, 48)), ("spills", (rows[1:], 48)),
+             ("spills", (rows, 33))]  # fmt: skip
+    launches = [_launch.Launch(kernel, (1,), args, {"LOSS": loss}) for loss, args in calls]
     monkeypatch.setattr(_launch, "INTERPRETED", False)
     _launch._run(launches)
-    assert kernel.launched == [("spills", 255), ("fits", None), ("spills", 255)]
-    assert len(_launch._RELIEVED) == 2 and len(kernel.compiled) == 3  # spills: its config, then capped at 255
+    assert kernel.launched == [("spills", 255), ("fits", None), ("spills", 255), ("spills", 255), ("spills", 255)]
+    # spills: its config, then capped at 255 (no spill: no other alternative), for each of 3 specialisations
+    assert kernel.warmups == [("spills", None, 3), ("spills", 255, 3), ("fits", None, 3)] + 2 * [
+        ("spills", None, 3),
+        ("spills", 255, 3),
+    ]
+    assert len(_launch._RELIEVED) == 4
 
 
 def _kernel_launches(variant):
@@ -574,11 +579,12 @@ def test_forward_and_backward_launch_plans_compute_the_same_similarity(operands)
 )  # fmt: skip
 @pytest.mark.parametrize("symmetric", [True, False], ids=["anchors_as_references", "memory_bank"])
 def test_cuda_backward_plan(operands, layout, owned, symmetric):
-    """The CUDA plan of the multi-similarity backward. The owned block stays in registers for rows of at most 256
-    bytes (bf16 D ≤ 128), not for wider rows nor fp32 (D = 128 here). Resident rows: row owners (dX), then column
-    owners (dY), nothing added per tile, 1 stage; X = Y the row owners alone, mirrored. Wider rows, atomic: row
-    owners adding dY per tile (X = Y: symmetric, both dX blocks); deterministic: the row and column owners. Atomic
-    launches split their owners' tiles (the row owners as the forward's grid), deterministic ones do not."""
+    """The CUDA plan of the multi-similarity backward: owner launches. The owned block stays in registers for rows
+    of at most 256 bytes (bf16 D ≤ 128), 1 stage; wider rows (and fp32, D = 128 here) hold 32 KB of G, 4
+    half-precision tiles or 2 TF32 ones (X = Y: half), and add their products to the owned rows once per group;
+    exact fp32 (FMA products) holds 1. Row owners (dX), then column owners (dY); X = Y the row owners alone,
+    mirrored. Atomic launches split their owners' tiles (the row owners as the forward's grid), deterministic ones
+    do not."""
     from pairloss.triton_engine import _compile_check, _ids, _launch, losses
 
     engine_pass = losses.EnginePass(_ids.MULTI_SIMILARITY.value, False, _ids.LABELS.value, True, symmetric)
@@ -589,19 +595,48 @@ def test_cuda_backward_plan(operands, layout, owned, symmetric):
     deterministic = [launch for launch in backward if not launch.constexprs["ATOMIC"]]
     assert atomic[0].grid == forward.grid and forward.grid[1] > 1
     assert all(launch.grid[1] > 1 for launch in atomic) and all(launch.grid[1] == 1 for launch in deterministic)
-    mirror = symmetric and owned > 0
-    owners = [True] if mirror else [True, False]  # dX, and unless mirrored dY
-    assert [launch.constexprs["OWN_ROWS"] for launch in atomic] == (owners if owned else [True])
-    assert [launch.constexprs["OWN_ROWS"] for launch in deterministic] == owners
+    owners = [True] if symmetric else [True, False]  # dX, and unless mirrored dY
+    for launches in (atomic, deterministic):
+        assert [launch.constexprs["OWN_ROWS"] for launch in launches] == owners
+    held = 1 if owned or operands == "fp32" else {"tf32": 2, "fp16": 2}.get(operands, 4) // (2 if symmetric else 1)
     for launch in backward:
         c = launch.constexprs
-        assert c["MIRROR"] == mirror and c["OWNED_D"] == owned
-        assert c["STREAMED_GRADS"] == (c["ATOMIC"] and not owned and not symmetric)
-        assert c["SYMMETRIC"] == (c["ATOMIC"] and not owned and symmetric)
+        assert c["MIRROR"] == symmetric and not c["SYMMETRIC"]
+        assert c["OWNED_D"] == owned and c["FLUSH_TILES"] == held
         assert launch.config == (_launch.RESIDENT_CONFIG if owned else _launch.LAUNCH_CONFIG)
-    # Features per atomic product: 64 bytes of row (32 bytes in exact fp32's symmetric backward), within BLOCK_D.
-    product_d = {"bf16": 32, "fp16": 32, "tf32": 16, "fp32": 8 if symmetric else 16}[operands]
-    assert atomic[0].constexprs["PRODUCT_D"] == product_d
+    # Features per product added to global memory: 64 bytes of row, within BLOCK_D.
+    assert atomic[0].constexprs["PRODUCT_D"] == {"bf16": 32, "fp16": 32, "tf32": 16, "fp32": 16}[operands]
+
+
+def test_symmetric_backward_plan():
+    """X = Y with ``PAIRLOSS_MIRRORED_BACKWARD=0`` (bench's triton-symmetric): atomic mode streams the tiles on and
+    right of the diagonal once each, adding both row blocks' dX per tile, with no resident block; exact fp32's two
+    FMA products take 32 bytes of row at a time. The deterministic mode runs the row and column owners."""
+    from pairloss.triton_engine import _compile_check, _ids, losses
+
+    engine_pass = losses.EnginePass(_ids.MULTI_SIMILARITY.value, False, _ids.LABELS.value, True, True)
+    for operands, product_d in (("bf16", 32), ("fp32", 8)):
+        variant = _compile_check.Variant(engine_pass, operands, "aligned", 90)
+        backward = [launch for launch in _compile_check.launches(variant, mirrored=(False,))
+                    if launch.kernel.fn.__name__ == "pair_grad_kernel"]  # fmt: skip
+        plans = [(c["ATOMIC"], c["OWN_ROWS"], c["SYMMETRIC"], c["MIRROR"]) for c in (x.constexprs for x in backward)]
+        assert plans == [(True, True, True, False), (False, True, False, False), (False, False, False, False)]
+        assert backward[0].constexprs["OWNED_D"] == 0 and backward[0].constexprs["PRODUCT_D"] == product_d
+
+
+def test_all_triplets_backward_plan():
+    """All-triplets' backward recomputes its O(B·M²) triplet sums in every launch: atomic, its row owners alone (its
+    passes are never symmetric: no mirrored launch), adding the columns' dY per tile; deterministic, the row and
+    column owners. One tile held (the triplet tile takes the registers)."""
+    from pairloss.triton_engine import _compile_check, _ids, losses
+
+    passes = [p for p in losses.ENGINE_PASSES if p.loss == _ids.TRIPLET_ALL.value and not p.stats_pass]
+    assert passes and not any(engine_pass.symmetric for engine_pass in passes)
+    for engine_pass in passes:
+        _, backward = _kernel_launches(_compile_check.Variant(engine_pass, "bf16", "wide", 90))
+        plans = [(c["ATOMIC"], c["OWN_ROWS"], c["STREAMED_GRADS"], c["FLUSH_TILES"])
+                 for c in (launch.constexprs for launch in backward)]  # fmt: skip
+        assert plans == [(True, True, True, 1), (False, True, False, 1), (False, False, False, 1)], engine_pass
 
 
 @pytest.mark.parametrize(
@@ -700,6 +735,43 @@ def test_owner_launches_at_cuda_tile_sizes(monkeypatch, loss_name, deterministic
     check_within_fp32_error(loss_name, **case)
     splits = 1 if deterministic == "1" else 3  # 3 blocks of 64 rows (and columns), their 3 tiles split
     assert [(launch["OWN_ROWS"], grid) for launch, grid in planned] == [(True, (3, splits)), (False, (3, splits))]
+
+
+@pytest.mark.skipif(CPU_REASON is not None, reason="runs the GPU's tiles under the interpreter")
+@pytest.mark.parametrize("deterministic", ["0", "1"], ids=["split", "unsplit"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("loss_name", ["multi_similarity_loss", "clip_loss"])
+def test_wide_rows_add_their_products_per_group_of_tiles(monkeypatch, loss_name, dtype, deterministic):
+    """Rows too wide for a resident block (300 half-precision features) on the CUDA plan: each owner holds the G of
+    4 bf16 tiles or 2 fp16 ones (X = Y, mirrored: half) and adds their summed products to its rows once per group
+    (fp16: each tile's G scaled by its own power of two), against the oracle under the half-precision rule. 300 rows
+    are 5 blocks of 64: groups of 4 + 1 or 2 + 2 + 1 unsplit (deterministic); split (atomic) into ranges of 2, 2 and
+    1 tiles, groups that run past their range's end."""
+    planned = _record_tf32_backward_plans(monkeypatch, deterministic)
+    check_against_reference(loss_name, "triton", **clustered_case(loss_name, dtype, rows=300, dim=300))
+    splits = 1 if deterministic == "1" else 3
+    mirrored = loss_name == "multi_similarity_loss"
+    held = (4 if dtype == torch.bfloat16 else 2) // (2 if mirrored else 1)
+    owners = [True] if mirrored else [True, False]
+    assert [(launch["OWN_ROWS"], launch["FLUSH_TILES"], grid[1]) for launch, grid in planned] == [
+        (own_rows, held, splits) for own_rows in owners
+    ]
+    assert not any(launch["OWNED_D"] for launch, _ in planned)
+
+
+@pytest.mark.skipif(CPU_REASON is not None, reason="runs the GPU's tiles under the interpreter")
+def test_multi_hot_wide_rows_hold_one_tile_fewer(monkeypatch):
+    """Multi-hot labels (their bitset tests take registers) on wide bf16 rows: the owners of the X = Y backward
+    without mirroring (``PAIRLOSS_MIRRORED_BACKWARD=0``, deterministic: row owners, then column owners) hold 3
+    tiles, not 4, so 5 blocks of 64 rows make groups of 3 + 2; against the oracle."""
+    planned = _record_tf32_backward_plans(monkeypatch, "1")
+    monkeypatch.setenv("PAIRLOSS_MIRRORED_BACKWARD", "0")
+    case = clustered_case("contrastive_loss", torch.bfloat16, rows=300, dim=300, multi_hot=True)
+    check_against_reference("contrastive_loss", "triton", **case)
+    assert [(launch["OWN_ROWS"], launch["FLUSH_TILES"], grid[1]) for launch, grid in planned] == [
+        (True, 3, 1),
+        (False, 3, 1),
+    ]
 
 
 @pytest.mark.parametrize("layout", ["odd", "aligned"])

@@ -162,7 +162,8 @@ def kernel_name(launch):
     c = launch.constexprs
     kind = ("rows" if c["OWN_ROWS"] else "cols") + (", atomic" if c["ATOMIC"] else "")
     x_is_y = ", symmetric" if c["SYMMETRIC"] else ", mirror" if c["MIRROR"] else ""
-    return f"{name}({kind}{x_is_y})"
+    held = f", {c['FLUSH_TILES']} tiles held" if c["FLUSH_TILES"] > 1 else ""
+    return f"{name}({kind}{x_is_y}{held})"
 
 
 def config_name(launch):

@@ -13,16 +13,17 @@ atomically (``epilogue.combine``) in a buffer that ``init_shared_kernel`` sets u
 ``pair_grad_kernel`` (backward): recomputes the tiles whose byte is set, forms G = ∂L/∂S in registers and
 accumulates dX = G·Y and dY = Gᵀ·X in fp32. A program owns a row block (``OWN_ROWS``: dX, streaming a split of its
 column tiles) or a column block (dY, streaming a split of its row tiles), and with ``ATOMIC`` (splits) adds what it
-owns atomically at its end (relaxed: nothing is read back before the kernel ends); without, it stores it.
-``OWNED_D`` (non-zero when a row's features, padded to OWNED_D, are few enough): the owned block stays in registers
-across the tile loop instead of a read-modify-write per tile; a row-owner launch and a column-owner launch then make
-the backward, neither adding anything per tile. Wider rows, atomic: row owners alone, adding the columns' dY and
-column sums per tile (``STREAMED_GRADS``); deterministic: the two launches, their owned blocks read and written per
-tile. X = Y (the pair gradients of tile (J, I) are those of tile (I, J) transposed): ``MIRROR`` (resident rows)
-streams every tile of its rows, G plus the mirror's, so that dX_I = Σ_J (G_IJ + G_JIᵀ)·X_J and both roles' row sums
-are its own: one product per tile and nothing added per tile to another program's rows, in either mode;
-``SYMMETRIC`` (wider rows) streams the tiles on and right of the diagonal once each, adding both row blocks' dX
-atomically.
+owns atomically (relaxed: nothing is read back before the kernel ends); without, it is the owned rows' only
+writer. A row-owner launch and a column-owner launch make the backward. ``OWNED_D`` (non-zero when a row's
+features, padded to OWNED_D, are few enough): the owned block stays in registers across the tile loop and is added
+once at the end. Wider rows: the owner holds the G of ``FLUSH_TILES`` tiles (as its products' operand) and adds
+their summed products to its rows once per group, PRODUCT_D features at a time. ``STREAMED_GRADS`` (all-triplets,
+atomic): the row owners alone, also adding the columns' dY and column sums per tile, so that the O(B·M²) triplet
+sums that each launch recomputes run once. X = Y (the pair gradients of tile
+(J, I) are those of tile (I, J) transposed): ``MIRROR`` streams every tile of its rows, G plus the mirror's, so that
+dX_I = Σ_J (G_IJ + G_JIᵀ)·X_J and both roles' row sums are its own: one product per tile and nothing added to
+another program's rows, in either mode. ``SYMMETRIC`` (the opt-out, ``_launch.mirrored_backward``) streams the tiles
+on and right of the diagonal once each, adding both row blocks' dX atomically per tile.
 
 Nothing of size B×M is stored: the outputs are per-row vectors (B × splits partial states), the tile bytes, and
 the gradients.
@@ -287,6 +288,30 @@ def _add_products(out_ptr, out_rows, out_mask, g_op, g_unscale, operand_ptr, ope
         _add_block(out_ptr, out_rows, out_mask, features, D, product, ATOMIC)
 
 
+@triton.jit
+def _add_held_products(out_ptr, out_rows, out_mask, held, start, operand_ptr, operand_count, D, stride_row,
+                       stride_feature, PRECISION: tl.constexpr, BLOCK: tl.constexpr, PRODUCT_D: tl.constexpr,
+                       ATOMIC: tl.constexpr):  # fmt: skip
+    """out[out_rows] += Σ_k G_k·operand[rows of tile start + k] over a group of held tiles (``held``: (G_k, its
+    unscale, whether it has one), k = 0, 1, …), PRODUCT_D features at a time: the group's products meet in one fp32
+    block per chunk, added once to the owned rows. A group whose tiles have no gradient adds nothing."""
+    live = held[0][2]
+    for step in tl.static_range(1, len(held)):
+        live = live | held[step][2]
+    if live:
+        for first_feature in range(0, D, PRODUCT_D):
+            features = first_feature + tl.arange(0, PRODUCT_D).to(tl.int64)
+            block = tl.zeros((out_rows.shape[0], PRODUCT_D), tl.float32)
+            for step in tl.static_range(len(held)):
+                g_op, g_unscale, has_gradient = held[step]
+                if has_gradient:
+                    operand_rows = (start + step) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+                    operand = load_block(operand_ptr, operand_rows, operand_rows < operand_count, features, D,
+                                         stride_row, stride_feature)  # fmt: skip
+                    block = add_product(block, g_op, g_unscale, operand, PRECISION)
+            _add_block(out_ptr, out_rows, out_mask, features, D, block, ATOMIC)
+
+
 @triton.jit(do_not_specialize=["own_offset", "tiles_per_split"])  # (as pair_rows_kernel)
 def pair_grad_kernel(
     x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, row_vec_ptr, col_vec_ptr, stats_ptr,
@@ -295,12 +320,14 @@ def pair_grad_kernel(
     p0, p1, p2, p3,
     LOSS: tl.constexpr, MASK: tl.constexpr, SELF_PAIRS: tl.constexpr, PRECISION: tl.constexpr,
     OWN_ROWS: tl.constexpr, ATOMIC: tl.constexpr, STREAMED_GRADS: tl.constexpr, SYMMETRIC: tl.constexpr,
-    MIRROR: tl.constexpr, OWNED_D: tl.constexpr,
+    MIRROR: tl.constexpr, OWNED_D: tl.constexpr, FLUSH_TILES: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRODUCT_D: tl.constexpr,
 ):  # fmt: skip
     owner = tl.program_id(0).to(tl.int64)
     # The losses whose logit scale and bias have gradients (the others' g_scale and g_bias are zero).
     LOGIT_GRADS: tl.constexpr = LOSS == CLIP or LOSS == SIGLIP
+    # Owners of rows too wide to keep in registers hold their tiles' G and add the products per FLUSH_TILES tiles.
+    FLUSH: tl.constexpr = not OWNED_D and not SYMMETRIC
     scale = tl.load(scale_ptr).to(tl.float32)
     bias = tl.load(bias_ptr).to(tl.float32)
     params = (p0, p1, p2, p3)
@@ -327,63 +354,70 @@ def pair_grad_kernel(
         cols = owner * BLOCK_N + tl.arange(0, BLOCK_N)
         col_vec_sum = tl.zeros((BLOCK_N,), tl.float32)
         owned = tl.zeros((BLOCK_N, max(OWNED_D, 1)), tl.float32)
-    for tile in range(first, last):
-        if OWN_ROWS:
-            cols = tile * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
-            tile_bit = tl.load(tile_bits_ptr + owner * num_col_blocks + tile)
-            if SYMMETRIC or MIRROR:
-                tile_bit |= tl.load(tile_bits_ptr + tile * num_col_blocks + owner)
-        else:
-            rows = tile * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
-            own_cols = own_columns(rows, own_offset, M)
-            tile_bit = tl.load(tile_bits_ptr + tile * num_col_blocks + owner)
-        row_mask = rows < B
-        col_mask = cols < M
-        # Exact skip: the forward saw no pair with a non-zero gradient in this tile (nor, SYMMETRIC, MIRROR, its
-        # mirror).
-        if tile_bit != 0:
-            s, pos, neg, weight = pair_tile(
-                x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask,
-                own_cols, D, label_width, stride_xr, stride_xd, stride_yr, stride_yd, MASK, SELF_PAIRS, PRECISION,
-                BLOCK_M, BLOCK_N, BLOCK_D,
-            )  # fmt: skip
-            g_s, g_vec, g_scale, g_bias = _tile_gradient(
-                x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, row_vec_ptr, col_vec_ptr, stats_ptr,
-                values_ptr, coefs_ptr, s, pos, neg, weight, rows, cols, row_mask, col_mask, own_cols, scale, bias,
-                params, B, M, D, label_width, stride_xr, stride_xd, stride_yr, stride_yd,
-                LOSS, MASK, SELF_PAIRS, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
-            )  # fmt: skip
+    for start in range(first, last, FLUSH_TILES):
+        held = ()  # FLUSH: per tile of the group (G as its product's operand, its unscale, whether it has one)
+        for step in tl.static_range(FLUSH_TILES):
+            tile = start + step
+            in_split = tile < last
             if OWN_ROWS:
-                vec_sum += tl.sum(g_vec, 1)
-                if LOGIT_GRADS:
-                    scale_sum += tl.sum(g_scale, 1)
-                    bias_sum += tl.sum(g_bias, 1)
-                if STREAMED_GRADS or SYMMETRIC:
-                    tl.atomic_add(col_grad_ptr + cols, tl.sum(g_vec, 0), mask=col_mask, sem="relaxed")
+                cols = tile * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)
+                tile_bit = tl.load(tile_bits_ptr + owner * num_col_blocks + tile, mask=in_split, other=0)
                 if SYMMETRIC or MIRROR:
-                    # X = Y: this tile also stands for tile (J, I), whose pair gradients join G (on the diagonal
-                    # tile they are G's transpose: dX += (G + Gᵀ)·X there). SYMMETRIC skips tile (J, I); MIRROR
-                    # computes it too, as its owner's tile, and takes only the I rows' share here.
-                    m_s, m_vec_cols, m_vec_rows = _mirror_gradient(
-                        row_vec_ptr, col_vec_ptr, stats_ptr, values_ptr, coefs_ptr, s, pos, neg, weight, rows, cols,
-                        row_mask, col_mask, scale, bias, params, B, LOSS,
-                    )  # fmt: skip
-                    g_s += m_s
-                    if MIRROR:
-                        mirror_vec_sum += m_vec_rows
-                    else:
-                        # The diagonal tile is its own mirror: its per-row sums above already hold every pair once.
-                        mirrored = col_mask & (cols // BLOCK_N != owner)  # the J rows, none on the diagonal tile
-                        off_diagonal = (tile != owner).to(tl.float32)
-                        tl.atomic_add(row_grads_ptr + cols, m_vec_cols * off_diagonal, mask=col_mask, sem="relaxed")
-                        mirror_vec_sum += m_vec_rows * off_diagonal
+                    tile_bit |= tl.load(tile_bits_ptr + tile * num_col_blocks + owner, mask=in_split, other=0)
             else:
-                col_vec_sum += tl.sum(g_vec, 0)
-            # Lanes outside the batch may hold NaN (0/0 in an epilogue): harmless in the products (their rows are
-            # not stored), but not in the tile's largest |G| that scales fp16's.
-            g_s = tl.where(row_mask[:, None] & col_mask[None, :], g_s, 0.0)
-            g_op, g_unscale = gradient_operand(g_s, x_ptr.dtype.element_ty)
-            if OWN_ROWS:
+                rows = tile * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+                own_cols = own_columns(rows, own_offset, M)
+                tile_bit = tl.load(tile_bits_ptr + tile * num_col_blocks + owner, mask=in_split, other=0)
+            row_mask = rows < B
+            col_mask = cols < M
+            g_held = tl.zeros((BLOCK_M, BLOCK_N) if OWN_ROWS else (BLOCK_N, BLOCK_M), x_ptr.dtype.element_ty)
+            g_held_unscale = tl.full((), 1.0, tl.float32)
+            # Exact skip: the forward saw no pair with a non-zero gradient in this tile (nor, SYMMETRIC, MIRROR, its
+            # mirror).
+            if tile_bit != 0:
+                s, pos, neg, weight = pair_tile(
+                    x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, rows, cols, row_mask, col_mask,
+                    own_cols, D, label_width, stride_xr, stride_xd, stride_yr, stride_yd, MASK, SELF_PAIRS,
+                    PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
+                )  # fmt: skip
+                g_s, g_vec, g_scale, g_bias = _tile_gradient(
+                    x_ptr, y_ptr, row_labels_ptr, col_labels_ptr, positives_ptr, row_vec_ptr, col_vec_ptr,
+                    stats_ptr, values_ptr, coefs_ptr, s, pos, neg, weight, rows, cols, row_mask, col_mask, own_cols,
+                    scale, bias, params, B, M, D, label_width, stride_xr, stride_xd, stride_yr, stride_yd,
+                    LOSS, MASK, SELF_PAIRS, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
+                )  # fmt: skip
+                if OWN_ROWS:
+                    vec_sum += tl.sum(g_vec, 1)
+                    if LOGIT_GRADS:
+                        scale_sum += tl.sum(g_scale, 1)
+                        bias_sum += tl.sum(g_bias, 1)
+                    if STREAMED_GRADS or SYMMETRIC:
+                        tl.atomic_add(col_grad_ptr + cols, tl.sum(g_vec, 0), mask=col_mask, sem="relaxed")
+                    if SYMMETRIC or MIRROR:
+                        # X = Y: this tile also stands for tile (J, I), whose pair gradients join G (on the diagonal
+                        # tile they are G's transpose: dX += (G + Gᵀ)·X there). SYMMETRIC skips tile (J, I); MIRROR
+                        # computes it too, as its owner's tile, and takes only the I rows' share here.
+                        m_s, m_vec_cols, m_vec_rows = _mirror_gradient(
+                            row_vec_ptr, col_vec_ptr, stats_ptr, values_ptr, coefs_ptr, s, pos, neg, weight, rows,
+                            cols, row_mask, col_mask, scale, bias, params, B, LOSS,
+                        )  # fmt: skip
+                        g_s += m_s
+                        if MIRROR:
+                            mirror_vec_sum += m_vec_rows
+                        else:
+                            # The diagonal tile is its own mirror: its per-row sums above already hold every pair
+                            # once.
+                            mirrored = col_mask & (cols // BLOCK_N != owner)  # the J rows, none on the diagonal
+                            off_diagonal = (tile != owner).to(tl.float32)
+                            tl.atomic_add(row_grads_ptr + cols, m_vec_cols * off_diagonal, mask=col_mask,
+                                          sem="relaxed")  # fmt: skip
+                            mirror_vec_sum += m_vec_rows * off_diagonal
+                else:
+                    col_vec_sum += tl.sum(g_vec, 0)
+                # Lanes outside the batch may hold NaN (0/0 in an epilogue): harmless in the products (their rows
+                # are not stored), but not in the tile's largest |G| that scales fp16's.
+                g_s = tl.where(row_mask[:, None] & col_mask[None, :], g_s, 0.0)
+                g_op, g_unscale = gradient_operand(g_s, x_ptr.dtype.element_ty)
                 if SYMMETRIC:
                     # dX_I += H·X_J and dX_J += Hᵀ·X_I with H = G + mirror: the J rows get the mirrored tile's dX
                     # and this tile's dY (Y = X); none on the diagonal tile, whose dX_I += (G + Gᵀ)·X_I is all.
@@ -392,22 +426,28 @@ def pair_grad_kernel(
                     _add_products(dx_ptr, cols, mirrored, tl.trans(g_op), g_unscale, x_ptr, rows, row_mask, D,
                                   stride_xr, stride_xd, PRECISION, PRODUCT_D, True)  # fmt: skip
                 else:
-                    # MIRROR: dX_I = Σ_J H·X_J is all of X's gradient; its dY is none.
                     if STREAMED_GRADS:
                         _add_products(dy_ptr, cols, col_mask, tl.trans(g_op), g_unscale, x_ptr, rows, row_mask, D,
                                       stride_xr, stride_xd, PRECISION, PRODUCT_D, True)  # fmt: skip
-                    if OWNED_D:
+                    if OWNED_D and OWN_ROWS:  # (MIRROR: dX_I = Σ_J H·X_J is all of X's gradient; its dY is none)
                         y = load_block(y_ptr, cols, col_mask, owned_features, D, stride_yr, stride_yd)
                         owned = add_product(owned, g_op, g_unscale, y, PRECISION)
+                    elif OWNED_D:
+                        x = load_block(x_ptr, rows, row_mask, owned_features, D, stride_xr, stride_xd)
+                        owned = add_product(owned, tl.trans(g_op), g_unscale, x, PRECISION)
                     else:
-                        _add_products(dx_ptr, rows, row_mask, g_op, g_unscale, y_ptr, cols, col_mask, D, stride_yr,
-                                      stride_yd, PRECISION, PRODUCT_D, ATOMIC)  # fmt: skip
-            elif OWNED_D:
-                x = load_block(x_ptr, rows, row_mask, owned_features, D, stride_xr, stride_xd)
-                owned = add_product(owned, tl.trans(g_op), g_unscale, x, PRECISION)
+                        g_held = g_op if OWN_ROWS else tl.trans(g_op)
+                        g_held_unscale = g_held_unscale * g_unscale  # (a tensor for every dtype: bf16's is 1.0)
+            held = held + ((g_held, g_held_unscale, tile_bit != 0),)
+        if FLUSH:
+            # The group's products, summed before they are added to the owned rows: one global addition of the
+            # owned block per FLUSH_TILES tiles.
+            if OWN_ROWS:
+                _add_held_products(dx_ptr, rows, rows < B, held, start, y_ptr, M, D, stride_yr, stride_yd,
+                                   PRECISION, BLOCK_N, PRODUCT_D, ATOMIC)  # fmt: skip
             else:
-                _add_products(dy_ptr, cols, col_mask, tl.trans(g_op), g_unscale, x_ptr, rows, row_mask, D, stride_xr,
-                              stride_xd, PRECISION, PRODUCT_D, ATOMIC)  # fmt: skip
+                _add_held_products(dy_ptr, cols, cols < M, held, start, x_ptr, B, D, stride_xr, stride_xd,
+                                   PRECISION, BLOCK_M, PRODUCT_D, ATOMIC)  # fmt: skip
     if OWN_ROWS:
         row_mask = rows < B
         if OWNED_D:

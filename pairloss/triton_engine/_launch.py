@@ -20,7 +20,9 @@ from triton.runtime.interpreter import InterpretedFunction
 
 from ._ids import (
     CONTRASTIVE,
+    JACCARD,
     LOSS_PASS,
+    MULTI_HOT,
     MULTI_SIMILARITY,
     NTXENT,
     ROW_SLOTS,
@@ -86,22 +88,40 @@ def register_relief(config, local_memory):
     return best
 
 
-# A launch's compiled kernel with its own config (Triton compiles one per specialisation) → the config it runs with.
+def _specialisation(launch):
+    """What decides the kernel Triton compiles for a launch, at least as finely as the JIT's own key: the kernel, its
+    constexprs and config, and per argument its dtype and 16-byte alignment (tensors), whether it is 1, divisible by
+    16 or wider than 32 bits (ints), or its type. Cheap beside compiling, or Triton's warmup."""
+
+    def argument(value):
+        if isinstance(value, torch.Tensor):
+            return str(value.dtype), value.data_ptr() % 16 == 0
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value == 1, value % 16 == 0, -(2**31) <= value < 2**31
+        return type(value).__name__
+
+    constexprs = tuple(sorted(launch.constexprs.items()))
+    return launch.kernel, constexprs, launch.config, tuple(argument(value) for value in launch.args)
+
+
+# A launch's ``_specialisation`` → the config it runs with.
 _RELIEVED = {}
 
 
 def _relieved_config(launch):
-    """The config of a CUDA launch after ``register_relief``, chosen once per compiled kernel."""
+    """The config of a CUDA launch after ``register_relief``, chosen once per specialisation: the first launch of
+    each compiles its alternatives with Triton's warmup (the driver's count of their local memory), later launches
+    look it up without asking Triton (a warmup per launch would double the host's launch overhead)."""
+    key = _specialisation(launch)
+    if key not in _RELIEVED:
 
-    def compiled(config):
-        kernel = launch.kernel.warmup(*launch.args, grid=launch.grid, **launch.constexprs, **config._asdict())
-        kernel._init_handles()  # loads it: the driver's count of its local memory (n_spills, in 4-byte words)
-        return kernel
+        def local_memory(config):
+            kernel = launch.kernel.warmup(*launch.args, grid=launch.grid, **launch.constexprs, **config._asdict())
+            kernel._init_handles()  # loads it: the driver's count of its local memory (n_spills, in 4-byte words)
+            return kernel.n_spills
 
-    default = compiled(launch.config)
-    if default not in _RELIEVED:
-        _RELIEVED[default] = register_relief(launch.config, lambda config: compiled(config).n_spills)
-    return _RELIEVED[default]
+        _RELIEVED[key] = register_relief(launch.config, local_memory)
+    return _RELIEVED[key]
 
 
 def planned_for_cuda(device):
@@ -130,6 +150,32 @@ def tile_sizes(device, loss):
 # multi-hot, Jaccard and contrastive variants spilled 12–32 bytes at 255 registers, at 32 none reaches 200; with
 # 32 more of the other exact-fp32 backwards spill at ptxas's 128 registers (before RELIEF), not fewer.
 PRODUCT_CHUNK_BYTES = 64
+
+# The G a backward owner of wide rows (no resident block) holds, as its products' operand, before it adds their
+# products to its rows (an atomic add, or its own read-modify-write): the global addition of its 64 × D fp32 block,
+# 8·64·D bytes of L2 traffic against 4·64·64·D FLOPs of S and product per tile, happens once per that many tiles
+# (``held_tiles``). 32 KB is 4 bf16 64 × 64 tiles (8 registers per thread each at 8 warps) or 2 TF32 ones; with 4 TF32
+# tiles the multi-hot row owners spilled 60–100 bytes (sm_90 compile check). Mirrored launches (two gradients per
+# tile) hold half: with 4 bf16 tiles the multi-similarity one spilled at 255 registers. fp16 holds half again: its
+# per-tile scaling takes registers (with 4 tiles Triton 3.6's multi-hot contrastive row owner spilled 16 bytes at 255,
+# and several fp16 contrastive owners took 255 only at fewer stages). Multi-hot label masks (their per-tile bitset
+# tests) hold one tile fewer: with 4 bf16 tiles Triton 3.6's multi-hot contrastive row owner spilled 16 bytes at 255
+# registers (3.9: 248), with 3 it takes 252. At most 4 tiles (the tile loop's body is unrolled as many times); exact
+# fp32 (FMA products) holds 1: with more it spilled up to 2.8 KB. All-triplets holds 1 too: its 16 × 16 tiles'
+# registers go to the triplet tile (with 4 held its kernels compiled at 254–255 registers, ~30 s each), and its
+# O(B·M²) triplet sums, not these adds, bound it.
+HELD_G_BYTES = 32 * 1024
+MAX_HELD_TILES = 4
+
+
+def held_tiles(loss, mask, tile, dtype, device, precision, mirror):
+    """The tiles whose G an owner of wide rows holds (``tile``: BLOCK_M × BLOCK_N)."""
+    if _fma_fp32(dtype, device, precision) or loss == TRIPLET_ALL.value:
+        return 1
+    budget = HELD_G_BYTES // (2 if mirror else 1) // (2 if _gpu_dtype(dtype) == torch.float16 else 1)
+    most = MAX_HELD_TILES - (mask in (MULTI_HOT.value, JACCARD.value))
+    return max(1, min(most, budget // (tile[0] * tile[1] * _gpu_dtype(dtype).itemsize)))
+
 
 # Rows of up to this many bytes (features padded to a power of two) are one chunk (``row_chunk``): the backward's
 # owned dX (or dY) block is then 64 × 128 fp32 at most for bf16 rows (32 registers per thread at 8 warps). 256 bytes
@@ -180,8 +226,8 @@ def deterministic():
 
 
 def mirrored_backward():
-    """Whether an X = Y backward on resident rows takes the mirrored launch (``PAIRLOSS_MIRRORED_BACKWARD``, default
-    1, read at every backward). 0 selects the symmetric one instead (the deterministic mode: a dX and a dY launch):
+    """Whether an X = Y backward takes the mirrored launch (``PAIRLOSS_MIRRORED_BACKWARD``, default 1, read at every
+    backward). 0 selects the symmetric one instead (the deterministic mode: a dX and a dY launch):
     which is faster depends on the GPU's L2 rates, for a GPU to time (``bench``'s triton-symmetric)."""
     return os.environ.get("PAIRLOSS_MIRRORED_BACKWARD", "1") == "1"
 
@@ -367,13 +413,14 @@ def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
                   mirrored=True):  # fmt: skip
     """((dx, dy, row_grads, col_grad) outputs, launches) of the backward.
 
-    Rows whose features fit one resident block (``row_chunk``) are owned, and nothing is added per tile: a row-owner
-    launch keeps its dX block in registers over its column tiles, then a column-owner launch its dY block over its
-    row tiles; X = Y (``symmetric``), the row owners are the whole backward (``MIRROR``: every tile, each adding its
-    mirrored tile's pair gradients) unless not ``mirrored``. Wider rows, atomic: the row owners alone, adding the
-    columns' dY blocks per tile (X = Y: over the tiles on and right of the diagonal, ``SYMMETRIC``); deterministic:
-    the two launches. Atomic mode splits each owner's tiles across programs (``column_splits``), which add their
-    owned blocks atomically at their end; the deterministic mode runs them unsplit."""
+    Owner launches: a row-owner launch (dX) over its column tiles, then a column-owner launch (dY) over its row
+    tiles; X = Y (``symmetric``), the row owners are the whole backward (``MIRROR``: every tile, each adding its
+    mirrored tile's pair gradients). Rows whose features fit one resident block (``row_chunk``) keep it in
+    registers, added once; wider ones add their products once per FLUSH_TILES tiles (``held_tiles``; where that is
+    1, exact fp32 and TF32's mirrored launch, per tile). Atomic mode splits each owner's tiles across programs
+    (``column_splits``), which add to their owned rows atomically; the deterministic mode runs them unsplit. Atomic
+    exceptions: X = Y not ``mirrored``, the tiles on and right of the diagonal once each, adding both row blocks'
+    dX per tile (``SYMMETRIC``); all-triplets, its row owners alone, adding dY per tile (``STREAMED_GRADS``)."""
     dtype = x.dtype
     x, y = _operands(x, y)
     (B, D), M = x.shape, y.shape[0]
@@ -386,17 +433,23 @@ def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
     row_blocks, col_blocks = tile_bits.shape
     tiles = _constexprs(dtype, D, device, tf32, LOSS=loss, MASK=mask, SELF_PAIRS=self_pairs)
     owned_d = row_chunk(dtype, D, device, loss, tiles["PRECISION"])
-    mirror = symmetric and mirrored and owned_d > 0
+    mirror = symmetric and mirrored
     half_tiles = symmetric and atomic and not mirror
     if half_tiles:
         owned_d = 0  # its registers go to the mirrored gradient and the second product (ptxas spills with both)
-    streamed_grads = atomic and not owned_d and not half_tiles
     # Features per product added to global memory: exact fp32's symmetric backward (two FMA products) takes half.
-    fma_half_tiles = half_tiles and _fma_fp32(dtype, device, tiles["PRECISION"])
-    product_bytes = PRODUCT_CHUNK_BYTES // 2 if fma_half_tiles else PRODUCT_CHUNK_BYTES
+    fma = _fma_fp32(dtype, device, tiles["PRECISION"])
+    product_bytes = PRODUCT_CHUNK_BYTES // 2 if half_tiles and fma else PRODUCT_CHUNK_BYTES
+    # All-triplets' gradient recomputes O(B·M²) triplet sums per launch: atomic, its row owners add dY per tile too.
+    streamed_grads = atomic and loss == TRIPLET_ALL.value
+    tile = (tiles["BLOCK_M"], tiles["BLOCK_N"])
+    owned_only = not (owned_d or half_tiles or streamed_grads)
+    held = held_tiles(loss, mask, tile, dtype, device, tiles["PRECISION"], mirror) if owned_only else 1
     constexprs = {
         **tiles, "ATOMIC": atomic, "STREAMED_GRADS": streamed_grads, "SYMMETRIC": half_tiles, "MIRROR": mirror,
-        "OWNED_D": owned_d, "PRODUCT_D": min(tiles["BLOCK_D"], product_bytes // _gpu_dtype(dtype).itemsize),
+        "OWNED_D": owned_d,
+        "FLUSH_TILES": held,
+        "PRODUCT_D": min(tiles["BLOCK_D"], product_bytes // _gpu_dtype(dtype).itemsize),
     }  # fmt: skip
 
     def launch(own_rows):
@@ -411,7 +464,7 @@ def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
         return Launch(pair_grad_kernel, (owners, splits.count), args, {**constexprs, "OWN_ROWS": own_rows}, config)
 
     row_owners = [launch(True)]
-    return outputs, row_owners if mirror or streamed_grads or half_tiles else row_owners + [launch(False)]
+    return outputs, row_owners if mirror or half_tiles or streamed_grads else row_owners + [launch(False)]
 
 
 def pair_grad(x, y, row_labels, col_labels, positives, row_vec, col_vec, stats, values, coefs, scale, bias,

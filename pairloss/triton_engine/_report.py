@@ -6,11 +6,11 @@ FLOPs, bytes, and the SFU operations (``ex2``/``lg2``/``sqrt``/``rcp`` in the PT
 pair. A kernel's lower bound is the largest of its GEMM time at the bf16 peak (scaled by the share of SMs its grid
 can fill), its HBM time and its SFU time; the sum over the kernels is set against the GEMM roofline of the passes a
 loss cannot avoid (``FLOOR_PASSES``). Grids include the column splits that ``_launch.column_splits`` chooses for 132
-SMs, and X = Y backwards their tiles (all of them mirrored; symmetric: half). The L2 traffic (operand blocks read per tile; the backward's atomic
-sums, and its dX read-modify-write per tile where the features are not resident) is listed, and joins the bound only
-at L2 rates measured on a GPU (``python -m bench.l2``: no peak figure is published), reads and atomic sums each at
-their own. An estimate from counts and peak rates, not a measurement: its purpose is to steer the design until a GPU
-measures it.
+SMs, and X = Y backwards their tiles (all of them mirrored; symmetric: half). The L2 traffic (operand blocks read
+per tile; the backward's atomic sums, and the read-modify-writes of wide rows' owned blocks) is listed, and joins
+the bound only at L2 rates measured on a GPU (``python -m bench.l2``: no peak figure is published), reads and atomic
+sums each at their own. An estimate from counts and peak rates, not a measurement: its purpose is to steer the design
+until a GPU measures it.
 """
 
 import inspect
@@ -36,6 +36,8 @@ SFU_PER_S = 16 * SMS * 1.83e9
 SFU_OPS = ("ex2.approx", "lg2.approx", "sqrt.approx", "sqrt.rn", "rcp.approx", "rcp.rn", "rsqrt.approx", "div.full",
            "div.rn", "div.approx")  # fmt: skip
 ELEMENT_BYTES = 2  # bf16 operands
+# The position of the backward's tiles per split among its arguments.
+TILES_PER_SPLIT = list(inspect.signature(_launch.pair_grad_kernel.fn).parameters).index("tiles_per_split")
 
 # The GEMM-passes a loss cannot avoid (the roofline). X = Y: each forward sweep over the half of the tiles that
 # symmetry leaves (0.5; statistics and loss for multi-similarity and NT-Xent, the loss alone for the others) and a
@@ -160,11 +162,11 @@ def _traffic(name, launch, rows, dim):
     """The ``Traffic`` of one launch. HBM: the operands once, the backward's fp32 dX and dY once, the init and merge
     kernels' per-row states. L2 reads: per tile the X and Y blocks (the forward's X block once per program when the
     features are one chunk). The backward's owner launches (one product per tile) read the streamed block once more
-    for it, and without resident features read and write their owned fp32 block per tile; split (atomic mode), they
-    add their resident block atomically at each program's end; each writes one of dX and dY to HBM. The row owners
-    that also add the columns' gradients per tile (wider rows, atomic mode; two products per tile) read both blocks
-    twice and add the dY and dX blocks atomically per tile (X = Y: both row blocks' dX). L2 atomics count 8 bytes
-    per fp32 element, the read and the write."""
+    for it; a resident owned block is added at each program's end (atomically when split), a wider one once per
+    FLUSH_TILES tiles (atomically when split, else read and written); each launch writes one of dX and dY to HBM.
+    The launches adding the streamed side's gradients per tile (two products per tile: X = Y symmetric, half the
+    tiles, both row blocks' dX; all-triplets' row owners, dY) read both blocks twice and add both blocks atomically
+    per tile. L2 atomics, and a read-modify-write, count 8 bytes per fp32 element."""
     c = launch.constexprs
     if name == "init":
         return Traffic(4 * rows * 4, 0, 0)
@@ -182,11 +184,20 @@ def _traffic(name, launch, rows, dim):
     if c["STREAMED_GRADS"] or c["SYMMETRIC"]:  # (never resident) both blocks added per tile
         atomics = tiles * (c["BLOCK_M"] + c["BLOCK_N"]) * dim * 8
         return Traffic(2 * rows * dim * (ELEMENT_BYTES + 4), tiles * 2 * operands, atomics)
-    resident = c["OWNED_D"] > 0  # (BLOCK_M = BLOCK_N: owned and streamed blocks alike)
-    owned_updates = 0 if resident else c["BLOCK_M"] * dim * 8
-    end_adds = programs * c["BLOCK_M"] * dim * 8 if resident and c["ATOMIC"] else 0
+    # Owners (BLOCK_M = BLOCK_N: owned and streamed blocks alike): resident blocks are added once per program (split:
+    # atomically), others once per FLUSH_TILES tiles, atomically when split, else read and written.
+    owned_block = c["BLOCK_M"] * dim * 8
+    if c["OWNED_D"]:
+        owned_adds = programs * owned_block if c["ATOMIC"] else 0
+    else:  # per program, once per group of FLUSH_TILES tiles of its split (the last group may be partial)
+        streamed, per_split = -(-rows // c["BLOCK_N"]), launch.args[TILES_PER_SPLIT]
+        ranges = [min(per_split, streamed - first) for first in range(0, streamed, per_split)]
+        owned_adds = launch.grid[0] * sum(-(-count // c["FLUSH_TILES"]) for count in ranges) * owned_block
+    reads = tiles * (operands + c["BLOCK_N"] * dim * ELEMENT_BYTES)
     hbm = 2 * rows * dim * ELEMENT_BYTES + rows * dim * 4
-    return Traffic(hbm, tiles * (operands + c["BLOCK_N"] * dim * ELEMENT_BYTES + owned_updates), end_adds)
+    if c["ATOMIC"]:
+        return Traffic(hbm, reads, owned_adds)
+    return Traffic(hbm, reads + owned_adds, 0)
 
 
 def _estimate(name, launch, rows, dim, l2_rates):
@@ -198,7 +209,8 @@ def _estimate(name, launch, rows, dim, l2_rates):
     sm_share = min(1.0, programs / SMS)
     traffic = _traffic(name, launch, rows, dim)
     # GEMMs per tile: S; in the backward also both gradient products (the launches adding the streamed side's per
-    # tile) or one (the owners'). A pass is one B × B × D product.
+    # tile) or one (the owners'). A
+    # pass is one B × B × D product.
     c = launch.constexprs
     tile_elements = c["BLOCK_M"] * c["BLOCK_N"] if _tiles(name, launch, rows) else 0
     gemms = {"forward": 1, "backward": 3 if c.get("STREAMED_GRADS") or c.get("SYMMETRIC") else 2}.get(name, 0)
