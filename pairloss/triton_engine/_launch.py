@@ -447,8 +447,7 @@ def grad_launches(x, y, row_labels, col_labels, positives, row_vec, col_vec, sta
     held = held_tiles(loss, mask, tile, dtype, device, tiles["PRECISION"], mirror) if owned_only else 1
     constexprs = {
         **tiles, "ATOMIC": atomic, "STREAMED_GRADS": streamed_grads, "SYMMETRIC": half_tiles, "MIRROR": mirror,
-        "OWNED_D": owned_d,
-        "FLUSH_TILES": held,
+        "OWNED_D": owned_d, "FLUSH_TILES": held,
         "PRODUCT_D": min(tiles["BLOCK_D"], product_bytes // _gpu_dtype(dtype).itemsize),
     }  # fmt: skip
 

@@ -209,8 +209,7 @@ def _estimate(name, launch, rows, dim, l2_rates):
     sm_share = min(1.0, programs / SMS)
     traffic = _traffic(name, launch, rows, dim)
     # GEMMs per tile: S; in the backward also both gradient products (the launches adding the streamed side's per
-    # tile) or one (the owners'). A
-    # pass is one B × B × D product.
+    # tile) or one (the owners'). A pass is one B × B × D product.
     c = launch.constexprs
     tile_elements = c["BLOCK_M"] * c["BLOCK_N"] if _tiles(name, launch, rows) else 0
     gemms = {"forward": 1, "backward": 3 if c.get("STREAMED_GRADS") or c.get("SYMMETRIC") else 2}.get(name, 0)
